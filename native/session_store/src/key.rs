@@ -1,0 +1,80 @@
+//! Store keys: canonical bytes, with an optional partial-key ("group") prefix.
+//!
+//! The store never interprets a key. Whoever builds one (the NIF layer) guarantees that two keys are equal
+//! exactly when their bytes are, and marks the byte range that names the key's group: for an OTP client key
+//! `{{Host, Port}, SessionId}`, the canonical bytes of `{Host, Port}`.
+
+use std::ops::Range;
+
+/// A key as the store receives it on insert.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Key {
+    bytes: Box<[u8]>,
+    group: Option<Range<usize>>,
+}
+
+impl Key {
+    /// A key that belongs to no group (OTP server keys: a bare session id).
+    pub fn plain(bytes: impl Into<Box<[u8]>>) -> Self {
+        Key {
+            bytes: bytes.into(),
+            group: None,
+        }
+    }
+
+    /// A key whose bytes `group` name its group. Returns `None` when the range is outside the bytes.
+    pub fn grouped(bytes: impl Into<Box<[u8]>>, group: Range<usize>) -> Option<Self> {
+        let bytes = bytes.into();
+        (group.start <= group.end && group.end <= bytes.len()).then_some(Key {
+            bytes,
+            group: Some(group),
+        })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn group(&self) -> Option<&[u8]> {
+        self.group.clone().map(|range| &self.bytes[range])
+    }
+
+    pub(crate) fn into_parts(self) -> (Box<[u8]>, Option<Range<usize>>) {
+        (self.bytes, self.group)
+    }
+}
+
+// Keys are not secret, but a derived Debug would print every byte of a 64 KiB key into a test failure.
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key")
+            .field("len", &self.bytes.len())
+            .field("group", &self.group)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grouped_key_exposes_its_group_bytes() {
+        let key = Key::grouped(b"hostport|id".to_vec(), 0..8).expect("range is inside");
+        assert_eq!(key.group(), Some(&b"hostport"[..]));
+        assert_eq!(key.bytes(), b"hostport|id");
+    }
+
+    #[test]
+    fn grouped_key_rejects_a_range_outside_its_bytes() {
+        assert!(Key::grouped(b"abc".to_vec(), 1..4).is_none());
+        #[allow(clippy::reversed_empty_ranges)]
+        let reversed = 2..1;
+        assert!(Key::grouped(b"abc".to_vec(), reversed).is_none());
+    }
+
+    #[test]
+    fn plain_key_has_no_group() {
+        assert_eq!(Key::plain(b"id".to_vec()).group(), None);
+    }
+}

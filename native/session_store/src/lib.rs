@@ -1,0 +1,16 @@
+//! The storage core of nif_session_cache. It knows nothing of the BEAM: keys are canonical bytes, values are
+//! whatever the caller stores (the NIF layer stores frozen Erlang terms), and everything here is tested with
+//! plain `cargo test`.
+//!
+//! What it guarantees, and the NIF layer relies on:
+//! - `len` is exact and O(1): OTP evicts only when size equals its maximum, so an estimate would break it.
+//! - The store never drops an entry on its own. Bounds and lifetimes belong to OTP.
+//! - Reads never block on each other, and no read holds a lock while calling out of the store.
+//! - Terminating is O(shards): the contents are handed back to be freed wherever the caller likes.
+
+mod key;
+mod slab;
+mod store;
+
+pub use key::Key;
+pub use store::{Config, Inserted, Retired, Store, StoreError, Weigh};

@@ -1,0 +1,269 @@
+//! The concurrent store: entries by key, an index by group, stable slots for folds, and exact counts.
+//!
+//! Concurrency model: any number of threads read; writes are serialised by an internal mutex (the NIF layer
+//! further allows only one process to write). Readers take exactly one lock each (an entry shard, a group shard
+//! or the slot index), and never call back into the store while holding it, so no lock order exists to violate.
+//! A writer takes the locks one after another and releases each before the next.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use dashmap::DashMap;
+
+use crate::key::Key;
+use crate::slab::Slab;
+
+/// How much a stored value weighs, in bytes of memory it owns. Feeds [`Store::bytes`].
+pub trait Weigh {
+    fn weight(&self) -> usize;
+}
+
+/// Tuning of a store. Every field has a default that suits OTP's session caches.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Lock shards of the entry map; a power of two. More shards mean less contention between readers and the
+    /// writer, and smaller pauses when one shard's table grows (at a million entries, 64 shards keep a resize
+    /// near 15k entries). Each shard costs one cache line. Default: 64.
+    pub shards: usize,
+    /// Lock shards of the group index (client stores only); a power of two. Default: 16.
+    pub group_shards: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            shards: 64,
+            group_shards: 16,
+        }
+    }
+}
+
+/// Why a write was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store was terminated")]
+    Terminated,
+}
+
+/// What an insert did.
+pub enum Inserted<V> {
+    New,
+    /// The key was present; this is the value it held.
+    Replaced(Arc<V>),
+}
+
+struct Slot<V> {
+    value: Arc<V>,
+    slot: usize,
+    group: Option<Arc<[u8]>>,
+}
+
+type Group<V> = HashMap<Arc<[u8]>, Arc<V>>;
+
+pub struct Store<V> {
+    entries: DashMap<Arc<[u8]>, Slot<V>>,
+    groups: DashMap<Arc<[u8]>, Group<V>>,
+    slab: RwLock<Slab<V>>,
+    writer: Mutex<()>,
+    len: AtomicUsize,
+    bytes: AtomicUsize,
+    terminated: AtomicBool,
+}
+
+/// Everything a store held when it was terminated, detached so that the caller chooses where to free it
+/// (freeing a million entries takes far longer than a scheduler may be held).
+pub struct Retired {
+    #[allow(dead_code)] // held only so that dropping `Retired` frees it
+    parts: Vec<Box<dyn Send>>,
+    entries: usize,
+}
+
+impl Retired {
+    /// How many entries dropping this frees.
+    pub fn entries(&self) -> usize {
+        self.entries
+    }
+}
+
+impl std::fmt::Debug for Retired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retired").field("entries", &self.entries).finish_non_exhaustive()
+    }
+}
+
+impl<V: Weigh + Send + Sync + 'static> Store<V> {
+    /// # Panics
+    /// If a shard count in `config` is not a power of two (a programming error, caught at construction).
+    pub fn new(config: Config) -> Self {
+        Store {
+            entries: DashMap::with_shard_amount(config.shards),
+            groups: DashMap::with_shard_amount(config.group_shards),
+            slab: RwLock::new(Slab::new()),
+            writer: Mutex::new(()),
+            len: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            terminated: AtomicBool::new(false),
+        }
+    }
+
+    /// Inserts or replaces. O(1); a replace keeps the entry's fold slot.
+    pub fn insert(&self, key: Key, value: V) -> Result<Inserted<V>, StoreError> {
+        let _writer = self.write_guard()?;
+        let weight = value.weight();
+        let value = Arc::new(value);
+        let (bytes, group_range) = key.into_parts();
+
+        if let Some(mut slot) = self.entries.get_mut(&bytes[..]) {
+            let old = std::mem::replace(&mut slot.value, Arc::clone(&value));
+            let (index, group) = (slot.slot, slot.group.clone());
+            drop(slot);
+            write(&self.slab).replace(index, Arc::clone(&value));
+            if let Some(group) = group {
+                if let Some(mut members) = self.groups.get_mut(&group) {
+                    if let Some(member) = members.get_mut(&bytes[..]) {
+                        *member = value;
+                    }
+                }
+            }
+            self.bytes.fetch_add(weight, Ordering::Relaxed);
+            self.bytes.fetch_sub(old.weight(), Ordering::Relaxed);
+            return Ok(Inserted::Replaced(old));
+        }
+
+        let key: Arc<[u8]> = bytes.into();
+        let group = group_range.map(|range| self.intern_group(&key[range]));
+        let index = write(&self.slab).insert(Arc::clone(&value));
+        if let Some(group) = &group {
+            self.groups
+                .entry(Arc::clone(group))
+                .or_default()
+                .insert(Arc::clone(&key), Arc::clone(&value));
+        }
+        let key_len = key.len();
+        self.entries.insert(key, Slot { value, slot: index, group });
+        self.len.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(weight + key_len, Ordering::Relaxed);
+        Ok(Inserted::New)
+    }
+
+    /// Removes a key; removing a missing key is not an error. O(1).
+    pub fn remove(&self, key: &[u8]) -> Result<Option<Arc<V>>, StoreError> {
+        let _writer = self.write_guard()?;
+        let Some((key, slot)) = self.entries.remove(key) else {
+            return Ok(None);
+        };
+        write(&self.slab).remove(slot.slot);
+        if let Some(group) = &slot.group {
+            let emptied = match self.groups.get_mut(group) {
+                Some(mut members) => {
+                    members.remove(&key);
+                    members.is_empty()
+                }
+                None => false,
+            };
+            if emptied {
+                self.groups.remove_if(group, |_, members| members.is_empty());
+            }
+        }
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(slot.value.weight() + key.len(), Ordering::Relaxed);
+        Ok(Some(slot.value))
+    }
+
+    /// Runs `read` on the value under `key` while its shard is read-locked. `read` must not call the store.
+    /// O(1). Prefer it to [`Store::get`] for short reads: it saves two atomic reference-count updates.
+    pub fn read<R>(&self, key: &[u8], read: impl FnOnce(&V) -> R) -> Option<R> {
+        self.entries.get(key).map(|slot| read(&slot.value))
+    }
+
+    /// The value under `key`, shared. O(1).
+    pub fn get(&self, key: &[u8]) -> Option<Arc<V>> {
+        self.entries.get(key).map(|slot| Arc::clone(&slot.value))
+    }
+
+    /// Appends every value whose key belongs to `group` to `out`. O(matches): one lookup in the group index.
+    pub fn select(&self, group: &[u8], out: &mut Vec<Arc<V>>) {
+        if let Some(members) = self.groups.get(group) {
+            out.extend(members.values().cloned());
+        }
+    }
+
+    /// Appends up to `max` values to `out` from fold slot `from` on, looking at no more than `budget` slots.
+    /// Returns the slot to resume from, or `None` when the walk is complete. Values present for a whole walk
+    /// are seen exactly once; values inserted or removed meanwhile may or may not be.
+    pub fn scan(&self, from: usize, max: usize, budget: usize, out: &mut Vec<Arc<V>>) -> Option<usize> {
+        read(&self.slab).scan(from, max, budget, out)
+    }
+
+    /// Exact number of entries. O(1).
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes owned by the entries: every value's weight plus its key. O(1).
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes taken by the fold slot index, which does not shrink when entries are removed.
+    pub fn index_bytes(&self) -> usize {
+        read(&self.slab).index_bytes()
+    }
+
+    pub fn is_terminated(&self) -> bool {
+        self.terminated.load(Ordering::Acquire)
+    }
+
+    /// Empties the store for good and hands back its contents. O(shards): nothing is freed here. Later writes
+    /// fail with [`StoreError::Terminated`]; reads find nothing. Calling it again returns an empty [`Retired`].
+    pub fn retire(&self) -> Retired {
+        let _writer = lock(&self.writer);
+        self.terminated.store(true, Ordering::Release);
+        let mut parts: Vec<Box<dyn Send>> = Vec::with_capacity(self.entries.shards().len() + 2);
+        for shard in self.entries.shards() {
+            parts.push(Box::new(std::mem::take(&mut *shard.write())));
+        }
+        for shard in self.groups.shards() {
+            parts.push(Box::new(std::mem::take(&mut *shard.write())));
+        }
+        parts.push(Box::new(std::mem::replace(&mut *write(&self.slab), Slab::new())));
+        let entries = self.len.swap(0, Ordering::Relaxed);
+        self.bytes.store(0, Ordering::Relaxed);
+        Retired { parts, entries }
+    }
+
+    fn write_guard(&self) -> Result<MutexGuard<'_, ()>, StoreError> {
+        let guard = lock(&self.writer);
+        if self.is_terminated() {
+            return Err(StoreError::Terminated);
+        }
+        Ok(guard)
+    }
+
+    /// One shared allocation per group, however many entries it has.
+    fn intern_group(&self, group: &[u8]) -> Arc<[u8]> {
+        match self.groups.get(group) {
+            Some(existing) => Arc::clone(existing.key()),
+            None => Arc::from(group),
+        }
+    }
+}
+
+// A panic cannot happen while these locks are held (no code in their scope panics), but a poisoned lock would
+// still guard consistent data: recover it rather than turn one bug into a permanent failure.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,40 @@
+//! Helpers shared by the store's integration tests.
+
+#![allow(dead_code)] // each test binary uses a different subset of these helpers
+
+use session_store::{Config, Key, Store, Weigh};
+
+/// A stored value that remembers which key and which write produced it, so that a read can be checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Val {
+    pub key: Vec<u8>,
+    pub version: u64,
+}
+
+impl Weigh for Val {
+    fn weight(&self) -> usize {
+        16
+    }
+}
+
+pub fn store() -> Store<Val> {
+    Store::new(Config::default())
+}
+
+/// A client-style key: a group (host and port) followed by a session id.
+pub fn client_key(host: u8, id: u16) -> Key {
+    let mut bytes = vec![b'h', host];
+    bytes.extend_from_slice(&id.to_be_bytes());
+    Key::grouped(bytes, 0..2).expect("group range is inside the key")
+}
+
+pub fn server_key(id: u16) -> Key {
+    Key::plain(id.to_be_bytes().to_vec())
+}
+
+pub fn val(key: &Key, version: u64) -> Val {
+    Val {
+        key: key.bytes().to_vec(),
+        version,
+    }
+}

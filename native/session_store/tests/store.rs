@@ -1,0 +1,187 @@
+//! The store's single-threaded contract: upserts, idempotent removal, exact counts, the group index and folds.
+
+mod common;
+
+use common::{client_key, server_key, store, val, Val};
+use session_store::{Inserted, StoreError};
+use std::sync::Arc;
+
+fn fold_all(store: &session_store::Store<Val>) -> Vec<Val> {
+    let mut out = Vec::new();
+    let mut from = Some(0);
+    while let Some(start) = from {
+        from = store.scan(start, 3, 10, &mut out);
+    }
+    let mut values: Vec<Val> = out.iter().map(|v| (**v).clone()).collect();
+    values.sort_by(|a, b| a.key.cmp(&b.key));
+    values
+}
+
+fn selected(store: &session_store::Store<Val>, group: &[u8]) -> Vec<Val> {
+    let mut out = Vec::new();
+    store.select(group, &mut out);
+    let mut values: Vec<Val> = out.iter().map(|v| (**v).clone()).collect();
+    values.sort_by(|a, b| a.key.cmp(&b.key));
+    values
+}
+
+#[test]
+fn insert_then_read_returns_the_value() {
+    let store = store();
+    let key = server_key(1);
+    assert!(matches!(store.insert(key.clone(), val(&key, 1)), Ok(Inserted::New)));
+    assert_eq!(store.read(key.bytes(), |v| v.clone()), Some(val(&key, 1)));
+    assert_eq!(store.get(key.bytes()).map(|v| (*v).clone()), Some(val(&key, 1)));
+}
+
+#[test]
+fn insert_on_a_present_key_replaces_and_returns_the_old_value() {
+    let store = store();
+    let key = client_key(1, 1);
+    store.insert(key.clone(), val(&key, 1)).expect("live store");
+    let Ok(Inserted::Replaced(old)) = store.insert(key.clone(), val(&key, 2)) else {
+        panic!("second insert must replace");
+    };
+    assert_eq!(old.version, 1);
+    assert_eq!(store.len(), 1);
+    assert_eq!(store.read(key.bytes(), |v| v.version), Some(2));
+    assert_eq!(selected(&store, b"h\x01"), vec![val(&key, 2)]);
+    assert_eq!(fold_all(&store), vec![val(&key, 2)]);
+}
+
+#[test]
+fn remove_is_idempotent_and_counts_exactly() {
+    let store = store();
+    let key = server_key(7);
+    store.insert(key.clone(), val(&key, 1)).expect("live store");
+    assert_eq!(store.remove(key.bytes()).expect("live store").map(|v| v.version), Some(1));
+    assert!(store.remove(key.bytes()).expect("live store").is_none());
+    assert!(store.remove(b"never there").expect("live store").is_none());
+    assert_eq!(store.len(), 0);
+    assert!(store.is_empty());
+    assert_eq!(store.read(key.bytes(), |_| ()), None);
+}
+
+#[test]
+fn len_tracks_every_insert_replace_and_remove() {
+    let store = store();
+    for id in 0..500 {
+        let key = server_key(id);
+        store.insert(key.clone(), val(&key, 0)).expect("live store");
+    }
+    for id in 0..250 {
+        let key = server_key(id);
+        store.insert(key.clone(), val(&key, 1)).expect("live store");
+    }
+    for id in (0..500u16).step_by(2) {
+        store.remove(&id.to_be_bytes()).expect("live store");
+    }
+    assert_eq!(store.len(), 250);
+    assert_eq!(fold_all(&store).len(), 250);
+}
+
+#[test]
+fn select_returns_exactly_the_group_members() {
+    let store = store();
+    for host in 1..=3u8 {
+        for id in 0..u16::from(host) * 10 {
+            let key = client_key(host, id);
+            store.insert(key.clone(), val(&key, 0)).expect("live store");
+        }
+    }
+    let plain = server_key(9);
+    store.insert(plain.clone(), val(&plain, 0)).expect("live store");
+    for host in 1..=3u8 {
+        let group = selected(&store, &[b'h', host]);
+        assert_eq!(group.len(), usize::from(host) * 10);
+        assert!(group.iter().all(|v| v.key[..2] == [b'h', host]));
+    }
+    assert!(selected(&store, b"h\x04").is_empty());
+    assert!(selected(&store, b"").is_empty());
+}
+
+#[test]
+fn a_group_disappears_with_its_last_member() {
+    let store = store();
+    let key = client_key(5, 1);
+    store.insert(key.clone(), val(&key, 0)).expect("live store");
+    store.remove(key.bytes()).expect("live store");
+    assert!(selected(&store, b"h\x05").is_empty());
+    let again = client_key(5, 2);
+    store.insert(again.clone(), val(&again, 0)).expect("live store");
+    assert_eq!(selected(&store, b"h\x05"), vec![val(&again, 0)]);
+}
+
+#[test]
+fn bytes_return_to_zero_when_everything_is_removed() {
+    let store = store();
+    for id in 0..100 {
+        let key = client_key(1, id);
+        store.insert(key.clone(), val(&key, 0)).expect("live store");
+        store.insert(key.clone(), val(&key, 1)).expect("live store");
+    }
+    assert_eq!(store.bytes(), 100 * (16 + 4));
+    for id in 0..100 {
+        store.remove(client_key(1, id).bytes()).expect("live store");
+    }
+    assert_eq!(store.bytes(), 0);
+}
+
+#[test]
+fn retire_empties_the_store_and_refuses_later_writes() {
+    let store = store();
+    for id in 0..2000 {
+        let key = client_key((id % 7) as u8, id);
+        store.insert(key.clone(), val(&key, 0)).expect("live store");
+    }
+    let kept = store.get(client_key(1, 1).bytes()).expect("present");
+    let retired = store.retire();
+    assert_eq!(retired.entries(), 2000);
+    assert_eq!(store.len(), 0);
+    assert_eq!(store.bytes(), 0);
+    assert!(store.is_terminated());
+    assert_eq!(store.read(client_key(1, 1).bytes(), |_| ()), None);
+    assert!(selected(&store, b"h\x01").is_empty());
+    assert!(fold_all(&store).is_empty());
+    let key = server_key(1);
+    assert_eq!(store.insert(key.clone(), val(&key, 0)).err(), Some(StoreError::Terminated));
+    assert_eq!(store.remove(key.bytes()).err(), Some(StoreError::Terminated));
+    drop(retired);
+    // A value someone still holds outlives the retirement of its store.
+    assert_eq!(kept.version, 0);
+    assert_eq!(Arc::strong_count(&kept), 1);
+    assert_eq!(store.retire().entries(), 0);
+}
+
+#[test]
+fn a_value_present_for_a_whole_fold_is_seen_exactly_once_despite_writes() {
+    let store = store();
+    for id in 0..3000 {
+        let key = server_key(id);
+        store.insert(key.clone(), val(&key, 0)).expect("live store");
+    }
+    let mut out = Vec::new();
+    let mut from = Some(0);
+    let mut churn = 10_000u16;
+    while let Some(start) = from {
+        from = store.scan(start, 50, 100, &mut out);
+        // Delete and re-create keys outside the stable set, and replace stable ones, while walking.
+        for _ in 0..5 {
+            let key = server_key(churn);
+            store.insert(key.clone(), val(&key, 0)).expect("live store");
+            if churn >= 10_002 {
+                store.remove(server_key(churn - 2).bytes()).expect("live store");
+            }
+            churn += 1;
+        }
+        let stable = server_key(start as u16 % 1000);
+        store.insert(stable.clone(), val(&stable, 9)).expect("live store");
+    }
+    let limit = 3000u16.to_be_bytes().to_vec();
+    let mut stable: Vec<Vec<u8>> = out.iter().map(|v| v.key.clone()).filter(|k| *k < limit).collect();
+    let total = stable.len();
+    stable.sort();
+    stable.dedup();
+    assert_eq!(total, stable.len(), "a stable entry was visited twice");
+    assert_eq!(stable.len(), 3000, "a stable entry was missed");
+}
