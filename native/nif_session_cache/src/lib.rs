@@ -1,1 +1,17 @@
+//! nif_session_cache's NIF library: the bridge between OTP's ssl session cache API and `session_store`.
+//!
+//! Rooms: `nifs` (the functions Erlang calls), `resource` (what Erlang holds), `key` (key terms to canonical
+//! bytes), `registry` (every live store, weakly), `frozen` (sessions kept off every process heap), `weight` (what an entry costs), `reaper` (freeing
+//! large stores off the schedulers), `error` and `atoms` (what Erlang sees).
 
+mod atoms;
+mod error;
+mod frozen;
+mod key;
+mod nifs;
+mod reaper;
+mod registry;
+mod resource;
+mod weight;
+
+rustler::init!("nif_session_cache_nif");

@@ -1,0 +1,110 @@
+%%% A TLS session cache for OTP's ssl whose entries live in a Rust store, off every process heap.
+%%%
+%%% Configure it with {ssl, [{session_cb, nif_session_cache}]} (and client_session_cb / server_session_cb for
+%%% OTP releases that read them). OTP then calls the callbacks below; their contract, as OTP really uses it, is:
+%%%
+%%%   init/1            every call returns a fresh, empty, isolated store owned by the caller.
+%%%   update/3, delete/2, terminate/1
+%%%                     owner only. Any other process gets error:{badarg, not_owner}, and the store is unchanged.
+%%%                     A write to a terminated store raises {badarg, terminated}; an update with a key the
+%%%                     store cannot hold (a map, a fun, a bitstring, nesting deeper than 16, an encoding over
+%%%                     64 KiB) raises {badarg, bad_key}; anything but a store raises badarg.
+%%%   lookup/2, select_session/2, size/1, foldl/3
+%%%                     any process, concurrently with the owner's writes. lookup and select_session never raise
+%%%                     on a junk key; they find nothing.
+%%%
+%%% The store never evicts on its own: OTP's session_cache_client_max, session_cache_server_max and
+%%% session_lifetime bound it, and OTP crashes its cache processes if entries vanish behind its back.
+%%% Only TLS 1.0-1.2 and DTLS session-ID resumption come here; TLS 1.3 tickets never do.
+%%% Sessions hold master secrets: nothing in this module or the NIF logs or formats one.
+-module(nif_session_cache).
+
+-behaviour(ssl_session_cache_api).
+
+-export([init/1, terminate/1, lookup/2, update/3, delete/2, foldl/3, select_session/2, size/1]).
+-export([info/1, stores/0]).
+-export_type([store/0]).
+
+-type store() :: nif_session_cache_nif:store().
+
+%% Returns a new empty store owned by the calling process. Args is OTP's option list: a {role, client | server}
+%% property when OTP says which (it does not when it re-creates a client store), and session_cb_init_args,
+%% which are accepted and ignored. O(1).
+-spec init(term()) -> store().
+init(Args) ->
+    nif_session_cache_nif:new(role(Args)).
+
+%% Empties the store for good and releases its memory (a large store is freed on a background thread). Owner
+%% only. OTP calls it only for the client store: a listener's store is freed when its cache process exits and
+%% the last reference is garbage-collected. Later writes raise {badarg, terminated}; reads find nothing.
+-spec terminate(store()) -> ok.
+terminate(Store) ->
+    written(nif_session_cache_nif:terminate(Store)).
+
+%% The session stored under Key, exactly as stored (=:=), or undefined. Never raises for any Key. O(1).
+-spec lookup(store(), term()) -> term() | undefined.
+lookup(Store, Key) ->
+    nif_session_cache_nif:lookup(Store, Key).
+
+%% Inserts or replaces. Owner only. Keys are opaque terms (maps and funs excepted: {badarg, bad_key}).
+%% Returns ok; OTP ignores the result and keeps using Store, which is mutable. O(size of the session).
+-spec update(store(), term(), term()) -> ok.
+update(Store, Key, Session) ->
+    written(nif_session_cache_nif:update(Store, Key, Session)).
+
+%% Removes Key. Idempotent: deleting a missing key returns ok. Owner only. O(1).
+-spec delete(store(), term()) -> ok.
+delete(Store, Key) ->
+    written(nif_session_cache_nif:delete(Store, Key)).
+
+%% Fun({Key, Session}, Acc) over every entry; Acc0 when empty. The walk is done in chunks of at most 64
+%% entries, with no native lock held while Fun runs, so Fun may delete (OTP's validator does). An entry present
+%% for the whole fold is visited exactly once; entries added or removed meanwhile may or may not be.
+-spec foldl(fun(({term(), term()}, Acc) -> Acc), Acc, store()) -> Acc.
+foldl(Fun, Acc0, Store) ->
+    fold_chunks(nif_session_cache_nif:next(nif_session_cache_nif:fold_start(Store)), Fun, Acc0).
+
+%% Every session whose key is {PartialKey, _}, in no particular order, or []. Never raises for any PartialKey.
+%% O(matches), through an index by partial key.
+-spec select_session(store(), term()) -> [term()].
+select_session(Store, PartialKey) ->
+    collect(nif_session_cache_nif:select(Store, PartialKey), []).
+
+%% The exact number of entries. O(1).
+-spec size(store()) -> non_neg_integer().
+size(Store) ->
+    nif_session_cache_nif:size(Store).
+
+%% What a store holds and who owns it. Any process. O(1).
+-spec info(store()) -> nif_session_cache_nif:info().
+info(Store) ->
+    nif_session_cache_nif:info(Store).
+
+%% info/1 of every live store in this VM, oldest first. Keeps none of them alive.
+-spec stores() -> [nif_session_cache_nif:info()].
+stores() ->
+    nif_session_cache_nif:stores().
+
+%%% Internal
+
+%% Writes report failure as an atom and are raised here, with erlang:error/1: its stack trace names the
+%% function's arity, not its arguments, so a session passed to update/3 never reaches a crash report.
+-spec written(nif_session_cache_nif:write_result()) -> ok.
+written(ok) -> ok;
+written(badarg) -> erlang:error(badarg);
+written(Reason) -> erlang:error({badarg, Reason}).
+
+-spec role(term()) -> client | server | undefined.
+role([{role, Role} | _]) when Role =:= client; Role =:= server -> Role;
+role([_ | Rest]) -> role(Rest);
+role(_) -> undefined.
+
+fold_chunks({Items, done}, Fun, Acc) ->
+    lists:foldl(Fun, Acc, Items);
+fold_chunks({Items, Cursor}, Fun, Acc) ->
+    fold_chunks(nif_session_cache_nif:next(Cursor), Fun, lists:foldl(Fun, Acc, Items)).
+
+collect({Items, done}, Acc) ->
+    lists:append(Items, Acc);
+collect({Items, Cursor}, Acc) ->
+    collect(nif_session_cache_nif:next(Cursor), lists:append(Items, Acc)).

@@ -1,0 +1,78 @@
+%%% @private
+%%% The NIF library's loader and its not-loaded stubs. Users call nif_session_cache, never this module.
+%%% Every function here is implemented in native/nif_session_cache/src/nifs.rs, whose doc comments state the
+%%% scheduler each runs on and its cost. None of them blocks a scheduler for a millisecond.
+-module(nif_session_cache_nif).
+
+-export([new/1, terminate/1, lookup/2, update/3, delete/2, size/1, select/2, fold_start/1, next/1,
+         info/1, stores/0]).
+-export_type([store/0, cursor/0, info/0, write_result/0]).
+
+-nifs([new/1, terminate/1, lookup/2, update/3, delete/2, size/1, select/2, fold_start/1, next/1,
+       info/1, stores/0]).
+-on_load(load/0).
+
+-opaque store() :: reference().
+-opaque cursor() :: reference().
+-type info() :: #{id := pos_integer(),
+                  role := client | server | undefined,
+                  owner := pid(),
+                  entries := non_neg_integer(),
+                  bytes := non_neg_integer(),
+                  index_bytes := non_neg_integer(),
+                  terminated := boolean()}.
+%% Writes return their failure instead of raising it (see nif_session_cache:written/1).
+-type write_result() :: ok | badarg | not_owner | terminated | bad_key | enomem.
+%% A chunk of a fold or select, and whether more follow.
+-type chunk(Item) :: {[Item], done | cursor()}.
+
+-spec load() -> ok | {error, term()}.
+load() ->
+    erlang:load_nif(filename:join(priv_dir(), atom_to_list(?MODULE)), 0).
+
+%% The application's priv dir, or the priv dir beside this module's ebin when the code was added by path only.
+-spec priv_dir() -> file:filename().
+priv_dir() ->
+    case code:priv_dir(nif_session_cache) of
+        {error, bad_name} ->
+            filename:join(filename:dirname(filename:dirname(code:which(?MODULE))), "priv");
+        Dir ->
+            Dir
+    end.
+
+-spec new(client | server | undefined) -> store().
+new(_Role) -> not_loaded(?LINE).
+
+-spec terminate(store()) -> write_result().
+terminate(_Store) -> not_loaded(?LINE).
+
+-spec lookup(store(), term()) -> term().
+lookup(_Store, _Key) -> not_loaded(?LINE).
+
+-spec update(store(), term(), term()) -> write_result().
+update(_Store, _Key, _Session) -> not_loaded(?LINE).
+
+-spec delete(store(), term()) -> write_result().
+delete(_Store, _Key) -> not_loaded(?LINE).
+
+-spec size(store()) -> non_neg_integer().
+size(_Store) -> not_loaded(?LINE).
+
+-spec select(store(), term()) -> chunk(term()).
+select(_Store, _PartialKey) -> not_loaded(?LINE).
+
+-spec fold_start(store()) -> cursor().
+fold_start(_Store) -> not_loaded(?LINE).
+
+-spec next(cursor()) -> chunk(term()).
+next(_Cursor) -> not_loaded(?LINE).
+
+-spec info(store()) -> info().
+info(_Store) -> not_loaded(?LINE).
+
+-spec stores() -> [info()].
+stores() -> not_loaded(?LINE).
+
+-spec not_loaded(pos_integer()) -> no_return().
+not_loaded(Line) ->
+    erlang:nif_error({not_loaded, [{module, ?MODULE}, {line, Line}]}).

@@ -1,0 +1,23 @@
+//! Every atom the NIF layer returns or matches, in one place.
+
+rustler::atoms! {
+    ok,
+    undefined,
+    done,
+    badarg,
+    // Roles, as OTP passes them to init/1.
+    client,
+    server,
+    // Reasons carried by `{badarg, Reason}` errors.
+    not_owner,
+    terminated,
+    bad_key,
+    enomem,
+    // Keys of info/1.
+    id,
+    role,
+    owner,
+    entries,
+    bytes,
+    index_bytes,
+}

@@ -1,0 +1,66 @@
+//! The one error type of the NIF layer, and how Erlang sees it.
+//!
+//! Writes (update, delete, terminate) return their error as an atom instead of raising from native code: a NIF
+//! exception carries the call's arguments in its stack trace, and update's arguments include the session, whose
+//! master secret would then reach crash reports. The Erlang wrapper raises `error:badarg` or
+//! `error:{badarg, Reason}` itself, with `erlang:error/1`, whose stack trace names only the arity.
+
+use rustler::Atom;
+use session_store::StoreError;
+
+use crate::atoms;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CacheError {
+    /// An argument has the wrong type (the store is not a store). Raised as plain `badarg`.
+    #[error("an argument has the wrong type")]
+    BadArg,
+    /// A process other than the one that called init tried to write. Raised as `{badarg, not_owner}`.
+    #[error("only the process that created the store may write to it")]
+    NotOwner,
+    /// The store was terminated; it can no longer be written. Raised as `{badarg, terminated}`.
+    #[error("the store was terminated")]
+    Terminated,
+    /// The key is a term the store does not accept (see `key.rs`). Raised as `{badarg, bad_key}`.
+    #[error("the key is not a supported term")]
+    BadKey,
+    /// The VM could not allocate an environment for the session. Raised as `{badarg, enomem}`.
+    #[error("out of memory")]
+    OutOfMemory,
+}
+
+impl CacheError {
+    /// The atom a write returns for this error; the Erlang wrapper turns it into the exception.
+    pub fn atom(self) -> Atom {
+        match self {
+            CacheError::BadArg => atoms::badarg(),
+            CacheError::NotOwner => atoms::not_owner(),
+            CacheError::Terminated => atoms::terminated(),
+            CacheError::BadKey => atoms::bad_key(),
+            CacheError::OutOfMemory => atoms::enomem(),
+        }
+    }
+}
+
+impl From<StoreError> for CacheError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Terminated => CacheError::Terminated,
+        }
+    }
+}
+
+impl From<CacheError> for rustler::Error {
+    /// For reads, whose arguments hold no secret: only a wrong type can fail them.
+    fn from(_: CacheError) -> Self {
+        rustler::Error::BadArg
+    }
+}
+
+/// The result of a write, as the atom Erlang receives: `ok` or the error's atom.
+pub fn write_outcome(result: Result<(), CacheError>) -> Atom {
+    match result {
+        Ok(()) => atoms::ok(),
+        Err(error) => error.atom(),
+    }
+}

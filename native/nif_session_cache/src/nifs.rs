@@ -1,0 +1,190 @@
+//! The NIF functions: decode arguments, call the store, encode results. Nothing else lives here.
+//!
+//! Every function runs on a normal scheduler and does bounded work; each doc comment states its cost. Work that
+//! grows with the store (folds, large selects, freeing) is split into chunks or moved off the schedulers.
+
+use std::sync::Arc;
+
+use rustler::{Atom, Encoder, Env, NifResult, ResourceArc, Term};
+
+use crate::atoms;
+use crate::error::{write_outcome, CacheError};
+use crate::frozen::Frozen;
+use crate::key::{encode_group, encode_key};
+use crate::registry;
+use crate::resource::{Cursor, CursorState, Emit, Role, Source, StoreInner, StoreResource};
+
+/// Entries copied out per cursor step: about 64 µs for OTP sessions, well under a millisecond.
+const CHUNK: usize = 64;
+/// Fold slots examined per cursor step, so that a sparse stretch of slots is also walked in bounded steps.
+const SCAN_BUDGET: usize = 4096;
+
+/// Creates an empty store owned by the calling process. Normal scheduler, O(1).
+#[rustler::nif]
+fn new(env: Env, role: Atom) -> NifResult<ResourceArc<StoreResource>> {
+    let role = if role == atoms::client() {
+        Role::Client
+    } else if role == atoms::server() {
+        Role::Server
+    } else if role == atoms::undefined() {
+        Role::Unspecified
+    } else {
+        return Err(rustler::Error::BadArg);
+    };
+    Ok(ResourceArc::new(StoreResource::new(env.pid(), role)))
+}
+
+/// Empties the store for good; owner only. Normal scheduler, O(shards): a large store is freed on a thread.
+/// Returns `ok` or an error atom (see `error.rs`).
+#[rustler::nif]
+fn terminate<'a>(env: Env<'a>, store: Term<'a>) -> Atom {
+    write_outcome(writable(env, store).map(StoreInner::retire))
+}
+
+/// The session stored under `key`, copied to the caller, or `undefined`. Any key is accepted: one the store
+/// could not hold is simply absent. Normal scheduler, O(1) plus the copy of one session.
+#[rustler::nif]
+fn lookup<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>) -> NifResult<Term<'a>> {
+    let store = StoreResource::from_term(store)?;
+    let found = encode_key(key)
+        .ok()
+        .and_then(|key| store.store.read(key.bytes(), |frozen| frozen.session(env)));
+    Ok(found.unwrap_or_else(|| atoms::undefined().encode(env)))
+}
+
+/// Inserts or replaces; owner only. Normal scheduler, O(size of the session) for the copy into the store.
+/// Returns `ok` or an error atom: never raises, so the session never appears in a stack trace.
+#[rustler::nif]
+fn update<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>, session: Term<'a>) -> Atom {
+    write_outcome(writable(env, store).and_then(|store| {
+        let encoded = encode_key(key)?;
+        let frozen = Frozen::freeze(env, key, session).ok_or(CacheError::OutOfMemory)?;
+        // A replaced entry is freed here, unless a cursor still holds it: one environment, O(1).
+        store.store.insert(encoded, frozen)?;
+        Ok(())
+    }))
+}
+
+/// Removes `key` if present; owner only. A key the store could not hold is absent, so deleting it is `ok`.
+/// Normal scheduler, O(1). Returns `ok` or an error atom.
+#[rustler::nif]
+fn delete<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>) -> Atom {
+    write_outcome(writable(env, store).and_then(|store| match encode_key(key) {
+        Ok(key) => store.store.remove(key.bytes()).map(drop).map_err(CacheError::from),
+        Err(_) => Ok(()),
+    }))
+}
+
+/// The store `term` refers to, if it is one and the calling process owns it.
+fn writable<'a>(env: Env<'a>, term: Term<'a>) -> Result<&'a StoreInner, CacheError> {
+    let store = StoreResource::from_term(term).map_err(|_| CacheError::BadArg)?;
+    store.check_writer(env)?;
+    Ok(store)
+}
+
+/// Exact number of entries. Normal scheduler, O(1).
+#[rustler::nif]
+fn size(store: Term) -> NifResult<usize> {
+    Ok(StoreResource::from_term(store)?.store.len())
+}
+
+/// The sessions whose key is `{PartialKey, _}`, as `{Sessions, done}`, or `{FirstSessions, Cursor}` when there
+/// are more than one chunk. Normal scheduler, O(matches) to find them, at most one chunk copied per call.
+#[rustler::nif]
+fn select<'a>(env: Env<'a>, store: Term<'a>, partial_key: Term<'a>) -> NifResult<Term<'a>> {
+    let store = StoreResource::from_term(store)?;
+    let mut pending = Vec::new();
+    if let Ok(group) = encode_group(partial_key) {
+        store.store.select(&group, &mut pending);
+    }
+    let mut state = CursorState {
+        source: Source::Exhausted,
+        emit: Emit::Session,
+        pending,
+    };
+    Ok(step(env, &mut state).map_or_else(
+        |items| (items, atoms::done()).encode(env),
+        |items| (items, ResourceArc::new(Cursor::new(state))).encode(env),
+    ))
+}
+
+/// A cursor over every entry, for foldl. Normal scheduler, O(1): the walk happens in `next`.
+#[rustler::nif]
+fn fold_start(store: Term) -> NifResult<ResourceArc<Cursor>> {
+    let store: ResourceArc<StoreResource> = store.decode()?;
+    Ok(ResourceArc::new(Cursor::new(CursorState {
+        source: Source::Fold { store, next: Some(0) },
+        emit: Emit::Entry,
+        pending: Vec::new(),
+    })))
+}
+
+/// The next chunk of a cursor: `{Items, done}` or `{Items, Cursor}`. Normal scheduler: at most `SCAN_BUDGET`
+/// slots examined and `CHUNK` entries copied.
+#[rustler::nif]
+fn next<'a>(env: Env<'a>, cursor: Term<'a>) -> NifResult<Term<'a>> {
+    let handle = Cursor::from_term(cursor)?;
+    Ok(handle.with_state(|state| {
+        step(env, state).map_or_else(|items| (items, atoms::done()).encode(env), |items| (items, cursor).encode(env))
+    }))
+}
+
+/// Copies out one chunk. `Ok(items)` when more may follow, `Err(items)` when the cursor is exhausted.
+fn step<'a>(env: Env<'a>, state: &mut CursorState) -> Result<Vec<Term<'a>>, Vec<Term<'a>>> {
+    if state.pending.is_empty() {
+        if let Source::Fold { store, next } = &mut state.source {
+            if let Some(from) = *next {
+                *next = store.store.scan(from, CHUNK, SCAN_BUDGET, &mut state.pending);
+            }
+        }
+    }
+    let emit = state.emit;
+    let take = state.pending.len().min(CHUNK);
+    let items: Vec<Term<'a>> = state
+        .pending
+        .drain(state.pending.len() - take..)
+        .map(|frozen: Arc<Frozen>| match emit {
+            Emit::Entry => frozen.entry(env),
+            Emit::Session => frozen.session(env),
+        })
+        .collect();
+    let exhausted = state.pending.is_empty() && matches!(state.source, Source::Exhausted | Source::Fold { next: None, .. });
+    if exhausted {
+        Err(items)
+    } else {
+        Ok(items)
+    }
+}
+
+/// A map describing the store: id, role, owner, entries, bytes and whether it was terminated. Normal scheduler,
+/// O(1).
+#[rustler::nif]
+fn info<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
+    describe(env, StoreResource::from_term(store)?)
+}
+
+/// `info/1` of every live store, oldest first. Holds no store alive. Normal scheduler, O(stores): meant for an
+/// operator's shell, where there are a handful of stores (one per listener, one for clients).
+#[rustler::nif]
+fn stores(env: Env) -> NifResult<Vec<Term>> {
+    registry::live().iter().map(|inner| describe(env, inner)).collect()
+}
+
+fn describe<'a>(env: Env<'a>, inner: &StoreInner) -> NifResult<Term<'a>> {
+    let role = match inner.role {
+        Role::Client => atoms::client(),
+        Role::Server => atoms::server(),
+        Role::Unspecified => atoms::undefined(),
+    };
+    let store = &inner.store;
+    let pairs: [(Atom, Term<'a>); 7] = [
+        (atoms::id(), inner.id.encode(env)),
+        (atoms::role(), role.encode(env)),
+        (atoms::owner(), inner.owner.encode(env)),
+        (atoms::entries(), store.len().encode(env)),
+        (atoms::bytes(), store.bytes().encode(env)),
+        (atoms::index_bytes(), store.index_bytes().encode(env)),
+        (atoms::terminated(), store.is_terminated().encode(env)),
+    ];
+    Term::map_from_pairs(env, &pairs)
+}

@@ -1,0 +1,140 @@
+//! The two resource types Erlang holds: a store, and a cursor over a fold or a large select.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rustler::{Env, LocalPid, Resource, ResourceArc, Term};
+use session_store::{Config, Store};
+
+use crate::error::CacheError;
+use crate::frozen::Frozen;
+use crate::reaper;
+use crate::registry;
+
+/// The role OTP passed to init/1, if any. Reported by info, never used to change behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Client,
+    Server,
+    Unspecified,
+}
+
+/// A store and who may write it. Erlang holds it through [`StoreResource`]; the registry holds it weakly.
+pub struct StoreInner {
+    /// Unique for the life of the library, so the registry can forget exactly this store.
+    pub id: u64,
+    /// The process that called init: the only one allowed to write.
+    pub owner: LocalPid,
+    pub role: Role,
+    pub store: Store<Frozen>,
+}
+
+impl StoreInner {
+    /// Refuses writes from any process but the owner.
+    pub fn check_writer(&self, env: Env) -> Result<(), CacheError> {
+        if env.pid() == self.owner {
+            Ok(())
+        } else {
+            Err(CacheError::NotOwner)
+        }
+    }
+
+    /// Empties the store and frees its contents, off the scheduler when they are large. Idempotent.
+    pub fn retire(&self) {
+        reaper::dispose(self.store.retire());
+    }
+}
+
+/// What an Erlang store reference points to. When the last reference is collected, the store is retired and
+/// leaves the registry: OTP never calls terminate for a listener's store.
+pub struct StoreResource {
+    inner: Arc<StoreInner>,
+}
+
+#[rustler::resource_impl]
+impl Resource for StoreResource {}
+
+// The store is only reached through `&self` methods whose state stays consistent across an unwind.
+impl std::panic::RefUnwindSafe for StoreResource {}
+
+impl StoreResource {
+    pub fn new(owner: LocalPid, role: Role) -> Self {
+        let inner = registry::register(|id| StoreInner {
+            id,
+            owner,
+            role,
+            store: Store::new(Config::default()),
+        });
+        StoreResource { inner }
+    }
+
+    /// Borrows the store a term refers to, without touching its reference count.
+    pub fn from_term<'a>(term: Term<'a>) -> rustler::NifResult<&'a StoreResource> {
+        term.try_get_resource::<StoreResource>().ok_or(rustler::Error::BadArg)
+    }
+}
+
+impl std::ops::Deref for StoreResource {
+    type Target = StoreInner;
+
+    fn deref(&self) -> &StoreInner {
+        &self.inner
+    }
+}
+
+impl Drop for StoreResource {
+    // Runs in a resource destructor, on whichever scheduler collected the last reference.
+    fn drop(&mut self) {
+        registry::forget(self.inner.id);
+        self.inner.retire();
+    }
+}
+
+/// What a cursor hands back for each entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emit {
+    /// `{Key, Session}`, for foldl.
+    Entry,
+    /// `Session`, for select_session.
+    Session,
+}
+
+/// Where a cursor gets more entries when its pending ones run out.
+pub enum Source {
+    /// Walking a store's fold slots; `next` is the slot to resume from, `None` once past the end.
+    Fold { store: ResourceArc<StoreResource>, next: Option<usize> },
+    /// Nothing more to fetch: everything is already pending (a select).
+    Exhausted,
+}
+
+pub struct CursorState {
+    pub source: Source,
+    pub emit: Emit,
+    /// Entries taken from the store and not yet handed out. Holding them keeps them alive even if deleted.
+    pub pending: Vec<Arc<Frozen>>,
+}
+
+pub struct Cursor {
+    state: Mutex<CursorState>,
+}
+
+#[rustler::resource_impl]
+impl Resource for Cursor {}
+
+impl std::panic::RefUnwindSafe for Cursor {}
+
+impl Cursor {
+    pub fn new(state: CursorState) -> Self {
+        Cursor {
+            state: Mutex::new(state),
+        }
+    }
+
+    pub fn from_term<'a>(term: Term<'a>) -> rustler::NifResult<&'a Cursor> {
+        term.try_get_resource::<Cursor>().ok_or(rustler::Error::BadArg)
+    }
+
+    /// Runs `step` on the cursor's state. A cursor is normally used by one process, so this never waits long.
+    pub fn with_state<R>(&self, step: impl FnOnce(&mut CursorState) -> R) -> R {
+        step(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
