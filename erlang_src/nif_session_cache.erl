@@ -61,8 +61,10 @@ delete(Store, Key) ->
 %% entries, with no native lock held while Fun runs, so Fun may delete (OTP's validator does). An entry present
 %% for the whole fold is visited exactly once; entries added or removed meanwhile may or may not be.
 -spec foldl(fun(({term(), term()}, Acc) -> Acc), Acc, store()) -> Acc.
-foldl(Fun, Acc0, Store) ->
-    fold_chunks(nif_session_cache_nif:next(nif_session_cache_nif:fold_start(Store)), Fun, Acc0).
+foldl(Fun, Acc0, Store) when is_function(Fun, 2) ->
+    fold_chunks(nif_session_cache_nif:next(nif_session_cache_nif:fold_start(Store)), Fun, Acc0);
+foldl(_Fun, _Acc0, _Store) ->
+    erlang:error(badarg).
 
 %% Every session whose key is {PartialKey, _}, in no particular order, or []. Never raises for any PartialKey.
 %% O(matches), through an index by partial key.

@@ -1,0 +1,167 @@
+%%% The NIF boundary: every exported function fed wrong input gets a clear error (badarg, or {badarg, Reason}
+%%% with a documented Reason) or the contract's neutral value, never a VM crash, and the store is unchanged.
+%%% Also: stores are freed when their last reference goes, and error stack traces never carry a session.
+-module(nif_session_cache_nif_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0]).
+-export([wrong_store_arguments_raise_badarg_everywhere/1,
+         a_dead_store_reads_as_empty_and_refuses_writes/1,
+         unsupported_keys_are_refused_on_update_and_absent_on_reads/1,
+         any_session_term_round_trips/1,
+         foldl_requires_a_two_argument_fun/1,
+         write_errors_never_put_the_session_in_the_stack_trace/1,
+         a_store_without_references_is_freed/1,
+         many_stores_come_and_go_without_leaking/1]).
+
+all() ->
+    [wrong_store_arguments_raise_badarg_everywhere,
+     a_dead_store_reads_as_empty_and_refuses_writes,
+     unsupported_keys_are_refused_on_update_and_absent_on_reads,
+     any_session_term_round_trips,
+     foldl_requires_a_two_argument_fun,
+     write_errors_never_put_the_session_in_the_stack_trace,
+     a_store_without_references_is_freed,
+     many_stores_come_and_go_without_leaking].
+
+%%% Cases
+
+wrong_store_arguments_raise_badarg_everywhere(_Config) ->
+    Live = nif_session_cache:init([{role, client}]),
+    ok = nif_session_cache:update(Live, key(1), session(1)),
+    Calls = [{lookup, fun(S) -> nif_session_cache:lookup(S, key(1)) end},
+             {update, fun(S) -> nif_session_cache:update(S, key(2), session(2)) end},
+             {delete, fun(S) -> nif_session_cache:delete(S, key(1)) end},
+             {size, fun(S) -> nif_session_cache:size(S) end},
+             {select_session, fun(S) -> nif_session_cache:select_session(S, {"h", 1}) end},
+             {foldl, fun(S) -> nif_session_cache:foldl(fun(_, A) -> A end, 0, S) end},
+             {terminate, fun(S) -> nif_session_cache:terminate(S) end},
+             {info, fun(S) -> nif_session_cache:info(S) end}],
+    Results = [{Name, Class, catch_error(fun() -> Call(Bad) end)}
+               || {Name, Call} <- Calls, {Class, Bad} <- not_stores()],
+    ?assert(length(not_stores()) >= 20),
+    ?assertEqual([], [R || {_, _, Outcome} = R <- Results, Outcome =/= {error, badarg}]),
+    ?assertEqual(session(1), nif_session_cache:lookup(Live, key(1))),
+    ?assertEqual(1, nif_session_cache:size(Live)).
+
+a_dead_store_reads_as_empty_and_refuses_writes(_Config) ->
+    Store = nif_session_cache:init([{role, client}]),
+    ok = nif_session_cache:update(Store, key(1), session(1)),
+    ok = nif_session_cache:terminate(Store),
+    ?assertEqual(undefined, nif_session_cache:lookup(Store, key(1))),
+    ?assertEqual([], nif_session_cache:select_session(Store, {"h", 1})),
+    ?assertEqual(0, nif_session_cache:size(Store)),
+    ?assertEqual(acc, nif_session_cache:foldl(fun(_, _) -> error(called) end, acc, Store)),
+    ?assertEqual({error, {badarg, terminated}}, catch_error(fun() -> nif_session_cache:update(Store, key(1), x) end)),
+    ?assertEqual({error, {badarg, terminated}}, catch_error(fun() -> nif_session_cache:delete(Store, key(1)) end)),
+    ?assertEqual(ok, nif_session_cache:terminate(Store)).
+
+unsupported_keys_are_refused_on_update_and_absent_on_reads(_Config) ->
+    Store = nif_session_cache:init([{role, server}]),
+    Deep = lists:foldl(fun(_, Acc) -> {Acc} end, x, lists:seq(1, 17)),
+    Refused = [#{}, #{a => 1}, fun() -> ok end, fun erlang:abs/1, <<1:3>>, {ok, <<1:9>>}, Deep,
+               binary:copy(<<0>>, 64 * 1024 + 1), lists:seq(1, 40000), [#{} | x]],
+    [?assertEqual({error, {badarg, bad_key}},
+                  catch_error(fun() -> nif_session_cache:update(Store, K, session(1)) end))
+     || K <- Refused],
+    ?assertEqual(0, nif_session_cache:size(Store)),
+    [?assertEqual(undefined, nif_session_cache:lookup(Store, K)) || K <- Refused],
+    %% Keys just inside the limits, and every other kind of term, are accepted and found again.
+    Accepted = [lists:foldl(fun(_, Acc) -> {Acc} end, x, lists:seq(1, 15)), binary:copy(<<1>>, 60000),
+                self(), make_ref(), hd(erlang:ports()), 1 bsl 300, -(1 bsl 300), -1, 0, 1.0e300, [],
+                [a | b], "string", {}, atom, <<>>],
+    [ok = nif_session_cache:update(Store, K, {v, K}) || K <- Accepted],
+    ?assertEqual(length(Accepted), nif_session_cache:size(Store)),
+    [?assertEqual({v, K}, nif_session_cache:lookup(Store, K)) || K <- Accepted].
+
+any_session_term_round_trips(_Config) ->
+    Store = nif_session_cache:init([{role, server}]),
+    <<_:1/binary, Sub:100/binary, _/binary>> = Big = crypto:strong_rand_bytes(1 bsl 20),
+    Deep = lists:foldl(fun(_, Acc) -> [Acc] end, x, lists:seq(1, 100000)),
+    Values = [Big, Sub, Deep, lists:seq(1, 100000), #{k => Big, Sub => [1 | 2]}, fun() -> Big end,
+              <<1:1>>, {1.5, -0.0, 1 bsl 1000}, self(), make_ref()],
+    [begin
+         ok = nif_session_cache:update(Store, <<N:256>>, V),
+         ?assert(nif_session_cache:lookup(Store, <<N:256>>) =:= V)
+     end || {N, V} <- lists:zip(lists:seq(1, length(Values)), Values)].
+
+foldl_requires_a_two_argument_fun(_Config) ->
+    Store = nif_session_cache:init([]),
+    [?assertEqual({error, badarg}, catch_error(fun() -> nif_session_cache:foldl(F, 0, Store) end))
+     || F <- [not_a_fun, fun() -> ok end, fun(_) -> ok end]].
+
+write_errors_never_put_the_session_in_the_stack_trace(_Config) ->
+    Store = nif_session_cache:init([]),
+    Secret = crypto:strong_rand_bytes(48),
+    Traces = [in_other_process(fun() -> stacktrace(fun() -> nif_session_cache:update(Store, key(1), {s, Secret}) end) end),
+              stacktrace(fun() -> nif_session_cache:update(Store, #{}, {s, Secret}) end),
+              stacktrace(fun() -> nif_session_cache:update(not_a_store, key(1), {s, Secret}) end)],
+    [?assertEqual(nomatch, binary:match(term_to_binary(T), Secret)) || T <- Traces].
+
+a_store_without_references_is_freed(_Config) ->
+    Before = length(nif_session_cache:stores()),
+    {Pid, Ref} = spawn_monitor(fun() ->
+                                       S = nif_session_cache:init([{role, server}]),
+                                       [nif_session_cache:update(S, <<N:256>>, session(N)) || N <- lists:seq(1, 5000)],
+                                       receive stop -> ok end
+                               end),
+    ok = wait_until(fun() -> lists:member(5000, [N || #{entries := N} <- nif_session_cache:stores()]) end),
+    Pid ! stop,
+    receive {'DOWN', Ref, process, Pid, normal} -> ok end,
+    ok = wait_until(fun() -> length(nif_session_cache:stores()) =:= Before end).
+
+many_stores_come_and_go_without_leaking(_Config) ->
+    Before = length(nif_session_cache:stores()),
+    Counts = in_other_process(
+               fun() ->
+                       Stores = [nif_session_cache:init([]) || _ <- lists:seq(1, 10000)],
+                       [ok = nif_session_cache:update(S, key(1), session(1)) || S <- Stores],
+                       Live = length(nif_session_cache:stores()),
+                       [ok = nif_session_cache:terminate(S) || S <- lists:sublist(Stores, 5000)],
+                       %% Terminated stores are empty but stay listed while referenced.
+                       {Live, length(nif_session_cache:stores()), length(Stores)}
+               end),
+    ?assertEqual({Before + 10000, Before + 10000, 10000}, Counts),
+    ok = wait_until(fun() -> length(nif_session_cache:stores()) =:= Before end).
+
+%%% Helpers
+
+%% Twenty-one classes of terms that are not stores.
+not_stores() ->
+    Cursor = nif_session_cache_nif:fold_start(nif_session_cache:init([])),
+    [{atom, undefined}, {small_integer, 1}, {bignum, 1 bsl 100}, {float, 1.0}, {binary, <<"store">>},
+     {huge_binary, binary:copy(<<0>>, 1 bsl 20)}, {bitstring, <<1:5>>}, {nil, []}, {list, [1, 2]},
+     {improper_list, [1 | 2]}, {tuple, {store}}, {deep_term, lists:foldl(fun(_, A) -> {A} end, x, lists:seq(1, 10000))},
+     {map, #{store => 1}}, {function, fun() -> ok end}, {pid, self()}, {port, hd(erlang:ports())},
+     {plain_reference, make_ref()}, {foreign_resource, atomics:new(1, [])}, {counters_resource, counters:new(1, [])},
+     {our_cursor_resource, Cursor}, {string, "store"}].
+
+key(N) -> {{"h", 1}, <<N:256>>}.
+
+session(N) -> {session, N, <<N:384>>}.
+
+catch_error(Fun) ->
+    try Fun() of
+        Value -> {value, Value}
+    catch
+        error:Reason -> {error, Reason}
+    end.
+
+stacktrace(Fun) ->
+    try Fun() of
+        Value -> {no_error, Value}
+    catch
+        error:Reason:Stack -> {Reason, Stack}
+    end.
+
+in_other_process(Fun) ->
+    {Pid, Ref} = spawn_monitor(fun() -> exit({result, Fun()}) end),
+    receive
+        {'DOWN', Ref, process, Pid, {result, Result}} -> Result;
+        {'DOWN', Ref, process, Pid, Other} -> ct:fail({other_process_crashed, Other})
+    end.
+
+wait_until(Check) ->
+    nif_session_cache_demo:wait_until(Check, 5000).

@@ -1,0 +1,175 @@
+%%% Real TLS 1.2 handshakes on loopback with ssl's session_cb set to nif_session_cache: resumption in both roles,
+%%% isolation of listeners, OTP's own eviction at small maxima, and no crash or restart of OTP's cache processes.
+-module(nif_session_cache_tls_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2, end_per_testcase/2]).
+-export([log/2]).
+-export([sessions_resume_through_our_cache_in_both_roles/1,
+         client_reuse_sessions_false_means_no_resumption/1,
+         server_reuse_sessions_false_means_no_resumption/1,
+         two_listeners_are_isolated/1,
+         otp_eviction_keeps_the_stores_at_max_and_resumption_works/1,
+         explicit_reuse_session_resumes_that_id/1,
+         a_closed_listener_frees_its_store/1]).
+
+all() ->
+    [sessions_resume_through_our_cache_in_both_roles,
+     client_reuse_sessions_false_means_no_resumption,
+     server_reuse_sessions_false_means_no_resumption,
+     two_listeners_are_isolated,
+     otp_eviction_keeps_the_stores_at_max_and_resumption_works,
+     explicit_reuse_session_resumes_that_id,
+     a_closed_listener_frees_its_store].
+
+init_per_suite(Config) ->
+    {ok, _} = application:ensure_all_started(crypto),
+    {Server, Client} = nif_session_cache_demo:tls_options(),
+    [{server_opts, Server}, {client_opts, Client} | Config].
+
+end_per_suite(_Config) ->
+    _ = application:stop(ssl),
+    [application:unset_env(ssl, K) || K <- env_keys()],
+    ok.
+
+init_per_testcase(Case, Config) ->
+    _ = application:stop(ssl),
+    Max = case Case of
+              otp_eviction_keeps_the_stores_at_max_and_resumption_works -> 3;
+              _ -> 1000
+          end,
+    [ok = application:set_env(ssl, K, nif_session_cache) || K <- [session_cb, client_session_cb, server_session_cb]],
+    ok = application:set_env(ssl, session_cache_client_max, Max),
+    ok = application:set_env(ssl, session_cache_server_max, Max),
+    ok = ssl:start(),
+    %% Every error-level log event (a crashed cache process reports one) is forwarded to this process.
+    ok = logger:add_handler(?MODULE, ?MODULE, #{level => error, config => #{pid => self()}}),
+    [{manager, whereis(ssl_manager)} | Config].
+
+end_per_testcase(_Case, Config) ->
+    _ = logger:remove_handler(?MODULE),
+    ?assertEqual(?config(manager, Config), whereis(ssl_manager), "ssl_manager restarted"),
+    ?assertEqual([], errors_logged()),
+    ok.
+
+%% logger handler callback.
+log(Event, #{config := #{pid := Pid}}) ->
+    Pid ! {logged_error, maps:with([level, msg, meta], Event)}.
+
+%%% Cases
+
+sessions_resume_through_our_cache_in_both_roles(Config) ->
+    {Listener, Port} = listen(Config, []),
+    {Id, _} = connect(Config, Port, []),
+    ok = await_stores(1, 1),
+    Caches = listener_caches(),
+    ?assertEqual([{Id, true}, {Id, true}], [resumed(Config, Port, Id) || _ <- [1, 2]]),
+    %% The sessions live in our stores, under the keys OTP uses in each role.
+    [#{role := client, entries := 1}] = stores(client),
+    [#{role := server, entries := 1}] = stores(server),
+    ?assertEqual(Caches, [P || P <- listener_caches(), is_process_alive(P)]),
+    ssl:close(Listener).
+
+client_reuse_sessions_false_means_no_resumption(Config) ->
+    {Listener, Port} = listen(Config, []),
+    {Id, _} = connect(Config, Port, []),
+    ok = await_stores(1, 1),
+    {Id2, _} = connect(Config, Port, [{reuse_sessions, false}]),
+    ?assertNotEqual(Id, Id2),
+    ssl:close(Listener).
+
+server_reuse_sessions_false_means_no_resumption(Config) ->
+    {Listener, Port} = listen(Config, [{reuse_sessions, false}]),
+    {Id, _} = connect(Config, Port, []),
+    ok = await_client_entries(1),
+    {Id2, _} = connect(Config, Port, []),
+    ?assertNotEqual(Id, Id2),
+    ?assertEqual([0], [N || #{entries := N} <- stores(server)]),
+    ssl:close(Listener).
+
+two_listeners_are_isolated(Config) ->
+    {ListenerA, PortA} = listen(Config, []),
+    {IdA, _} = connect(Config, PortA, []),
+    ok = await_stores(1, 1),
+    {ListenerB, PortB} = listen(Config, []),
+    %% Offer A's session id to B: B's store has never seen it, so B makes a new session, and registering
+    %% that session is B's store's first insert (OTP crashes there if size/1 counts entries it did not make).
+    {IdB, _} = connect(Config, PortB, [{reuse_session, IdA}]),
+    ?assertNotEqual(IdA, IdB),
+    ok = nif_session_cache_demo:wait_until(fun() -> lists:sort([N || #{entries := N} <- stores(server)]) =:= [1, 1] end, 2000),
+    ?assertEqual({IdB, true}, resumed(Config, PortB, IdB)),
+    ?assertEqual({IdA, true}, resumed(Config, PortA, IdA)),
+    ?assertEqual(2, length(listener_caches())),
+    [ssl:close(L) || L <- [ListenerA, ListenerB]].
+
+otp_eviction_keeps_the_stores_at_max_and_resumption_works(Config) ->
+    %% session_cache_client_max and session_cache_server_max are 3 here. {reuse_sessions, save} makes the
+    %% client do a full handshake and save every session, so both stores fill, then OTP evicts its oldest.
+    {Listener, Port} = listen(Config, []),
+    Ids = [element(1, connect(Config, Port, [{reuse_sessions, save}])) || _ <- lists:seq(1, 8)],
+    ?assertEqual(8, length(lists:usort(Ids))),
+    ok = nif_session_cache_demo:wait_until(fun() -> entries(client) =:= [3] andalso entries(server) =:= [3] end, 2000),
+    timer:sleep(100),
+    ?assertEqual({[3], [3]}, {entries(client), entries(server)}),
+    {Id, _} = connect(Config, Port, []),
+    ?assert(lists:member(Id, lists:nthtail(5, Ids)), "resumed one of the three newest sessions"),
+    ?assertEqual(1, length(listener_caches())),
+    ssl:close(Listener).
+
+explicit_reuse_session_resumes_that_id(Config) ->
+    {Listener, Port} = listen(Config, []),
+    [{First, _}, {Second, _}] = [connect(Config, Port, [{reuse_sessions, save}]) || _ <- [1, 2]],
+    ok = await_stores(2, 2),
+    ?assertEqual({First, true}, resumed(Config, Port, First, [{reuse_session, First}])),
+    ?assertEqual({Second, true}, resumed(Config, Port, Second, [{reuse_session, Second}])),
+    ssl:close(Listener).
+
+a_closed_listener_frees_its_store(Config) ->
+    {Listener, Port} = listen(Config, []),
+    _ = connect(Config, Port, []),
+    ok = await_stores(1, 1),
+    [Cache] = listener_caches(),
+    Ref = monitor(process, Cache),
+    ok = ssl:close(Listener),
+    receive {'DOWN', Ref, process, Cache, _} -> ok after 5000 -> ct:fail(listener_cache_still_alive) end,
+    %% OTP never calls terminate for a listener's store: it is freed when its last reference is collected.
+    ok = nif_session_cache_demo:wait_until(fun() -> erlang:garbage_collect(), stores(server) =:= [] end, 5000).
+
+%%% Helpers
+
+env_keys() ->
+    [session_cb, client_session_cb, server_session_cb, session_cache_client_max, session_cache_server_max].
+
+listen(Config, Extra) ->
+    nif_session_cache_demo:start_listener(?config(server_opts, Config), Extra).
+
+connect(Config, Port, Extra) ->
+    nif_session_cache_demo:connect(Port, ?config(client_opts, Config), Extra).
+
+resumed(Config, Port, Id) ->
+    resumed(Config, Port, Id, []).
+
+resumed(Config, Port, Id, Extra) ->
+    {Got, _} = connect(Config, Port, Extra),
+    {Got, Got =:= Id}.
+
+stores(Role) ->
+    [S || #{role := R} = S <- nif_session_cache:stores(), R =:= Role].
+
+entries(Role) ->
+    [N || #{entries := N} <- stores(Role)].
+
+%% Registration is an asynchronous cast in both roles: wait for it.
+await_stores(Client, Server) ->
+    nif_session_cache_demo:wait_until(fun() -> entries(client) =:= [Client] andalso entries(server) =:= [Server] end, 2000).
+
+await_client_entries(N) ->
+    nif_session_cache_demo:wait_until(fun() -> entries(client) =:= [N] end, 2000).
+
+listener_caches() ->
+    [Pid || {_, Pid, _, _} <- supervisor:which_children(ssl_server_session_cache_sup), is_pid(Pid)].
+
+errors_logged() ->
+    receive {logged_error, Event} -> [Event | errors_logged()] after 0 -> [] end.
