@@ -42,13 +42,13 @@ terminate(Store) ->
     written(nif_session_cache_nif:terminate(Store)).
 
 %% The session stored under Key, exactly as stored (=:=), or undefined. Never raises for any Key. O(1).
--spec lookup(store(), term()) -> term() | undefined.
+-spec lookup(store(), term()) -> ssl_session_cache_api:session() | undefined.
 lookup(Store, Key) ->
     nif_session_cache_nif:lookup(Store, Key).
 
 %% Inserts or replaces. Owner only. Keys are opaque terms (maps and funs excepted: {badarg, bad_key}).
 %% Returns ok; OTP ignores the result and keeps using Store, which is mutable. O(size of the session).
--spec update(store(), term(), term()) -> ok.
+-spec update(store(), term(), ssl_session_cache_api:session() | term()) -> ok.
 update(Store, Key, Session) ->
     written(nif_session_cache_nif:update(Store, Key, Session)).
 
@@ -68,7 +68,7 @@ foldl(_Fun, _Acc0, _Store) ->
 
 %% Every session whose key is {PartialKey, _}, in no particular order, or []. Never raises for any PartialKey.
 %% O(matches), through an index by partial key.
--spec select_session(store(), term()) -> [term()].
+-spec select_session(store(), term()) -> [ssl_session_cache_api:session()].
 select_session(Store, PartialKey) ->
     collect(nif_session_cache_nif:select(Store, PartialKey), []).
 

@@ -12,6 +12,9 @@
        info/1, stores/0]).
 -on_load(load/0).
 
+%% Called directly in each stub, so that dialyzer trusts the stub's spec.
+-define(NOT_LOADED, erlang:nif_error({not_loaded, [{module, ?MODULE}, {line, ?LINE}]})).
+
 -opaque store() :: reference().
 -opaque cursor() :: reference().
 -type info() :: #{id := pos_integer(),
@@ -41,38 +44,35 @@ priv_dir() ->
     end.
 
 -spec new(client | server | undefined) -> store().
-new(_Role) -> not_loaded(?LINE).
+new(_Role) -> ?NOT_LOADED.
 
 -spec terminate(store()) -> write_result().
-terminate(_Store) -> not_loaded(?LINE).
+terminate(_Store) -> ?NOT_LOADED.
 
 -spec lookup(store(), term()) -> term().
-lookup(_Store, _Key) -> not_loaded(?LINE).
+lookup(_Store, _Key) -> ?NOT_LOADED.
 
 -spec update(store(), term(), term()) -> write_result().
-update(_Store, _Key, _Session) -> not_loaded(?LINE).
+update(_Store, _Key, _Session) -> ?NOT_LOADED.
 
 -spec delete(store(), term()) -> write_result().
-delete(_Store, _Key) -> not_loaded(?LINE).
+delete(_Store, _Key) -> ?NOT_LOADED.
 
 -spec size(store()) -> non_neg_integer().
-size(_Store) -> not_loaded(?LINE).
+size(_Store) -> ?NOT_LOADED.
 
 -spec select(store(), term()) -> chunk(term()).
-select(_Store, _PartialKey) -> not_loaded(?LINE).
+select(_Store, _PartialKey) -> ?NOT_LOADED.
 
 -spec fold_start(store()) -> cursor().
-fold_start(_Store) -> not_loaded(?LINE).
+fold_start(_Store) -> ?NOT_LOADED.
 
 -spec next(cursor()) -> chunk(term()).
-next(_Cursor) -> not_loaded(?LINE).
+next(_Cursor) -> ?NOT_LOADED.
 
 -spec info(store()) -> info().
-info(_Store) -> not_loaded(?LINE).
+info(_Store) -> ?NOT_LOADED.
 
 -spec stores() -> [info()].
-stores() -> not_loaded(?LINE).
+stores() -> ?NOT_LOADED.
 
--spec not_loaded(pos_integer()) -> no_return().
-not_loaded(Line) ->
-    erlang:nif_error({not_loaded, [{module, ?MODULE}, {line, Line}]}).

@@ -8,7 +8,9 @@
 
 use std::ptr::NonNull;
 
-use rustler::sys::{enif_alloc_env, enif_free_env, enif_get_tuple, enif_make_copy, ErlNifEnv, ERL_NIF_TERM};
+use rustler::sys::{
+    enif_alloc_env, enif_free_env, enif_get_tuple, enif_make_copy, ErlNifEnv, ERL_NIF_TERM,
+};
 use rustler::{Encoder, Env, Term};
 use session_store::Weigh;
 

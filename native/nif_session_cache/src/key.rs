@@ -88,7 +88,8 @@ fn encode_into(term: Term, depth: usize, out: &mut Vec<u8>) -> Result<(), CacheE
             out.extend_from_slice(binary.as_slice());
         }
         TermType::Tuple => {
-            let elements = rustler::types::tuple::get_tuple(term).map_err(|_| CacheError::BadKey)?;
+            let elements =
+                rustler::types::tuple::get_tuple(term).map_err(|_| CacheError::BadKey)?;
             out.push(TUPLE);
             push_varint(out, elements.len() as u64);
             for element in elements {

@@ -69,9 +69,15 @@ fn update<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>, session: Term<'a>) -
 /// Normal scheduler, O(1). Returns `ok` or an error atom.
 #[rustler::nif]
 fn delete<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>) -> Atom {
-    write_outcome(writable(env, store).and_then(|store| match encode_key(key) {
-        Ok(key) => store.store.remove(key.bytes()).map(drop).map_err(CacheError::from),
-        Err(_) => Ok(()),
+    write_outcome(writable(env, store).and_then(|store| {
+        match encode_key(key) {
+            Ok(key) => store
+                .store
+                .remove(key.bytes())
+                .map(drop)
+                .map_err(CacheError::from),
+            Err(_) => Ok(()),
+        }
     }))
 }
 
@@ -113,7 +119,10 @@ fn select<'a>(env: Env<'a>, store: Term<'a>, partial_key: Term<'a>) -> NifResult
 fn fold_start(store: Term) -> NifResult<ResourceArc<Cursor>> {
     let store: ResourceArc<StoreResource> = store.decode()?;
     Ok(ResourceArc::new(Cursor::new(CursorState {
-        source: Source::Fold { store, next: Some(0) },
+        source: Source::Fold {
+            store,
+            next: Some(0),
+        },
         emit: Emit::Entry,
         pending: Vec::new(),
     })))
@@ -125,7 +134,10 @@ fn fold_start(store: Term) -> NifResult<ResourceArc<Cursor>> {
 fn next<'a>(env: Env<'a>, cursor: Term<'a>) -> NifResult<Term<'a>> {
     let handle = Cursor::from_term(cursor)?;
     Ok(handle.with_state(|state| {
-        step(env, state).map_or_else(|items| (items, atoms::done()).encode(env), |items| (items, cursor).encode(env))
+        step(env, state).map_or_else(
+            |items| (items, atoms::done()).encode(env),
+            |items| (items, cursor).encode(env),
+        )
     }))
 }
 
@@ -134,7 +146,9 @@ fn step<'a>(env: Env<'a>, state: &mut CursorState) -> Result<Vec<Term<'a>>, Vec<
     if state.pending.is_empty() {
         if let Source::Fold { store, next } = &mut state.source {
             if let Some(from) = *next {
-                *next = store.store.scan(from, CHUNK, SCAN_BUDGET, &mut state.pending);
+                *next = store
+                    .store
+                    .scan(from, CHUNK, SCAN_BUDGET, &mut state.pending);
             }
         }
     }
@@ -148,7 +162,11 @@ fn step<'a>(env: Env<'a>, state: &mut CursorState) -> Result<Vec<Term<'a>>, Vec<
             Emit::Session => frozen.session(env),
         })
         .collect();
-    let exhausted = state.pending.is_empty() && matches!(state.source, Source::Exhausted | Source::Fold { next: None, .. });
+    let exhausted = state.pending.is_empty()
+        && matches!(
+            state.source,
+            Source::Exhausted | Source::Fold { next: None, .. }
+        );
     if exhausted {
         Err(items)
     } else {
@@ -167,7 +185,10 @@ fn info<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
 /// operator's shell, where there are a handful of stores (one per listener, one for clients).
 #[rustler::nif]
 fn stores(env: Env) -> NifResult<Vec<Term>> {
-    registry::live().iter().map(|inner| describe(env, inner)).collect()
+    registry::live()
+        .iter()
+        .map(|inner| describe(env, inner))
+        .collect()
 }
 
 fn describe<'a>(env: Env<'a>, inner: &StoreInner) -> NifResult<Term<'a>> {

@@ -9,7 +9,8 @@ use once_cell::sync::Lazy;
 use crate::resource::StoreInner;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-static STORES: Lazy<Mutex<BTreeMap<u64, Weak<StoreInner>>>> = Lazy::new(|| Mutex::new(BTreeMap::new()));
+static STORES: Lazy<Mutex<BTreeMap<u64, Weak<StoreInner>>>> =
+    Lazy::new(|| Mutex::new(BTreeMap::new()));
 
 /// Builds a store with a fresh id and records it. O(log stores) under the registry lock.
 pub fn register(build: impl FnOnce(u64) -> StoreInner) -> Arc<StoreInner> {

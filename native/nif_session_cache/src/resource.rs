@@ -69,7 +69,8 @@ impl StoreResource {
 
     /// Borrows the store a term refers to, without touching its reference count.
     pub fn from_term<'a>(term: Term<'a>) -> rustler::NifResult<&'a StoreResource> {
-        term.try_get_resource::<StoreResource>().ok_or(rustler::Error::BadArg)
+        term.try_get_resource::<StoreResource>()
+            .ok_or(rustler::Error::BadArg)
     }
 }
 
@@ -101,7 +102,10 @@ pub enum Emit {
 /// Where a cursor gets more entries when its pending ones run out.
 pub enum Source {
     /// Walking a store's fold slots; `next` is the slot to resume from, `None` once past the end.
-    Fold { store: ResourceArc<StoreResource>, next: Option<usize> },
+    Fold {
+        store: ResourceArc<StoreResource>,
+        next: Option<usize>,
+    },
     /// Nothing more to fetch: everything is already pending (a select).
     Exhausted,
 }
@@ -130,7 +134,8 @@ impl Cursor {
     }
 
     pub fn from_term<'a>(term: Term<'a>) -> rustler::NifResult<&'a Cursor> {
-        term.try_get_resource::<Cursor>().ok_or(rustler::Error::BadArg)
+        term.try_get_resource::<Cursor>()
+            .ok_or(rustler::Error::BadArg)
     }
 
     /// Runs `step` on the cursor's state. A cursor is normally used by one process, so this never waits long.

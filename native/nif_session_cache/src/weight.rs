@@ -37,7 +37,10 @@ fn flat_size(term: Term) -> (usize, usize) {
         match term.get_type() {
             TermType::Atom | TermType::Pid | TermType::Port => {}
             TermType::Integer => {
-                if term.decode::<i64>().map_or(true, |v| !(-(1 << 59)..(1 << 59)).contains(&v)) {
+                if term
+                    .decode::<i64>()
+                    .map_or(true, |v| !(-(1 << 59)..(1 << 59)).contains(&v))
+                {
                     words += OTHER_WORDS;
                 }
             }

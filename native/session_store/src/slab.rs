@@ -59,7 +59,13 @@ impl<V> Slab<V> {
 
     /// Clones up to `max` live values from slot `from` on, examining at most `budget` slots so that a
     /// sparse stretch costs bounded time too. Returns the slot to resume from, or `None` past the end.
-    pub(crate) fn scan(&self, from: usize, max: usize, budget: usize, out: &mut Vec<Arc<V>>) -> Option<usize> {
+    pub(crate) fn scan(
+        &self,
+        from: usize,
+        max: usize,
+        budget: usize,
+        out: &mut Vec<Arc<V>>,
+    ) -> Option<usize> {
         let end = self.high_water.min(from.saturating_add(budget));
         let mut index = from;
         let mut taken = 0;
@@ -119,7 +125,9 @@ mod tests {
     #[test]
     fn scan_visits_every_live_value_across_blocks_in_small_steps() {
         let mut slab = Slab::new();
-        let slots: Vec<usize> = (0..3 * BLOCK as u32).map(|v| slab.insert(Arc::new(v))).collect();
+        let slots: Vec<usize> = (0..3 * BLOCK as u32)
+            .map(|v| slab.insert(Arc::new(v)))
+            .collect();
         for slot in slots.iter().step_by(3) {
             slab.remove(*slot);
         }

@@ -88,7 +88,9 @@ impl Retired {
 
 impl std::fmt::Debug for Retired {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Retired").field("entries", &self.entries).finish_non_exhaustive()
+        f.debug_struct("Retired")
+            .field("entries", &self.entries)
+            .finish_non_exhaustive()
     }
 }
 
@@ -141,7 +143,14 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
                 .insert(Arc::clone(&key), Arc::clone(&value));
         }
         let key_len = key.len();
-        self.entries.insert(key, Slot { value, slot: index, group });
+        self.entries.insert(
+            key,
+            Slot {
+                value,
+                slot: index,
+                group,
+            },
+        );
         self.len.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(weight + key_len, Ordering::Relaxed);
         Ok(Inserted::New)
@@ -163,11 +172,13 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
                 None => false,
             };
             if emptied {
-                self.groups.remove_if(group, |_, members| members.is_empty());
+                self.groups
+                    .remove_if(group, |_, members| members.is_empty());
             }
         }
         self.len.fetch_sub(1, Ordering::Relaxed);
-        self.bytes.fetch_sub(slot.value.weight() + key.len(), Ordering::Relaxed);
+        self.bytes
+            .fetch_sub(slot.value.weight() + key.len(), Ordering::Relaxed);
         Ok(Some(slot.value))
     }
 
@@ -192,7 +203,13 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
     /// Appends up to `max` values to `out` from fold slot `from` on, looking at no more than `budget` slots.
     /// Returns the slot to resume from, or `None` when the walk is complete. Values present for a whole walk
     /// are seen exactly once; values inserted or removed meanwhile may or may not be.
-    pub fn scan(&self, from: usize, max: usize, budget: usize, out: &mut Vec<Arc<V>>) -> Option<usize> {
+    pub fn scan(
+        &self,
+        from: usize,
+        max: usize,
+        budget: usize,
+        out: &mut Vec<Arc<V>>,
+    ) -> Option<usize> {
         read(&self.slab).scan(from, max, budget, out)
     }
 
@@ -231,7 +248,10 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
         for shard in self.groups.shards() {
             parts.push(Box::new(std::mem::take(&mut *shard.write())));
         }
-        parts.push(Box::new(std::mem::replace(&mut *write(&self.slab), Slab::new())));
+        parts.push(Box::new(std::mem::replace(
+            &mut *write(&self.slab),
+            Slab::new(),
+        )));
         let entries = self.len.swap(0, Ordering::Relaxed);
         self.bytes.store(0, Ordering::Relaxed);
         Retired { parts, entries }

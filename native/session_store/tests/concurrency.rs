@@ -23,7 +23,11 @@ fn readers_never_see_a_value_of_another_key_while_one_writer_churns() {
                     for id in 0..256u16 {
                         let key = client_key((id % 8) as u8, id);
                         if let Some(seen) = store.read(key.bytes(), |v| v.key.clone()) {
-                            assert_eq!(seen, key.bytes(), "reader {reader} got another key's value");
+                            assert_eq!(
+                                seen,
+                                key.bytes(),
+                                "reader {reader} got another key's value"
+                            );
                         }
                         reads += 1;
                     }
@@ -50,7 +54,9 @@ fn readers_never_see_a_value_of_another_key_while_one_writer_churns() {
             store.remove(key.bytes()).expect("live store");
             model.remove(key.bytes());
         } else {
-            store.insert(key.clone(), val(&key, round)).expect("live store");
+            store
+                .insert(key.clone(), val(&key, round))
+                .expect("live store");
             model.insert(key.bytes().to_vec(), round);
         }
         assert_eq!(store.len(), model.len());

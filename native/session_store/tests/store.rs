@@ -29,9 +29,15 @@ fn selected(store: &session_store::Store<Val>, group: &[u8]) -> Vec<Val> {
 fn insert_then_read_returns_the_value() {
     let store = store();
     let key = server_key(1);
-    assert!(matches!(store.insert(key.clone(), val(&key, 1)), Ok(Inserted::New)));
+    assert!(matches!(
+        store.insert(key.clone(), val(&key, 1)),
+        Ok(Inserted::New)
+    ));
     assert_eq!(store.read(key.bytes(), |v| v.clone()), Some(val(&key, 1)));
-    assert_eq!(store.get(key.bytes()).map(|v| (*v).clone()), Some(val(&key, 1)));
+    assert_eq!(
+        store.get(key.bytes()).map(|v| (*v).clone()),
+        Some(val(&key, 1))
+    );
 }
 
 #[test]
@@ -54,7 +60,13 @@ fn remove_is_idempotent_and_counts_exactly() {
     let store = store();
     let key = server_key(7);
     store.insert(key.clone(), val(&key, 1)).expect("live store");
-    assert_eq!(store.remove(key.bytes()).expect("live store").map(|v| v.version), Some(1));
+    assert_eq!(
+        store
+            .remove(key.bytes())
+            .expect("live store")
+            .map(|v| v.version),
+        Some(1)
+    );
     assert!(store.remove(key.bytes()).expect("live store").is_none());
     assert!(store.remove(b"never there").expect("live store").is_none());
     assert_eq!(store.len(), 0);
@@ -90,7 +102,9 @@ fn select_returns_exactly_the_group_members() {
         }
     }
     let plain = server_key(9);
-    store.insert(plain.clone(), val(&plain, 0)).expect("live store");
+    store
+        .insert(plain.clone(), val(&plain, 0))
+        .expect("live store");
     for host in 1..=3u8 {
         let group = selected(&store, &[b'h', host]);
         assert_eq!(group.len(), usize::from(host) * 10);
@@ -108,7 +122,9 @@ fn a_group_disappears_with_its_last_member() {
     store.remove(key.bytes()).expect("live store");
     assert!(selected(&store, b"h\x05").is_empty());
     let again = client_key(5, 2);
-    store.insert(again.clone(), val(&again, 0)).expect("live store");
+    store
+        .insert(again.clone(), val(&again, 0))
+        .expect("live store");
     assert_eq!(selected(&store, b"h\x05"), vec![val(&again, 0)]);
 }
 
@@ -144,8 +160,14 @@ fn retire_empties_the_store_and_refuses_later_writes() {
     assert!(selected(&store, b"h\x01").is_empty());
     assert!(fold_all(&store).is_empty());
     let key = server_key(1);
-    assert_eq!(store.insert(key.clone(), val(&key, 0)).err(), Some(StoreError::Terminated));
-    assert_eq!(store.remove(key.bytes()).err(), Some(StoreError::Terminated));
+    assert_eq!(
+        store.insert(key.clone(), val(&key, 0)).err(),
+        Some(StoreError::Terminated)
+    );
+    assert_eq!(
+        store.remove(key.bytes()).err(),
+        Some(StoreError::Terminated)
+    );
     drop(retired);
     // A value someone still holds outlives the retirement of its store.
     assert_eq!(kept.version, 0);
@@ -170,15 +192,23 @@ fn a_value_present_for_a_whole_fold_is_seen_exactly_once_despite_writes() {
             let key = server_key(churn);
             store.insert(key.clone(), val(&key, 0)).expect("live store");
             if churn >= 10_002 {
-                store.remove(server_key(churn - 2).bytes()).expect("live store");
+                store
+                    .remove(server_key(churn - 2).bytes())
+                    .expect("live store");
             }
             churn += 1;
         }
         let stable = server_key(start as u16 % 1000);
-        store.insert(stable.clone(), val(&stable, 9)).expect("live store");
+        store
+            .insert(stable.clone(), val(&stable, 9))
+            .expect("live store");
     }
     let limit = 3000u16.to_be_bytes().to_vec();
-    let mut stable: Vec<Vec<u8>> = out.iter().map(|v| v.key.clone()).filter(|k| *k < limit).collect();
+    let mut stable: Vec<Vec<u8>> = out
+        .iter()
+        .map(|v| v.key.clone())
+        .filter(|k| *k < limit)
+        .collect();
     let total = stable.len();
     stable.sort();
     stable.dedup();
