@@ -14,8 +14,6 @@ use rustler::sys::{
 use rustler::{Encoder, Env, Term};
 use session_store::Weigh;
 
-use crate::weight;
-
 pub struct Frozen {
     env: NonNull<ErlNifEnv>,
     /// `{Key, Session}`, living in `env`.
@@ -33,8 +31,14 @@ unsafe impl Send for Frozen {}
 unsafe impl Sync for Frozen {}
 
 impl Frozen {
-    /// Copies `key` and `session` into a new environment. O(size of the session).
-    pub fn freeze<'a>(env: Env<'a>, key: Term<'a>, session: Term<'a>) -> Option<Frozen> {
+    /// Copies `key` and `session` into a new environment. O(size of the session). `weight` is what the entry
+    /// costs (see `weight.rs`).
+    pub fn freeze<'a>(
+        env: Env<'a>,
+        key: Term<'a>,
+        session: Term<'a>,
+        weight: usize,
+    ) -> Option<Frozen> {
         let pair = (key, session).encode(env);
         // SAFETY: enif_alloc_env returns a fresh environment or null; we check for null. The copy and tuple read
         // happen in that environment, which only this function can see until it returns.
@@ -48,7 +52,6 @@ impl Frozen {
                 return None;
             }
             let session = *elements.add(1);
-            let weight = weight::entry_bytes(Term::new(env, entry));
             Some(Frozen {
                 env: own,
                 entry,

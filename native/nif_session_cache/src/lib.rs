@@ -2,13 +2,14 @@
 //!
 //! Rooms: `nifs` (the functions Erlang calls), `resource` (what Erlang holds), `key` (key terms to canonical
 //! bytes), `registry` (every live store, weakly), `frozen` (sessions kept off every process heap), `weight` (what an entry costs), `reaper` (freeing
-//! large stores off the schedulers), `error` and `atoms` (what Erlang sees).
+//! large stores off the schedulers), `raw` (allocation-free term inspection), `error` and `atoms` (what Erlang sees).
 
 mod atoms;
 mod error;
 mod frozen;
 mod key;
 mod nifs;
+mod raw;
 mod reaper;
 mod registry;
 mod resource;

@@ -10,9 +10,10 @@ use rustler::{Atom, Encoder, Env, NifResult, ResourceArc, Term};
 use crate::atoms;
 use crate::error::{write_outcome, CacheError};
 use crate::frozen::Frozen;
-use crate::key::{encode_group, encode_key};
+use crate::key::{encode_key, with_group, with_key};
 use crate::registry;
 use crate::resource::{Cursor, CursorState, Emit, Role, Source, StoreInner, StoreResource};
+use crate::weight::entry_bytes;
 
 /// Entries copied out per cursor step: about 64 µs for OTP sessions, well under a millisecond.
 const CHUNK: usize = 64;
@@ -46,19 +47,29 @@ fn terminate<'a>(env: Env<'a>, store: Term<'a>) -> Atom {
 #[rustler::nif]
 fn lookup<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>) -> NifResult<Term<'a>> {
     let store = StoreResource::from_term(store)?;
-    let found = encode_key(key)
-        .ok()
-        .and_then(|key| store.store.read(key.bytes(), |frozen| frozen.session(env)));
+    let found = with_key(key, |bytes| {
+        store.store.read(bytes, |frozen| frozen.session(env))
+    })
+    .ok()
+    .flatten();
     Ok(found.unwrap_or_else(|| atoms::undefined().encode(env)))
 }
 
-/// Inserts or replaces; owner only. Normal scheduler, O(size of the session) for the copy into the store.
-/// Returns `ok` or an error atom: never raises, so the session never appears in a stack trace.
+/// Inserts or replaces; owner only. `words` is the flat size of `{Key, Session}`, for the byte count. Normal
+/// scheduler, O(size of the session) for the copy into the store. Returns `ok` or an error atom: never raises,
+/// so the session never appears in a stack trace.
 #[rustler::nif]
-fn update<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>, session: Term<'a>) -> Atom {
+fn update<'a>(
+    env: Env<'a>,
+    store: Term<'a>,
+    key: Term<'a>,
+    session: Term<'a>,
+    words: usize,
+) -> Atom {
     write_outcome(writable(env, store).and_then(|store| {
         let encoded = encode_key(key)?;
-        let frozen = Frozen::freeze(env, key, session).ok_or(CacheError::OutOfMemory)?;
+        let weight = entry_bytes(words, encoded.bytes().len());
+        let frozen = Frozen::freeze(env, key, session, weight).ok_or(CacheError::OutOfMemory)?;
         // A replaced entry is freed here, unless a cursor still holds it: one environment, O(1).
         store.store.insert(encoded, frozen)?;
         Ok(())
@@ -100,9 +111,8 @@ fn size(store: Term) -> NifResult<usize> {
 fn select<'a>(env: Env<'a>, store: Term<'a>, partial_key: Term<'a>) -> NifResult<Term<'a>> {
     let store = StoreResource::from_term(store)?;
     let mut pending = Vec::new();
-    if let Ok(group) = encode_group(partial_key) {
-        store.store.select(&group, &mut pending);
-    }
+    // A partial key the store could not hold has no sessions.
+    let _ = with_group(partial_key, |group| store.store.select(group, &mut pending));
     let mut state = CursorState {
         source: Source::Exhausted,
         emit: Emit::Session,

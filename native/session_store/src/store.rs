@@ -14,7 +14,7 @@ use dashmap::DashMap;
 use crate::key::Key;
 use crate::slab::Slab;
 
-/// How much a stored value weighs, in bytes of memory it owns. Feeds [`Store::bytes`].
+/// How much a stored entry weighs, in bytes of memory it owns, its key included. Feeds [`Store::bytes`].
 pub trait Weigh {
     fn weight(&self) -> usize;
 }
@@ -142,7 +142,6 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
                 .or_default()
                 .insert(Arc::clone(&key), Arc::clone(&value));
         }
-        let key_len = key.len();
         self.entries.insert(
             key,
             Slot {
@@ -152,7 +151,7 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
             },
         );
         self.len.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(weight + key_len, Ordering::Relaxed);
+        self.bytes.fetch_add(weight, Ordering::Relaxed);
         Ok(Inserted::New)
     }
 
@@ -177,8 +176,7 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
             }
         }
         self.len.fetch_sub(1, Ordering::Relaxed);
-        self.bytes
-            .fetch_sub(slot.value.weight() + key.len(), Ordering::Relaxed);
+        self.bytes.fetch_sub(slot.value.weight(), Ordering::Relaxed);
         Ok(Some(slot.value))
     }
 
@@ -222,7 +220,7 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
         self.len() == 0
     }
 
-    /// Bytes owned by the entries: every value's weight plus its key. O(1).
+    /// The sum of every entry's weight, as [`Weigh`] reports it. O(1).
     pub fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
     }

@@ -1,0 +1,558 @@
+%%% Benchmarks, side by side in one VM: nif_session_cache against OTP's own stores, ssl_client_session_cache_db
+%%% (ETS, OTP's client store) and ssl_server_session_cache_db (gb_trees, OTP's server store).
+%%%
+%%% From a shell: `rebar3 shell`, then nif_session_cache_bench:run(). or run(#{sizes => [1000, 100000]}).
+%%% `make bench` runs it with the defaults and writes bench/results/ (tables and an SVG chart).
+%%% It prints tables and returns everything as a map. Times are medians of several rounds; read the ratios, since
+%%% absolute times move with the machine's load. Nothing here runs in `make test` except a tiny smoke run.
+-module(nif_session_cache_bench).
+
+-export([run/0, run/1, sessions/2]).
+
+-type options() :: #{sizes => [pos_integer()],
+                     rounds => pos_integer(),
+                     ops => pos_integer(),
+                     hosts => pos_integer(),
+                     readers => [pos_integer()],
+                     server_cache_size => non_neg_integer(),
+                     handshakes => non_neg_integer(),
+                     monitor_size => non_neg_integer(),
+                     out => file:filename() | none,
+                     print => boolean()}.
+-export_type([options/0]).
+
+-define(STORES, [nif_session_cache, ssl_client_session_cache_db, ssl_server_session_cache_db]).
+
+-spec run() -> map().
+run() ->
+    run(#{}).
+
+-spec run(options()) -> map().
+run(Options) ->
+    O = maps:merge(#{sizes => [1000, 100000, 1000000], rounds => 5, ops => 20000, hosts => 10000,
+                     readers => [1, 2, 4], server_cache_size => 100000, handshakes => 400,
+                     monitor_size => 1000000, out => none, print => true}, Options),
+    Template = template(),
+    Results = #{machine => machine(),
+                session_etf_bytes => byte_size(term_to_binary(element(2, hd(sessions(Template, 1))))),
+                operations => [operations(Template, Size, O) || Size <- maps:get(sizes, O)],
+                concurrency => concurrency(Template, O),
+                memory => memory(Template, O),
+                server_cache => server_cache(Template, O),
+                handshakes => handshakes(O),
+                scheduler => scheduler(Template, O)},
+    maps:get(print, O) andalso print(Results),
+    _ = write(maps:get(out, O), Results),
+    Results.
+
+%%% Sessions
+
+%% A real #session{} from this OTP release, taken from a TLS 1.2 handshake through our own cache (so its layout
+%% is right for whatever OTP runs this), then filled to the shape of a busy server's session: a peer certificate
+%% of 1.2 KB, an own certificate list, an RSA private key term and a 48-byte master secret.
+template() ->
+    {ServerOpts, ClientOpts} = nif_session_cache_demo:tls_options(),
+    restart_ssl(nif_session_cache),
+    {Listener, Port} = nif_session_cache_demo:start_listener(ServerOpts, []),
+    {Id, _} = nif_session_cache_demo:connect(Port, ClientOpts, []),
+    ok = nif_session_cache_demo:wait_until(fun() -> client_sessions() =/= [] end, 2000),
+    [Session] = client_sessions(),
+    ok = ssl:close(Listener),
+    Id = element(2, Session),
+    PrivateKey = public_key:generate_key({rsa, 2048, 65537}),
+    case tuple_size(Session) of
+        15 -> % OTP 25's #session{}: own_certificates, private_key and master_secret at 5, 6 and 9.
+            setelement(5, setelement(6, Session, PrivateKey), [crypto:strong_rand_bytes(1100)]);
+        _ ->
+            Session
+    end.
+
+client_sessions() ->
+    State = sys:get_state(ssl_manager),
+    [S || Store <- tuple_to_list(State), is_reference(Store), is_store(Store),
+          S <- nif_session_cache:foldl(fun({_, S}, Acc) -> [S | Acc] end, [], Store)].
+
+is_store(Ref) ->
+    try nif_session_cache:size(Ref) >= 0 catch error:badarg -> false end.
+
+%% N distinct sessions as {Id, Session}: fresh 32-byte id, 48-byte master secret and 1.2 KB peer certificate each.
+-spec sessions(tuple(), non_neg_integer()) -> [{binary(), tuple()}].
+sessions(Template, N) ->
+    [begin
+         Id = crypto:strong_rand_bytes(32),
+         S1 = setelement(2, Template, Id),
+         S2 = setelement(4, S1, crypto:strong_rand_bytes(1200)),
+         {Id, setelement(9, S2, crypto:strong_rand_bytes(48))}
+     end || _ <- lists:seq(1, N)].
+
+%% The client key shape, spreading sessions over Hosts partial keys.
+client_key(Id, Hosts) ->
+    <<H:32, _/binary>> = Id,
+    {{host(H rem Hosts), 443}, Id}.
+
+host(N) ->
+    "h" ++ integer_to_list(N) ++ ".example.com".
+
+%%% Operations at one size
+
+%% Each store lives in an owner process of its own, filled by messages, so that the timed process's heap holds
+%% the store and nothing else (for gb_trees the tree is that heap, which is OTP's real situation). All rounds of
+%% all operations run on one fill; operations that add or remove entries undo their change, untimed.
+operations(Template, Size, O) ->
+    #{ops := Ops, rounds := Rounds, hosts := Hosts} = O,
+    Entries = [{client_key(Id, Hosts), S} || {Id, S} <- sessions(Template, Size)],
+    Keys = list_to_tuple([K || {K, _} <- Entries]),
+    N = min(Ops, Size),
+    Fresh = [{client_key(Id, Hosts), S} || {Id, S} <- sessions(Template, N)],
+    Missing = [K || {K, _} <- lists:sublist(Fresh, N)],
+    Sessions = list_to_tuple([S || {_, S} <- lists:sublist(Entries, 1000)]),
+    Inputs = fun() ->
+                     Sample = [element(rand:uniform(Size), Keys) || _ <- lists:seq(1, N)],
+                     #{sample => Sample,
+                       unique => lists:usort(Sample),
+                       replacements => [{K, element(rand:uniform(tuple_size(Sessions)), Sessions)} || K <- Sample],
+                       fresh => Fresh,
+                       missing => Missing,
+                       partials => [{host(rand:uniform(Hosts) - 1), 443} || _ <- lists:seq(1, N)],
+                       entries => Size}
+             end,
+    Ops1 = [lookup_hit, lookup_miss, size, select_session, foldl, update_replace, update_new, delete],
+    Timings = [{Mod, with_owner(Mod, Entries, fun(Owner) ->
+                                                      [[{Op, run_op(Owner, Op, Inputs(), Keys)} || Op <- Ops1]
+                                                       || _ <- lists:seq(1, Rounds)]
+                                              end)}
+               || Mod <- ?STORES],
+    Rows = [{Op, [{Mod, median_of([proplists:get_value(Op, Round) || Round <- Rs])} || {Mod, Rs} <- Timings]}
+            || Op <- Ops1],
+    #{size => Size, ops_per_round => N, rows => Rows}.
+
+median_of([n_a | _]) -> n_a;
+median_of(Times) -> median(Times).
+
+%% Starts an owner process for a store of Mod filled with Entries, runs Fun(Owner), stops the owner.
+with_owner(Mod, Entries, Fun) ->
+    Owner = spawn_link(fun() -> owner_loop(Mod, Mod:init([{role, client}])) end),
+    [Owner ! {fill, Chunk} || Chunk <- chunks(Entries, 1000)],
+    try Fun(Owner) after unlink(Owner), exit(Owner, kill) end.
+
+owner_loop(Mod, Store) ->
+    receive
+        {fill, Chunk} ->
+            owner_loop(Mod, update_loop(Mod, Store, Chunk));
+        {run, From, Fun} ->
+            erlang:garbage_collect(),
+            {Result, Store1} = Fun(Mod, Store),
+            From ! {result, self(), Result},
+            owner_loop(Mod, Store1)
+    end.
+
+%% Runs Fun(Mod, Store) -> {Result, NewStore} inside the owner.
+in_owner(Owner, Fun) ->
+    Owner ! {run, self(), Fun},
+    receive {result, Owner, Result} -> Result end.
+
+chunks([], _) -> [];
+chunks(List, N) when length(List) =< N -> [List];
+chunks(List, N) -> {Chunk, Rest} = lists:split(N, List), [Chunk | chunks(Rest, N)].
+
+%% ns per operation of one round of Op, or n_a where OTP's store lacks the operation.
+run_op(Owner, Op, Inputs, Keys) ->
+    in_owner(Owner, fun(Mod, Store) ->
+                            case supported(Op, Mod) of
+                                true -> ns_per_op(Op, Mod, Store, Inputs, Keys);
+                                false -> {n_a, Store}
+                            end
+                    end).
+
+%% OTP's gb_trees store has no select_session or foldl (optional callbacks), and its update is gb_trees:insert,
+%% which crashes on a key already present.
+supported(Op, ssl_server_session_cache_db) -> not lists:member(Op, [update_replace, select_session, foldl]);
+supported(_, _) -> true.
+
+ns_per_op(lookup_hit, Mod, Store, #{sample := Sample}, _) ->
+    {timed(length(Sample), fun() -> lookup_loop(Mod, Store, Sample) end), Store};
+ns_per_op(lookup_miss, Mod, Store, #{missing := Missing}, _) ->
+    {timed(length(Missing), fun() -> lookup_loop(Mod, Store, Missing) end), Store};
+ns_per_op(size, Mod, Store, #{sample := Sample}, _) ->
+    {timed(length(Sample), fun() -> size_loop(Mod, Store, length(Sample)) end), Store};
+ns_per_op(select_session, Mod, Store, #{partials := Partials}, _) ->
+    {timed(length(Partials), fun() -> select_loop(Mod, Store, Partials) end), Store};
+ns_per_op(foldl, Mod, Store, #{entries := Entries}, _) ->
+    {timed(Entries, fun() -> Mod:foldl(fun(_, Acc) -> Acc + 1 end, 0, Store) end), Store};
+ns_per_op(update_replace, Mod, Store, #{replacements := Replacements}, _) ->
+    timed_store(length(Replacements), fun() -> update_loop(Mod, Store, Replacements) end);
+ns_per_op(update_new, Mod, Store, #{fresh := Fresh}, _) ->
+    {Ns, Store1} = timed_store(length(Fresh), fun() -> update_loop(Mod, Store, Fresh) end),
+    {Ns, delete_loop(Mod, Store1, [K || {K, _} <- Fresh])};
+ns_per_op(delete, Mod, Store, #{unique := Unique}, _) ->
+    Saved = [{K, Mod:lookup(Store, K)} || K <- Unique],
+    {Ns, Store1} = timed_store(length(Unique), fun() -> delete_loop(Mod, Store, Unique) end),
+    {Ns, update_loop(Mod, Store1, Saved)}.
+
+timed_store(N, Fun) ->
+    {Us, Store} = timer:tc(Fun),
+    {Us * 1000 / max(N, 1), Store}.
+
+%% gb_trees' update and delete return the new store; the others are mutable and return ok or true.
+store_after(ssl_server_session_cache_db, _Old, New) -> New;
+store_after(_, Store, _) -> Store.
+
+lookup_loop(_, _, []) -> ok;
+lookup_loop(Mod, Store, [K | Ks]) -> _ = Mod:lookup(Store, K), lookup_loop(Mod, Store, Ks).
+
+update_loop(_, Store, []) -> Store;
+update_loop(Mod, Store, [{K, S} | Rest]) -> update_loop(Mod, store_after(Mod, Store, Mod:update(Store, K, S)), Rest).
+
+delete_loop(_, Store, []) -> Store;
+delete_loop(Mod, Store, [K | Ks]) -> delete_loop(Mod, store_after(Mod, Store, Mod:delete(Store, K)), Ks).
+
+size_loop(_, _, 0) -> ok;
+size_loop(Mod, Store, N) -> _ = Mod:size(Store), size_loop(Mod, Store, N - 1).
+
+select_loop(_, _, []) -> ok;
+select_loop(Mod, Store, [P | Ps]) -> _ = Mod:select_session(Store, P), select_loop(Mod, Store, Ps).
+
+timed(N, Fun) ->
+    {Us, _} = timer:tc(Fun),
+    Us * 1000 / max(N, 1).
+
+%%% Concurrent lookups while the owner writes
+
+concurrency(Template, O) ->
+    Size = 100000,
+    #{readers := Readers, ops := Ops, rounds := Rounds, hosts := Hosts} = O,
+    Entries = [{client_key(Id, Hosts), S} || {Id, S} <- sessions(Template, Size)],
+    Keys = list_to_tuple([K || {K, _} <- Entries]),
+    [{R, [{Mod, median([concurrent_round(Mod, Entries, Keys, R, Ops) || _ <- lists:seq(1, Rounds)])}
+          || Mod <- [nif_session_cache, ssl_client_session_cache_db]]}
+     || R <- Readers].
+
+%% ns per lookup, per reader, with R readers at once while the owner (the store's creator, the only process
+%% allowed to write) keeps replacing sessions until every reader is done.
+concurrent_round(Mod, Entries, Keys, R, Ops) ->
+    Replacements = list_to_tuple(lists:sublist(Entries, 1000)),
+    with_owner(Mod, Entries, fun(Owner) ->
+        in_owner(Owner, fun(M, Store) ->
+            Parent = self(),
+            Pids = [spawn_link(fun() ->
+                                       Sample = [element(rand:uniform(tuple_size(Keys)), Keys) || _ <- lists:seq(1, Ops)],
+                                       Parent ! {ready, self()},
+                                       receive go -> ok end,
+                                       Parent ! {done, self(), timed(Ops, fun() -> lookup_loop(M, Store, Sample) end)}
+                               end) || _ <- lists:seq(1, R)],
+            [receive {ready, P} -> ok end || P <- Pids],
+            [P ! go || P <- Pids],
+            Times = write_until_done(M, Store, Replacements, Pids, []),
+            {lists:sum(Times) / length(Times), Store}
+        end)
+    end).
+
+write_until_done(_, _, _, [], Times) ->
+    Times;
+write_until_done(Mod, Store, Replacements, Readers, Times) ->
+    receive
+        {done, P, T} -> write_until_done(Mod, Store, Replacements, lists:delete(P, Readers), [T | Times])
+    after 0 ->
+        {K, S} = element(rand:uniform(tuple_size(Replacements)), Replacements),
+        _ = Mod:update(Store, K, S),
+        write_until_done(Mod, Store, Replacements, Readers, Times)
+    end.
+
+%%% Memory
+
+%% Bytes per session: the growth of erlang:memory(total) when an owner process fills a store (the certificate
+%% payloads, shared with the sessions this process holds, are not in it), and the store's own figure.
+memory(Template, O) ->
+    Size = min(100000, lists:max(maps:get(sizes, O))),
+    Entries = [{client_key(Id, maps:get(hosts, O)), S} || {Id, S} <- sessions(Template, Size)],
+    Etf = lists:sum([byte_size(term_to_binary(S)) || {_, S} <- lists:sublist(Entries, 1000)]) / min(1000, Size),
+    Measure = fun(Mod) ->
+                      erlang:garbage_collect(),
+                      Before = erlang:memory(total),
+                      with_owner(Mod, Entries, fun(Owner) ->
+                          Reported = in_owner(Owner, fun(M, Store) ->
+                                                             erlang:garbage_collect(),
+                                                             {reported_bytes(M, Store), Store}
+                                                     end),
+                          {(erlang:memory(total) - Before) / Size, Reported / Size}
+                      end)
+              end,
+    #{size => Size, etf_bytes => Etf, stores => [{Mod, Measure(Mod)} || Mod <- ?STORES]}.
+
+reported_bytes(nif_session_cache, Store) -> maps:get(bytes, nif_session_cache:info(Store));
+reported_bytes(ssl_client_session_cache_db, Table) -> ets:info(Table, memory) * erlang:system_info(wordsize);
+reported_bytes(ssl_server_session_cache_db, Tree) -> erts_debug:flat_size(Tree) * erlang:system_info(wordsize).
+
+%%% OTP's real server cache process
+
+server_cache(_Template, #{server_cache_size := 0}) ->
+    skipped;
+server_cache(Template, #{server_cache_size := N}) ->
+    [{Backend, one_server_cache(Backend, Template, N)} || Backend <- [default, nif_session_cache]].
+
+one_server_cache(Backend, Template, N) ->
+    ok = application:set_env(ssl, session_cache_server_max, N + 1),
+    restart_ssl(Backend),
+    {ServerOpts, _} = nif_session_cache_demo:tls_options(),
+    Before = listener_caches(),
+    {Listener, _Port} = nif_session_cache_demo:start_listener(ServerOpts, []),
+    [Cache] = listener_caches() -- Before,
+    Sessions = sessions(Template, N),
+    [ssl_server_session_cache:register_session(Cache, S) || {_, S} <- Sessions],
+    _ = sys:get_state(Cache), % every cast before this call has been handled
+    Ids = list_to_tuple([Id || {Id, _} <- Sessions]),
+    erlang:garbage_collect(Cache),
+    [{heap_size, Heap}, {total_heap_size, TotalHeap}, {memory, Memory}] =
+        process_info(Cache, [heap_size, total_heap_size, memory]),
+    GcUs = median([element(1, timer:tc(fun() -> erlang:garbage_collect(Cache) end)) || _ <- lists:seq(1, 5)]),
+    Latencies = lists:sort([element(1, timer:tc(fun() -> ssl_server_session_cache:reuse_session(
+                                                           Cache, element(rand:uniform(N), Ids)) end))
+                            || _ <- lists:seq(1, 20000)]),
+    Resumable = length([ok || I <- lists:seq(1, 100),
+                              is_tuple(ssl_server_session_cache:reuse_session(Cache, element(I, Ids)))]),
+    ok = ssl:close(Listener),
+    ok = application:unset_env(ssl, session_cache_server_max),
+    #{sessions => N, heap_words => Heap, total_heap_words => TotalHeap, memory_bytes => Memory,
+      full_gc_us => GcUs, resumable_of_100 => Resumable,
+      reuse_us => #{p50 => percentile(Latencies, 50), p99 => percentile(Latencies, 99),
+                    max => lists:last(Latencies)}}.
+
+listener_caches() ->
+    [Pid || {_, Pid, _, _} <- supervisor:which_children(ssl_server_session_cache_sup), is_pid(Pid)].
+
+%%% Handshakes per second, end to end
+
+handshakes(#{handshakes := 0}) ->
+    skipped;
+handshakes(#{handshakes := N}) ->
+    [{Backend, handshake_rates(Backend, N)} || Backend <- [default, nif_session_cache]].
+
+handshake_rates(Backend, N) ->
+    restart_ssl(Backend),
+    {ServerOpts, ClientOpts} = nif_session_cache_demo:tls_options(),
+    {Listener, Port} = nif_session_cache_demo:start_listener(ServerOpts, []),
+    {First, _} = nif_session_cache_demo:connect(Port, ClientOpts, []),
+    timer:sleep(200),
+    Clients = 4,
+    Rate = fun(Extra) ->
+                   {Us, Ids} = timer:tc(fun() ->
+                       in_parallel(Clients, fun() ->
+                           [element(1, nif_session_cache_demo:connect(Port, ClientOpts, Extra))
+                            || _ <- lists:seq(1, N div Clients)]
+                       end)
+                   end),
+                   {Clients * (N div Clients) * 1000000 / Us, Ids}
+           end,
+    {Resumed, ResumedIds} = Rate([]),
+    {Full, _} = Rate([{reuse_sessions, false}]),
+    ok = ssl:close(Listener),
+    #{clients => Clients, resumed_per_s => Resumed, full_per_s => Full,
+      resumed_share => length([I || I <- lists:append(ResumedIds), I =:= First]) / max(1, length(lists:append(ResumedIds)))}.
+
+%%% Scheduler safety
+
+%% Runs the operations that grow with the store on a large one under erlang:system_monitor long_schedule 1 ms,
+%% and reports every event (a NIF call of 1 ms or more would show as one).
+scheduler(_Template, #{monitor_size := 0}) ->
+    skipped;
+scheduler(Template, #{monitor_size := N, hosts := Hosts}) ->
+    in_process(fun() ->
+        Store = nif_session_cache:init([{role, client}]),
+        Big = {"one.example", 443},
+        [ok = nif_session_cache:update(Store, client_key(Id, Hosts), S) || {Id, S} <- sessions(Template, N)],
+        [ok = nif_session_cache:update(Store, {Big, <<I:256>>}, Template) || I <- lists:seq(1, 5000)],
+        Dropper = large_store_owner(Template, N, Hosts),
+        Steps = [{foldl, fun() -> nif_session_cache:foldl(fun(_, A) -> A + 1 end, 0, Store) end},
+                 {select_session_5000, fun() -> nif_session_cache:select_session(Store, Big) end},
+                 {terminate, fun() -> nif_session_cache:terminate(Store) end},
+                 {drop_last_reference, fun() -> drop(Dropper, N) end}],
+        #{entries => N, steps => [monitored(Name, Fun) || {Name, Fun} <- Steps]}
+    end).
+
+%% Runs Fun with long_schedule monitoring on (>= 1 ms, any process), and returns its wall time and the events.
+monitored(Name, Fun) ->
+    Previous = erlang:system_monitor(self(), [{long_schedule, 1}]),
+    {Us, _} = timer:tc(Fun),
+    _ = erlang:system_monitor(Previous),
+    {Name, Us div 1000, collect_long_schedules()}.
+
+%% A process that builds a store of N entries and drops it (its only reference) when told.
+large_store_owner(Template, N, Hosts) ->
+    Parent = self(),
+    Pid = spawn(fun() ->
+        Store = nif_session_cache:init([]),
+        [ok = nif_session_cache:update(Store, client_key(Id, Hosts), S) || {Id, S} <- sessions(Template, N)],
+        Parent ! {built, self()},
+        receive drop -> ok end
+    end),
+    receive {built, Pid} -> Pid end.
+
+%% Kills the owner's only reference and waits until the store's destructor has run.
+drop(Pid, N) ->
+    Ref = monitor(process, Pid),
+    Pid ! drop,
+    receive {'DOWN', Ref, process, Pid, _} -> ok end,
+    nif_session_cache_demo:wait_until(fun() -> not lists:member(N, [E || #{entries := E} <- nif_session_cache:stores()]) end, 60000).
+
+collect_long_schedules() ->
+    receive
+        {monitor, Pid, long_schedule, Info} -> [{Pid, Info} | collect_long_schedules()]
+    after 0 -> []
+    end.
+
+%%% Output
+
+print(R) ->
+    #{machine := M, session_etf_bytes := Etf} = R,
+    io:format("~nnif_session_cache benchmark: ~s~nsession: ~B bytes in external term format~n", [M, Etf]),
+    [print_operations(Ops) || Ops <- maps:get(operations, R)],
+    print_concurrency(maps:get(concurrency, R)),
+    print_memory(maps:get(memory, R)),
+    print_server_cache(maps:get(server_cache, R)),
+    print_handshakes(maps:get(handshakes, R)),
+    print_scheduler(maps:get(scheduler, R)),
+    ok.
+
+print_operations(#{size := Size, ops_per_round := N, rows := Rows}) ->
+    io:format("~n~B entries, ~B operations per round (ns per operation, median):~n", [Size, N]),
+    Fmt = "~-16s ~12s ~12s ~12s ~10s ~10s~n",
+    io:format(Fmt, ["operation", "ours", "ETS", "gb_trees", "ours/ETS", "ours/gb"]),
+    [begin
+         [Ours, Ets, Gb] = [proplists:get_value(Mod, Row) || Mod <- ?STORES],
+         io:format(Fmt, [atom_to_list(Op), num(Ours), num(Ets), num(Gb), ratio(Ours, Ets), ratio(Ours, Gb)])
+     end || {Op, Row} <- Rows].
+
+print_concurrency(Rows) ->
+    io:format("~nConcurrent lookups at 100000 entries while the owner writes (ns per lookup per reader):~n"),
+    Fmt = "~-10s ~12s ~12s ~10s~n",
+    io:format(Fmt, ["readers", "ours", "ETS", "ours/ETS"]),
+    [io:format(Fmt, [integer_to_list(R), num(O), num(E), ratio(O, E)])
+     || {R, [{_, O}, {_, E}]} <- Rows].
+
+print_memory(#{size := Size, etf_bytes := Etf, stores := Stores}) ->
+    io:format("~nMemory per session at ~B entries (bytes; erlang:memory(total) delta, and the store's own figure):~n", [Size]),
+    io:format("term_to_binary size: ~s~n", [num(Etf)]),
+    [io:format("~-28s measured ~10s   reported ~10s~n", [atom_to_list(Mod), num(Measured), num(Reported)])
+     || {Mod, {Measured, Reported}} <- Stores].
+
+print_server_cache(skipped) -> ok;
+print_server_cache(Rows) ->
+    io:format("~nOTP's server cache process (ssl_server_session_cache) holding its sessions:~n"),
+    Fmt = "~-18s ~10s ~14s ~14s ~12s ~10s ~10s ~10s ~10s~n",
+    io:format(Fmt, ["store", "sessions", "heap (words)", "memory (B)", "full GC (us)", "reuse p50", "p99", "max", "resumable"]),
+    [io:format(Fmt, [atom_to_list(B), num(S), num(H), num(Mem), num(Gc), num(P50), num(P99), num(Max), num(Res)])
+     || {B, #{sessions := S, heap_words := H, memory_bytes := Mem, full_gc_us := Gc, resumable_of_100 := Res,
+              reuse_us := #{p50 := P50, p99 := P99, max := Max}}} <- Rows].
+
+print_handshakes(skipped) -> ok;
+print_handshakes(Rows) ->
+    io:format("~nTLS 1.2 handshakes per second, 4 concurrent clients on loopback:~n"),
+    Fmt = "~-18s ~12s ~12s ~16s~n",
+    io:format(Fmt, ["store", "resumed/s", "full/s", "resumed share"]),
+    [io:format(Fmt, [atom_to_list(B), num(R), num(F), num(Share)])
+     || {B, #{resumed_per_s := R, full_per_s := F, resumed_share := Share}} <- Rows].
+
+print_scheduler(skipped) -> ok;
+print_scheduler(#{entries := N, steps := Steps}) ->
+    io:format("~nScheduler safety at ~B entries, erlang:system_monitor long_schedule >= 1 ms:~n", [N]),
+    [io:format("~-22s ~8B ms wall   ~B long_schedule events ~p~n", [atom_to_list(Name), Ms, length(Events), Events])
+     || {Name, Ms, Events} <- Steps].
+
+write(none, _) -> ok;
+write(Dir, R) ->
+    ok = filelib:ensure_path(Dir),
+    ok = file:write_file(filename:join(Dir, "results.term"), io_lib:format("~p.~n", [R])),
+    ok = file:write_file(filename:join(Dir, "chart.svg"), chart(maps:get(operations, R))).
+
+%%% Chart: ns per operation against store size, one panel per operation, a line per store.
+
+chart(Operations) ->
+    Ops = [lookup_hit, lookup_miss, update_new, delete, select_session, size],
+    Colours = [{nif_session_cache, "#d62728"}, {ssl_client_session_cache_db, "#1f77b4"}, {ssl_server_session_cache_db, "#2ca02c"}],
+    {W, H, Cols} = {300, 220, 3},
+    Panels = [panel(Op, Operations, Colours, ((I - 1) rem Cols) * W, ((I - 1) div Cols) * H, W, H)
+              || {I, Op} <- lists:zip(lists:seq(1, length(Ops)), Ops)],
+    Legend = [io_lib:format("<rect x='~B' y='~B' width='12' height='12' fill='~s'/><text x='~B' y='~B'>~s</text>",
+                            [20 + (I - 1) * 230, Cols * 0 + 2 * H + 18, C, 36 + (I - 1) * 230, 2 * H + 29, label(M)])
+              || {I, {M, C}} <- lists:zip(lists:seq(1, 3), Colours)],
+    ["<svg xmlns='http://www.w3.org/2000/svg' width='", integer_to_list(Cols * W), "' height='", integer_to_list(2 * H + 40),
+     "' font-family='sans-serif' font-size='11'><rect width='100%' height='100%' fill='white'/>", Panels, Legend, "</svg>\n"].
+
+panel(Op, Operations, Colours, X0, Y0, W, H) ->
+    Sizes = [S || #{size := S} <- Operations],
+    Points = [{M, [{S, V} || #{size := S, rows := Rows} <- Operations,
+                             V <- [proplists:get_value(M, proplists:get_value(Op, Rows))], is_number(V)]}
+              || {M, _} <- Colours],
+    Max = lists:max([1 | [V || {_, Ps} <- Points, {_, V} <- Ps]]),
+    {L, T, PW, PH} = {X0 + 45, Y0 + 25, W - 60, H - 60},
+    XS = fun(S) -> L + case length(Sizes) of 1 -> PW div 2; _ -> round(PW * math:log10(S / hd(Sizes)) / max(1.0e-9, math:log10(lists:last(Sizes) / hd(Sizes)))) end end,
+    YS = fun(V) -> T + PH - round(PH * V / Max) end,
+    Lines = [io_lib:format("<polyline fill='none' stroke='~s' stroke-width='2' points='~s'/>",
+                           [proplists:get_value(M, Colours), [io_lib:format("~B,~B ", [XS(S), YS(V)]) || {S, V} <- Ps]])
+             || {M, Ps} <- Points, Ps =/= []],
+    Ticks = [io_lib:format("<text x='~B' y='~B' text-anchor='middle'>~s</text>", [XS(S), T + PH + 14, short(S)]) || S <- Sizes],
+    [io_lib:format("<text x='~B' y='~B' font-weight='bold'>~s (ns/op)</text>", [L, Y0 + 15, Op]),
+     io_lib:format("<line x1='~B' y1='~B' x2='~B' y2='~B' stroke='black'/><line x1='~B' y1='~B' x2='~B' y2='~B' stroke='black'/>",
+                   [L, T, L, T + PH, L, T + PH, L + PW, T + PH]),
+     io_lib:format("<text x='~B' y='~B' text-anchor='end'>~s</text><text x='~B' y='~B' text-anchor='end'>0</text>",
+                   [L - 4, T + 8, num(Max), L - 4, T + PH]),
+     Ticks, Lines].
+
+label(nif_session_cache) -> "nif_session_cache";
+label(ssl_client_session_cache_db) -> "ETS (ssl_client_session_cache_db)";
+label(ssl_server_session_cache_db) -> "gb_trees (ssl_server_session_cache_db)".
+
+short(S) when S >= 1000000 -> integer_to_list(S div 1000000) ++ "M";
+short(S) when S >= 1000 -> integer_to_list(S div 1000) ++ "k";
+short(S) -> integer_to_list(S).
+
+%%% Helpers
+
+machine() ->
+    lists:flatten(io_lib:format("OTP ~s (erts ~s), ~B schedulers, ~s",
+                                [erlang:system_info(otp_release), erlang:system_info(version),
+                                 erlang:system_info(schedulers_online), cpu()])).
+
+cpu() ->
+    case file:read_file("/proc/cpuinfo") of
+        {ok, Info} ->
+            case re:run(Info, "model name\\s*: ([^\\n]*)", [{capture, all_but_first, list}]) of
+                {match, [Model]} -> Model;
+                nomatch -> "unknown CPU"
+            end;
+        _ -> "unknown CPU"
+    end.
+
+restart_ssl(Backend) ->
+    _ = application:stop(ssl),
+    Keys = [session_cb, client_session_cb, server_session_cb],
+    _ = case Backend of
+            default -> [application:unset_env(ssl, K) || K <- Keys];
+            Mod -> [application:set_env(ssl, K, Mod) || K <- Keys]
+        end,
+    ok = ssl:start().
+
+in_process(Fun) ->
+    {Pid, Ref} = spawn_opt(fun() -> exit({result, Fun()}) end, [monitor]),
+    receive
+        {'DOWN', Ref, process, Pid, {result, Result}} -> Result;
+        {'DOWN', Ref, process, Pid, Reason} -> error({benchmark_process_failed, Reason})
+    end.
+
+in_parallel(N, Fun) ->
+    Refs = [element(2, spawn_monitor(fun() -> exit({result, Fun()}) end)) || _ <- lists:seq(1, N)],
+    [receive {'DOWN', Ref, process, _, {result, R}} -> R end || Ref <- Refs].
+
+median(Values) ->
+    percentile(lists:sort(Values), 50).
+
+percentile(Sorted, P) ->
+    lists:nth(max(1, min(length(Sorted), round(length(Sorted) * P / 100))), Sorted).
+
+num(n_a) -> "n/a";
+num(V) when is_integer(V) -> integer_to_list(V);
+num(V) when is_float(V), V >= 100 -> integer_to_list(round(V));
+num(V) when is_float(V) -> float_to_list(V, [{decimals, 2}]).
+
+ratio(A, B) when is_number(A), is_number(B), B > 0 -> float_to_list(A / B, [{decimals, 2}]) ++ "x";
+ratio(_, _) -> "-".

@@ -1,0 +1,52 @@
+//! The few term inspections rustler offers only with an allocation, done without one. Hot paths (key encoding
+//! runs on every lookup) use these; everything else uses rustler's safe API.
+
+use rustler::sys::{enif_get_string, enif_get_tuple, ErlNifCharEncoding, ERL_NIF_TERM};
+use rustler::Term;
+
+/// The elements of a tuple, borrowed from the term itself (rustler's `get_tuple` copies them into a Vec).
+pub fn tuple_elements<'a>(term: Term<'a>) -> Option<impl ExactSizeIterator<Item = Term<'a>>> {
+    let env = term.get_env();
+    let mut arity = 0;
+    let mut array: *const ERL_NIF_TERM = std::ptr::null();
+    // SAFETY: enif_get_tuple only reads the term; on success `array` points at `arity` elements that live as
+    // long as the term's environment, which the lifetime 'a ties the returned terms to.
+    let elements = unsafe {
+        if enif_get_tuple(env.as_c_arg(), term.as_c_arg(), &mut arity, &mut array) == 0 {
+            return None;
+        }
+        if arity == 0 || array.is_null() {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts(array, arity as usize)
+        }
+    };
+    // SAFETY: each element is a valid term of the same environment.
+    Some(
+        elements
+            .iter()
+            .map(move |&element| unsafe { Term::new(env, element) }),
+    )
+}
+
+/// Copies a proper list of integers 0..=255 (a Latin-1 string such as a host name) into `buf` in one call into
+/// the VM, which reads at most `buf.len()` cells however long the list is. Returns the number of bytes, or
+/// `None` if the list is not such a string or does not fit (`buf` must leave room for a NUL).
+pub fn latin1(term: Term, buf: &mut [u8]) -> Option<usize> {
+    let capacity = u32::try_from(buf.len()).ok()?;
+    // SAFETY: enif_get_string writes at most `capacity` bytes, NUL included, into `buf`, and only reads the term.
+    let written = unsafe {
+        enif_get_string(
+            term.get_env().as_c_arg(),
+            term.as_c_arg(),
+            buf.as_mut_ptr(),
+            capacity,
+            ErlNifCharEncoding::ERL_NIF_LATIN1,
+        )
+    };
+    // A positive result counts the bytes and the NUL; 0 means not a Latin-1 list, negative means truncated.
+    usize::try_from(written)
+        .ok()
+        .filter(|&n| n > 0)
+        .map(|n| n - 1)
+}
