@@ -96,44 +96,58 @@ host(N) ->
 %%% Operations at one size
 
 %% Each store lives in an owner process of its own, filled by messages, so that the timed process's heap holds
-%% the store and nothing else (for gb_trees the tree is that heap, which is OTP's real situation). All rounds of
-%% all operations run on one fill; operations that add or remove entries undo their change, untimed.
+%% the store and nothing else (for gb_trees the tree is that heap, which is OTP's real situation). The three
+%% stores are measured in turn within every round, in a shuffled order, so that a noisy moment of this shared
+%% machine lands on all of them alike. Operations that add or remove entries undo their change, untimed.
 operations(Template, Size, O) ->
     #{ops := Ops, rounds := Rounds, hosts := Hosts} = O,
     Entries = [{client_key(Id, Hosts), S} || {Id, S} <- sessions(Template, Size)],
     Keys = list_to_tuple([K || {K, _} <- Entries]),
-    N = min(Ops, Size),
-    Fresh = [{client_key(Id, Hosts), S} || {Id, S} <- sessions(Template, N)],
-    Missing = [K || {K, _} <- lists:sublist(Fresh, N)],
+    Writes = min(Ops, Size),
+    Fresh = [{client_key(Id, Hosts), S} || {Id, S} <- sessions(Template, Writes)],
     Sessions = list_to_tuple([S || {_, S} <- lists:sublist(Entries, 1000)]),
     Inputs = fun() ->
-                     Sample = [element(rand:uniform(Size), Keys) || _ <- lists:seq(1, N)],
+                     Sample = [element(rand:uniform(Size), Keys) || _ <- lists:seq(1, Ops)],
                      #{sample => Sample,
-                       unique => lists:usort(Sample),
-                       replacements => [{K, element(rand:uniform(tuple_size(Sessions)), Sessions)} || K <- Sample],
+                       unique => lists:sublist(lists:usort(Sample), Writes),
+                       replacements => [{K, element(rand:uniform(tuple_size(Sessions)), Sessions)}
+                                        || K <- lists:sublist(Sample, Writes)],
                        fresh => Fresh,
-                       missing => Missing,
-                       partials => [{host(rand:uniform(Hosts) - 1), 443} || _ <- lists:seq(1, N)],
+                       missing => [K || {K, _} <- Fresh],
+                       partials => [{host(rand:uniform(Hosts) - 1), 443} || _ <- lists:seq(1, Ops)],
                        entries => Size}
              end,
-    Ops1 = [lookup_hit, lookup_miss, size, select_session, foldl, update_replace, update_new, delete],
-    Timings = [{Mod, with_owner(Mod, Entries, fun(Owner) ->
-                                                      [[{Op, run_op(Owner, Op, Inputs(), Keys)} || Op <- Ops1]
-                                                       || _ <- lists:seq(1, Rounds)]
-                                              end)}
-               || Mod <- ?STORES],
-    Rows = [{Op, [{Mod, median_of([proplists:get_value(Op, Round) || Round <- Rs])} || {Mod, Rs} <- Timings]}
-            || Op <- Ops1],
-    #{size => Size, ops_per_round => N, rows => Rows}.
+    OpNames = [lookup_hit, lookup_miss, size, select_session, foldl, update_replace, update_new, delete],
+    Owners = [{Mod, start_owner(Mod, Entries)} || Mod <- ?STORES],
+    try
+        Samples = [{Op, Mod, run_op(Owner, Op, In)}
+                   || _ <- lists:seq(1, Rounds), In <- [Inputs()], Op <- OpNames, {Mod, Owner} <- shuffle(Owners)],
+        Rows = [{Op, [{Mod, median_of([T || {Op1, Mod1, T} <- Samples, Op1 =:= Op, Mod1 =:= Mod])} || Mod <- ?STORES]}
+                || Op <- OpNames],
+        #{size => Size, ops_per_round => Ops, writes_per_round => Writes, rows => Rows}
+    after
+        [stop_owner(Owner) || {_, Owner} <- Owners]
+    end.
+
+shuffle(List) ->
+    [X || {_, X} <- lists:sort([{rand:uniform(), X} || X <- List])].
 
 median_of([n_a | _]) -> n_a;
 median_of(Times) -> median(Times).
 
 %% Starts an owner process for a store of Mod filled with Entries, runs Fun(Owner), stops the owner.
 with_owner(Mod, Entries, Fun) ->
+    Owner = start_owner(Mod, Entries),
+    try Fun(Owner) after stop_owner(Owner) end.
+
+start_owner(Mod, Entries) ->
     Owner = spawn_link(fun() -> owner_loop(Mod, Mod:init([{role, client}])) end),
     [Owner ! {fill, Chunk} || Chunk <- chunks(Entries, 1000)],
-    try Fun(Owner) after unlink(Owner), exit(Owner, kill) end.
+    Owner.
+
+stop_owner(Owner) ->
+    unlink(Owner),
+    exit(Owner, kill).
 
 owner_loop(Mod, Store) ->
     receive
@@ -156,10 +170,10 @@ chunks(List, N) when length(List) =< N -> [List];
 chunks(List, N) -> {Chunk, Rest} = lists:split(N, List), [Chunk | chunks(Rest, N)].
 
 %% ns per operation of one round of Op, or n_a where OTP's store lacks the operation.
-run_op(Owner, Op, Inputs, Keys) ->
+run_op(Owner, Op, Inputs) ->
     in_owner(Owner, fun(Mod, Store) ->
                             case supported(Op, Mod) of
-                                true -> ns_per_op(Op, Mod, Store, Inputs, Keys);
+                                true -> ns_per_op(Op, Mod, Store, Inputs);
                                 false -> {n_a, Store}
                             end
                     end).
@@ -169,22 +183,22 @@ run_op(Owner, Op, Inputs, Keys) ->
 supported(Op, ssl_server_session_cache_db) -> not lists:member(Op, [update_replace, select_session, foldl]);
 supported(_, _) -> true.
 
-ns_per_op(lookup_hit, Mod, Store, #{sample := Sample}, _) ->
+ns_per_op(lookup_hit, Mod, Store, #{sample := Sample}) ->
     {timed(length(Sample), fun() -> lookup_loop(Mod, Store, Sample) end), Store};
-ns_per_op(lookup_miss, Mod, Store, #{missing := Missing}, _) ->
+ns_per_op(lookup_miss, Mod, Store, #{missing := Missing}) ->
     {timed(length(Missing), fun() -> lookup_loop(Mod, Store, Missing) end), Store};
-ns_per_op(size, Mod, Store, #{sample := Sample}, _) ->
+ns_per_op(size, Mod, Store, #{sample := Sample}) ->
     {timed(length(Sample), fun() -> size_loop(Mod, Store, length(Sample)) end), Store};
-ns_per_op(select_session, Mod, Store, #{partials := Partials}, _) ->
+ns_per_op(select_session, Mod, Store, #{partials := Partials}) ->
     {timed(length(Partials), fun() -> select_loop(Mod, Store, Partials) end), Store};
-ns_per_op(foldl, Mod, Store, #{entries := Entries}, _) ->
+ns_per_op(foldl, Mod, Store, #{entries := Entries}) ->
     {timed(Entries, fun() -> Mod:foldl(fun(_, Acc) -> Acc + 1 end, 0, Store) end), Store};
-ns_per_op(update_replace, Mod, Store, #{replacements := Replacements}, _) ->
+ns_per_op(update_replace, Mod, Store, #{replacements := Replacements}) ->
     timed_store(length(Replacements), fun() -> update_loop(Mod, Store, Replacements) end);
-ns_per_op(update_new, Mod, Store, #{fresh := Fresh}, _) ->
+ns_per_op(update_new, Mod, Store, #{fresh := Fresh}) ->
     {Ns, Store1} = timed_store(length(Fresh), fun() -> update_loop(Mod, Store, Fresh) end),
     {Ns, delete_loop(Mod, Store1, [K || {K, _} <- Fresh])};
-ns_per_op(delete, Mod, Store, #{unique := Unique}, _) ->
+ns_per_op(delete, Mod, Store, #{unique := Unique}) ->
     Saved = [{K, Mod:lookup(Store, K)} || K <- Unique],
     {Ns, Store1} = timed_store(length(Unique), fun() -> delete_loop(Mod, Store, Unique) end),
     {Ns, update_loop(Mod, Store1, Saved)}.
@@ -219,13 +233,14 @@ timed(N, Fun) ->
 %%% Concurrent lookups while the owner writes
 
 concurrency(Template, O) ->
-    Size = 100000,
+    Size = min(100000, lists:max(maps:get(sizes, O))),
     #{readers := Readers, ops := Ops, rounds := Rounds, hosts := Hosts} = O,
     Entries = [{client_key(Id, Hosts), S} || {Id, S} <- sessions(Template, Size)],
     Keys = list_to_tuple([K || {K, _} <- Entries]),
-    [{R, [{Mod, median([concurrent_round(Mod, Entries, Keys, R, Ops) || _ <- lists:seq(1, Rounds)])}
-          || Mod <- [nif_session_cache, ssl_client_session_cache_db]]}
-     || R <- Readers].
+    #{size => Size,
+      rows => [{R, [{Mod, median([concurrent_round(Mod, Entries, Keys, R, Ops) || _ <- lists:seq(1, Rounds)])}
+                    || Mod <- [nif_session_cache, ssl_client_session_cache_db]]}
+               || R <- Readers]}.
 
 %% ns per lookup, per reader, with R readers at once while the owner (the store's creator, the only process
 %% allowed to write) keeps replacing sessions until every reader is done.
@@ -413,8 +428,8 @@ print(R) ->
     print_scheduler(maps:get(scheduler, R)),
     ok.
 
-print_operations(#{size := Size, ops_per_round := N, rows := Rows}) ->
-    io:format("~n~B entries, ~B operations per round (ns per operation, median):~n", [Size, N]),
+print_operations(#{size := Size, ops_per_round := N, writes_per_round := W, rows := Rows}) ->
+    io:format("~n~B entries, ~B reads and ~B writes per round (ns per operation, median of rounds):~n", [Size, N, W]),
     Fmt = "~-16s ~12s ~12s ~12s ~10s ~10s~n",
     io:format(Fmt, ["operation", "ours", "ETS", "gb_trees", "ours/ETS", "ours/gb"]),
     [begin
@@ -422,8 +437,8 @@ print_operations(#{size := Size, ops_per_round := N, rows := Rows}) ->
          io:format(Fmt, [atom_to_list(Op), num(Ours), num(Ets), num(Gb), ratio(Ours, Ets), ratio(Ours, Gb)])
      end || {Op, Row} <- Rows].
 
-print_concurrency(Rows) ->
-    io:format("~nConcurrent lookups at 100000 entries while the owner writes (ns per lookup per reader):~n"),
+print_concurrency(#{size := Size, rows := Rows}) ->
+    io:format("~nConcurrent lookups at ~B entries while the owner writes (ns per lookup per reader):~n", [Size]),
     Fmt = "~-10s ~12s ~12s ~10s~n",
     io:format(Fmt, ["readers", "ours", "ETS", "ours/ETS"]),
     [io:format(Fmt, [integer_to_list(R), num(O), num(E), ratio(O, E)])

@@ -23,7 +23,14 @@
                   entries := non_neg_integer(),
                   bytes := non_neg_integer(),
                   index_bytes := non_neg_integer(),
-                  terminated := boolean()}.
+                  terminated := boolean(),
+                  lookup_hits := non_neg_integer(),
+                  lookup_misses := non_neg_integer(),
+                  inserts := non_neg_integer(),
+                  replaces := non_neg_integer(),
+                  deletes := non_neg_integer(),
+                  select_hits := non_neg_integer(),
+                  select_misses := non_neg_integer()}.
 %% Writes return their failure instead of raising it (see nif_session_cache:written/1).
 -type write_result() :: ok | badarg | not_owner | terminated | bad_key | enomem.
 %% A chunk of a fold or select, and whether more follow.

@@ -20,4 +20,11 @@ rustler::atoms! {
     entries,
     bytes,
     index_bytes,
+    lookup_hits,
+    lookup_misses,
+    inserts,
+    replaces,
+    deletes,
+    select_hits,
+    select_misses,
 }

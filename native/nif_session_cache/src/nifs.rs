@@ -184,8 +184,8 @@ fn step<'a>(env: Env<'a>, state: &mut CursorState) -> Result<Vec<Term<'a>>, Vec<
     }
 }
 
-/// A map describing the store: id, role, owner, entries, bytes and whether it was terminated. Normal scheduler,
-/// O(1).
+/// A map describing the store: id, role, owner, entries, bytes, whether it was terminated, and operation
+/// counters. Normal scheduler, O(1).
 #[rustler::nif]
 fn info<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
     describe(env, StoreResource::from_term(store)?)
@@ -208,7 +208,8 @@ fn describe<'a>(env: Env<'a>, inner: &StoreInner) -> NifResult<Term<'a>> {
         Role::Unspecified => atoms::undefined(),
     };
     let store = &inner.store;
-    let pairs: [(Atom, Term<'a>); 7] = [
+    let counts = store.counts();
+    let pairs: [(Atom, Term<'a>); 14] = [
         (atoms::id(), inner.id.encode(env)),
         (atoms::role(), role.encode(env)),
         (atoms::owner(), inner.owner.encode(env)),
@@ -216,6 +217,13 @@ fn describe<'a>(env: Env<'a>, inner: &StoreInner) -> NifResult<Term<'a>> {
         (atoms::bytes(), store.bytes().encode(env)),
         (atoms::index_bytes(), store.index_bytes().encode(env)),
         (atoms::terminated(), store.is_terminated().encode(env)),
+        (atoms::lookup_hits(), counts.lookup_hits.encode(env)),
+        (atoms::lookup_misses(), counts.lookup_misses.encode(env)),
+        (atoms::inserts(), counts.inserts.encode(env)),
+        (atoms::replaces(), counts.replaces.encode(env)),
+        (atoms::deletes(), counts.deletes.encode(env)),
+        (atoms::select_hits(), counts.select_hits.encode(env)),
+        (atoms::select_misses(), counts.select_misses.encode(env)),
     ];
     Term::map_from_pairs(env, &pairs)
 }

@@ -10,7 +10,9 @@
 
 mod key;
 mod slab;
+mod stats;
 mod store;
 
 pub use key::Key;
+pub use stats::Counts;
 pub use store::{Config, Inserted, Retired, Store, StoreError, Weigh};

@@ -13,6 +13,7 @@ use dashmap::DashMap;
 
 use crate::key::Key;
 use crate::slab::Slab;
+use crate::stats::{Counter, Counts, Stats};
 
 /// How much a stored entry weighs, in bytes of memory it owns, its key included. Feeds [`Store::bytes`].
 pub trait Weigh {
@@ -69,6 +70,7 @@ pub struct Store<V> {
     len: AtomicUsize,
     bytes: AtomicUsize,
     terminated: AtomicBool,
+    stats: Stats,
 }
 
 /// Everything a store held when it was terminated, detached so that the caller chooses where to free it
@@ -106,6 +108,7 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
             len: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             terminated: AtomicBool::new(false),
+            stats: Stats::default(),
         }
     }
 
@@ -130,6 +133,7 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
             }
             self.bytes.fetch_add(weight, Ordering::Relaxed);
             self.bytes.fetch_sub(old.weight(), Ordering::Relaxed);
+            self.stats.add(Counter::Replace);
             return Ok(Inserted::Replaced(old));
         }
 
@@ -152,6 +156,7 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
         );
         self.len.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(weight, Ordering::Relaxed);
+        self.stats.add(Counter::Insert);
         Ok(Inserted::New)
     }
 
@@ -161,6 +166,7 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
         let Some((key, slot)) = self.entries.remove(key) else {
             return Ok(None);
         };
+        self.stats.add(Counter::Delete);
         write(&self.slab).remove(slot.slot);
         if let Some(group) = &slot.group {
             let emptied = match self.groups.get_mut(group) {
@@ -183,19 +189,46 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
     /// Runs `read` on the value under `key` while its shard is read-locked. `read` must not call the store.
     /// O(1). Prefer it to [`Store::get`] for short reads: it saves two atomic reference-count updates.
     pub fn read<R>(&self, key: &[u8], read: impl FnOnce(&V) -> R) -> Option<R> {
-        self.entries.get(key).map(|slot| read(&slot.value))
+        let found = self.entries.get(key).map(|slot| read(&slot.value));
+        self.stats.add(if found.is_some() {
+            Counter::LookupHit
+        } else {
+            Counter::LookupMiss
+        });
+        found
     }
 
     /// The value under `key`, shared. O(1).
     pub fn get(&self, key: &[u8]) -> Option<Arc<V>> {
-        self.entries.get(key).map(|slot| Arc::clone(&slot.value))
+        let found = self.entries.get(key).map(|slot| Arc::clone(&slot.value));
+        self.stats.add(if found.is_some() {
+            Counter::LookupHit
+        } else {
+            Counter::LookupMiss
+        });
+        found
     }
 
     /// Appends every value whose key belongs to `group` to `out`. O(matches): one lookup in the group index.
     pub fn select(&self, group: &[u8], out: &mut Vec<Arc<V>>) {
-        if let Some(members) = self.groups.get(group) {
-            out.extend(members.values().cloned());
+        match self.groups.get(group) {
+            Some(members) => {
+                out.extend(members.values().cloned());
+                self.stats.add(Counter::SelectHit);
+            }
+            None => self.stats.add(Counter::SelectMiss),
         }
+    }
+
+    /// Every operation counter, summed now. Lookups count [`Store::read`] and [`Store::get`]; a select is a hit
+    /// when its group has members. O(1).
+    pub fn counts(&self) -> Counts {
+        self.stats.counts()
+    }
+
+    /// Counts a lookup that found nothing without reaching the map (a key the caller could not encode).
+    pub fn count_miss(&self) {
+        self.stats.add(Counter::LookupMiss);
     }
 
     /// Appends up to `max` values to `out` from fold slot `from` on, looking at no more than `budget` slots.

@@ -215,3 +215,32 @@ fn a_value_present_for_a_whole_fold_is_seen_exactly_once_despite_writes() {
     assert_eq!(total, stable.len(), "a stable entry was visited twice");
     assert_eq!(stable.len(), 3000, "a stable entry was missed");
 }
+
+#[test]
+fn counters_record_every_kind_of_operation() {
+    let store = store();
+    let key = client_key(1, 1);
+    store.insert(key.clone(), val(&key, 1)).expect("live store");
+    store.insert(key.clone(), val(&key, 2)).expect("live store");
+    assert!(store.read(key.bytes(), |_| ()).is_some());
+    assert!(store.read(b"absent", |_| ()).is_none());
+    store.count_miss();
+    assert_eq!(selected(&store, b"h\x01").len(), 1);
+    assert!(selected(&store, b"h\x09").is_empty());
+    store.remove(key.bytes()).expect("live store");
+    store.remove(key.bytes()).expect("live store");
+    let counts = store.counts();
+    assert_eq!(
+        (
+            counts.inserts,
+            counts.replaces,
+            counts.lookup_hits,
+            counts.lookup_misses
+        ),
+        (1, 1, 1, 2)
+    );
+    assert_eq!(
+        (counts.select_hits, counts.select_misses, counts.deletes),
+        (1, 1, 1)
+    );
+}
