@@ -6,7 +6,7 @@
 export REBAR_OFFLINE := 1
 ERL_RUN = erl -noshell -kernel logger_level warning -pa _build/default/lib/nif_session_cache/ebin
 
-.PHONY: all setup build demo test test-rust test-erlang lint clean
+.PHONY: all setup build demo test test-rust test-erlang lint bench valgrind clean
 
 all: build
 
@@ -26,6 +26,23 @@ test-rust:
 
 test-erlang: setup
 	rebar3 ct
+
+# Benchmarks, side by side with OTP's own stores in one VM; tables on stdout, results.term and chart.svg in
+# bench/results/. Never part of `make test`. BENCH_OPTS overrides options, e.g. BENCH_OPTS='#{sizes => [1000]}'.
+BENCH_OPTS ?= \#{}
+bench: build
+	$(ERL_RUN) +P 2000000 -eval 'nif_session_cache_bench:run(maps:merge(#{out => "bench/results"}, $(BENCH_OPTS))), halt().'
+
+# The Rust store's tests under valgrind memcheck (leaks and invalid accesses fail the run).
+valgrind: setup
+	@command -v valgrind >/dev/null || { echo "valgrind: apt-get install valgrind"; exit 1; }
+	cargo test -p session_store --no-run --message-format=json 2>/dev/null \
+	  | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' > target/valgrind-tests.txt
+	@for t in $$(cat target/valgrind-tests.txt); do \
+	  echo "== valgrind $$t"; \
+	  PROPTEST_CASES=32 valgrind --quiet --error-exitcode=1 --leak-check=full --show-possibly-lost=no --errors-for-leak-kinds=definite,indirect \
+	    $$t --test-threads=1 || exit 1; \
+	done
 
 lint: setup
 	cargo fmt --all -- --check

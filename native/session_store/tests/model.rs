@@ -39,8 +39,7 @@ fn sorted(mut values: Vec<Val>) -> Vec<Val> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
-
+    // 256 cases by default; PROPTEST_CASES overrides it (make valgrind uses fewer).
     #[test]
     fn the_store_behaves_like_a_map(ops in proptest::collection::vec(op(), 1..200)) {
         let store = store();

@@ -1,0 +1,53 @@
+%%% Smoke test of the benchmark: it runs at a tiny size and returns well-formed results. No timing is asserted:
+%%% this machine is shared and noisy, and speed belongs to `make bench`, not to the test suite.
+-module(nif_session_cache_bench_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, init_per_suite/1, end_per_suite/1]).
+-export([the_benchmark_runs_at_a_tiny_size_and_returns_well_formed_results/1]).
+
+-define(STORES, [nif_session_cache, ssl_client_session_cache_db, ssl_server_session_cache_db]).
+
+all() ->
+    [the_benchmark_runs_at_a_tiny_size_and_returns_well_formed_results].
+
+init_per_suite(Config) ->
+    Config.
+
+end_per_suite(_Config) ->
+    _ = application:stop(ssl),
+    ok.
+
+the_benchmark_runs_at_a_tiny_size_and_returns_well_formed_results(Config) ->
+    Out = filename:join(?config(priv_dir, Config), "bench"),
+    R = nif_session_cache_bench:run(#{sizes => [50, 200], rounds => 1, ops => 100, hosts => 20, readers => [1, 2],
+                                      server_cache_size => 100, handshakes => 8, monitor_size => 300,
+                                      out => Out, print => false}),
+    #{machine := Machine, session_etf_bytes := Etf, operations := Ops, concurrency := Conc, memory := Mem,
+      server_cache := Server, handshakes := Hs, scheduler := Sched} = R,
+    ?assert(is_list(Machine) andalso Etf > 1000),
+    ?assertEqual([50, 200], [S || #{size := S} <- Ops]),
+    [begin
+         ?assertEqual([lookup_hit, lookup_miss, size, select_session, foldl, update_replace, update_new, delete],
+                      [Op || {Op, _} <- Rows]),
+         [?assertEqual(?STORES, [M || {M, _} <- Row]) || {_, Row} <- Rows],
+         [?assert(is_number(T) andalso T > 0) || {_, Row} <- Rows, {_, T} <- Row, T =/= n_a],
+         ?assertEqual(n_a, proplists:get_value(ssl_server_session_cache_db, proplists:get_value(select_session, Rows)))
+     end || #{rows := Rows} <- Ops],
+    #{rows := ConcRows} = Conc,
+    ?assertEqual([1, 2], [N || {N, _} <- ConcRows]),
+    #{stores := MemRows} = Mem,
+    ?assertEqual(?STORES, [M || {M, _} <- MemRows]),
+    [?assert(Reported > 0) || {_, {_Measured, Reported}} <- MemRows],
+    ?assertEqual([default, nif_session_cache], [B || {B, _} <- Server]),
+    %% Every synthetic registration is resumable in OTP's real cache process, with either store.
+    [?assertEqual(100, Resumable) || {_, #{resumable_of_100 := Resumable}} <- Server],
+    [?assert(Resumed > 0 andalso Full > 0) || {_, #{resumed_per_s := Resumed, full_per_s := Full}} <- Hs],
+    #{steps := Steps} = Sched,
+    ?assertEqual([foldl, select_session_5000, terminate, drop_last_reference], [S || {S, _, _} <- Steps]),
+    {ok, Svg} = file:read_file(filename:join(Out, "chart.svg")),
+    ?assertMatch(<<"<svg", _/binary>>, Svg),
+    {ok, [Saved]} = file:consult(filename:join(Out, "results.term")),
+    ?assertEqual(R, Saved).
