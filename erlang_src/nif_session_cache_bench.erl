@@ -282,17 +282,31 @@ memory(Template, O) ->
     Entries = [{client_key(Id, maps:get(hosts, O)), S} || {Id, S} <- sessions(Template, Size)],
     Etf = lists:sum([byte_size(term_to_binary(S)) || {_, S} <- lists:sublist(Entries, 1000)]) / min(1000, Size),
     Measure = fun(Mod) ->
-                      erlang:garbage_collect(),
-                      Before = erlang:memory(total),
+                      Before = settled_memory(),
                       with_owner(Mod, Entries, fun(Owner) ->
                           Reported = in_owner(Owner, fun(M, Store) ->
                                                              erlang:garbage_collect(),
                                                              {reported_bytes(M, Store), Store}
                                                      end),
-                          {(erlang:memory(total) - Before) / Size, Reported / Size}
+                          {(settled_memory() - Before) / Size, Reported / Size}
                       end)
               end,
     #{size => Size, etf_bytes => Etf, stores => [{Mod, Measure(Mod)} || Mod <- ?STORES]}.
+
+%% erlang:memory(total) once it has stopped moving: stores of earlier steps are freed in the background (a
+%% large store on a thread of its own), and a measurement taken meanwhile would count their release.
+settled_memory() ->
+    erlang:garbage_collect(),
+    settled_memory(erlang:memory(total), 50).
+
+settled_memory(Last, 0) ->
+    Last;
+settled_memory(Last, Tries) ->
+    timer:sleep(200),
+    case erlang:memory(total) of
+        Now when abs(Now - Last) =< Last div 1000 -> Now;
+        Now -> settled_memory(Now, Tries - 1)
+    end.
 
 reported_bytes(nif_session_cache, Store) -> maps:get(bytes, nif_session_cache:info(Store));
 reported_bytes(ssl_client_session_cache_db, Table) -> ets:info(Table, memory) * erlang:system_info(wordsize);
@@ -397,6 +411,9 @@ large_store_owner(Template, N, Hosts) ->
     Pid = spawn(fun() ->
         Store = nif_session_cache:init([]),
         [ok = nif_session_cache:update(Store, client_key(Id, Hosts), S) || {Id, S} <- sessions(Template, N)],
+        %% Leave only the store reference in the heap, so that exiting measures the store's release, not
+        %% the freeing of a heap that built a million sessions.
+        erlang:garbage_collect(),
         Parent ! {built, self()},
         receive drop -> ok end
     end),

@@ -14,7 +14,8 @@
          foldl_requires_a_two_argument_fun/1,
          write_errors_never_put_the_session_in_the_stack_trace/1,
          a_store_without_references_is_freed/1,
-         many_stores_come_and_go_without_leaking/1]).
+         many_stores_come_and_go_without_leaking/1,
+         stores_survive_a_purge_and_reload_of_the_nif_module/1]).
 
 all() ->
     [wrong_store_arguments_raise_badarg_everywhere,
@@ -24,7 +25,8 @@ all() ->
      foldl_requires_a_two_argument_fun,
      write_errors_never_put_the_session_in_the_stack_trace,
      a_store_without_references_is_freed,
-     many_stores_come_and_go_without_leaking].
+     many_stores_come_and_go_without_leaking,
+     stores_survive_a_purge_and_reload_of_the_nif_module].
 
 %%% Cases
 
@@ -125,6 +127,28 @@ many_stores_come_and_go_without_leaking(_Config) ->
                end),
     ?assertEqual({Before + 10000, Before + 10000, 10000}, Counts),
     ok = wait_until(fun() -> length(nif_session_cache:stores()) =:= Before end).
+
+stores_survive_a_purge_and_reload_of_the_nif_module(_Config) ->
+    Before = nif_session_cache:init([{role, client}]),
+    ok = nif_session_cache:update(Before, key(1), session(1)),
+    [begin
+         %% The module's code is deleted and purged, then loaded again: the library stays mapped while its
+         %% stores live, and the new load must still recognise them. Twice, to cross two generations.
+         true = code:delete(nif_session_cache_nif),
+         _ = code:purge(nif_session_cache_nif),
+         {module, nif_session_cache_nif} = code:load_file(nif_session_cache_nif)
+     end || _ <- [1, 2]],
+    ?assertEqual(session(1), nif_session_cache:lookup(Before, key(1))),
+    ok = nif_session_cache:update(Before, key(2), session(2)),
+    ?assertEqual(2, nif_session_cache:size(Before)),
+    ?assertEqual([session(1), session(2)], lists:sort(nif_session_cache:select_session(Before, {"h", 1}))),
+    ?assertEqual(2, nif_session_cache:foldl(fun(_, N) -> N + 1 end, 0, Before)),
+    After = nif_session_cache:init([]),
+    ok = nif_session_cache:update(After, key(3), session(3)),
+    ?assertEqual(session(3), nif_session_cache:lookup(After, key(3))),
+    Ids = [maps:get(id, nif_session_cache:info(S)) || S <- [Before, After]],
+    ?assertEqual(Ids, [Id || #{id := Id} <- nif_session_cache:stores(), lists:member(Id, Ids)]),
+    ok = nif_session_cache:terminate(Before).
 
 %%% Helpers
 

@@ -1,6 +1,6 @@
 //! nif_session_cache's NIF library: the bridge between OTP's ssl session cache API and `session_store`.
 //!
-//! Rooms: `nifs` (the functions Erlang calls), `resource` (what Erlang holds), `key` (key terms to canonical
+//! Rooms: `nifs` (the functions Erlang calls), `resource` (what Erlang holds), `store_type` (the store's resource type, across reloads), `key` (key terms to canonical
 //! bytes), `registry` (every live store, weakly), `frozen` (sessions kept off every process heap), `weight` (what an entry costs), `reaper` (freeing
 //! large stores off the schedulers), `raw` (allocation-free term inspection), `error` and `atoms` (what Erlang sees).
 
@@ -13,6 +13,12 @@ mod raw;
 mod reaper;
 mod registry;
 mod resource;
+mod store_type;
 mod weight;
 
-rustler::init!("nif_session_cache_nif");
+rustler::init!("nif_session_cache_nif", load = load);
+
+/// Opens the store resource type, in a way that keeps stores made before a reload usable (`store_type.rs`).
+fn load(env: rustler::Env, _load_info: rustler::Term) -> bool {
+    store_type::open(env)
+}

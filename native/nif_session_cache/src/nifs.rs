@@ -13,6 +13,7 @@ use crate::frozen::Frozen;
 use crate::key::{encode_key, with_group, with_key};
 use crate::registry;
 use crate::resource::{Cursor, CursorState, Emit, Role, Source, StoreInner, StoreResource};
+use crate::store_type::{self, KeptStore};
 use crate::weight::entry_bytes;
 
 /// Entries copied out per cursor step: about 64 µs for OTP sessions, well under a millisecond.
@@ -22,7 +23,7 @@ const SCAN_BUDGET: usize = 4096;
 
 /// Creates an empty store owned by the calling process. Normal scheduler, O(1).
 #[rustler::nif]
-fn new(env: Env, role: Atom) -> NifResult<ResourceArc<StoreResource>> {
+fn new(env: Env, role: Atom) -> NifResult<Term> {
     let role = if role == atoms::client() {
         Role::Client
     } else if role == atoms::server() {
@@ -32,7 +33,8 @@ fn new(env: Env, role: Atom) -> NifResult<ResourceArc<StoreResource>> {
     } else {
         return Err(rustler::Error::BadArg);
     };
-    Ok(ResourceArc::new(StoreResource::new(env.pid(), role)))
+    store_type::make(env, StoreResource::new(env.pid(), role))
+        .ok_or(rustler::Error::RaiseAtom("enomem"))
 }
 
 /// Empties the store for good; owner only. Normal scheduler, O(shards): a large store is freed on a thread.
@@ -127,7 +129,7 @@ fn select<'a>(env: Env<'a>, store: Term<'a>, partial_key: Term<'a>) -> NifResult
 /// A cursor over every entry, for foldl. Normal scheduler, O(1): the walk happens in `next`.
 #[rustler::nif]
 fn fold_start(store: Term) -> NifResult<ResourceArc<Cursor>> {
-    let store: ResourceArc<StoreResource> = store.decode()?;
+    let store = KeptStore::new(StoreResource::from_term(store)?);
     Ok(ResourceArc::new(Cursor::new(CursorState {
         source: Source::Fold {
             store,

@@ -2,13 +2,14 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rustler::{Env, LocalPid, Resource, ResourceArc, Term};
+use rustler::{Env, LocalPid, Resource, Term};
 use session_store::{Config, Store};
 
 use crate::error::CacheError;
 use crate::frozen::Frozen;
 use crate::reaper;
 use crate::registry;
+use crate::store_type::{self, KeptStore};
 
 /// The role OTP passed to init/1, if any. Reported by info, never used to change behaviour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,17 +45,14 @@ impl StoreInner {
     }
 }
 
-/// What an Erlang store reference points to. When the last reference is collected, the store is retired and
-/// leaves the registry: OTP never calls terminate for a listener's store.
+/// What an Erlang store reference points to (its resource type lives in `store_type.rs`). When the last
+/// reference is collected, the store is retired and leaves the registry: OTP never calls terminate for a
+/// listener's store.
 pub struct StoreResource {
     inner: Arc<StoreInner>,
+    /// The resource type this store was made under, for its destructor (see `store_type.rs`).
+    pub resource_type: usize,
 }
-
-#[rustler::resource_impl]
-impl Resource for StoreResource {}
-
-// The store is only reached through `&self` methods whose state stays consistent across an unwind.
-impl std::panic::RefUnwindSafe for StoreResource {}
 
 impl StoreResource {
     pub fn new(owner: LocalPid, role: Role) -> Self {
@@ -64,13 +62,15 @@ impl StoreResource {
             role,
             store: Store::new(Config::default()),
         });
-        StoreResource { inner }
+        StoreResource {
+            inner,
+            resource_type: 0,
+        }
     }
 
     /// Borrows the store a term refers to, without touching its reference count.
     pub fn from_term<'a>(term: Term<'a>) -> rustler::NifResult<&'a StoreResource> {
-        term.try_get_resource::<StoreResource>()
-            .ok_or(rustler::Error::BadArg)
+        store_type::get(term).ok_or(rustler::Error::BadArg)
     }
 }
 
@@ -101,9 +101,11 @@ pub enum Emit {
 
 /// Where a cursor gets more entries when its pending ones run out.
 pub enum Source {
-    /// Walking a store's fold slots; `next` is the slot to resume from, `None` once past the end.
+    /// Walking a store's fold slots; `next` is the slot to resume from, `None` once past the end. The cursor
+    /// keeps the store alive, so a fold whose caller dropped its last reference still sees every entry; a
+    /// store terminated meanwhile is empty, and the walk simply ends.
     Fold {
-        store: ResourceArc<StoreResource>,
+        store: KeptStore,
         next: Option<usize>,
     },
     /// Nothing more to fetch: everything is already pending (a select).
