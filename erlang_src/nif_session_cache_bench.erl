@@ -142,7 +142,7 @@ with_owner(Mod, Entries, Fun) ->
 
 start_owner(Mod, Entries) ->
     Owner = spawn_link(fun() -> owner_loop(Mod, Mod:init([{role, client}])) end),
-    [Owner ! {fill, Chunk} || Chunk <- chunks(Entries, 1000)],
+    lists:foreach(fun(Chunk) -> Owner ! {fill, Chunk} end, chunks(Entries, 1000)),
     Owner.
 
 stop_owner(Owner) ->
@@ -437,13 +437,12 @@ collect_long_schedules() ->
 print(R) ->
     #{machine := M, session_etf_bytes := Etf} = R,
     io:format("~nnif_session_cache benchmark: ~s~nsession: ~B bytes in external term format~n", [M, Etf]),
-    [print_operations(Ops) || Ops <- maps:get(operations, R)],
-    print_concurrency(maps:get(concurrency, R)),
-    print_memory(maps:get(memory, R)),
-    print_server_cache(maps:get(server_cache, R)),
-    print_handshakes(maps:get(handshakes, R)),
-    print_scheduler(maps:get(scheduler, R)),
-    ok.
+    lists:foreach(fun print_operations/1, maps:get(operations, R)),
+    ok = print_concurrency(maps:get(concurrency, R)),
+    ok = print_memory(maps:get(memory, R)),
+    ok = print_server_cache(maps:get(server_cache, R)),
+    ok = print_handshakes(maps:get(handshakes, R)),
+    print_scheduler(maps:get(scheduler, R)).
 
 print_operations(#{size := Size, ops_per_round := N, writes_per_round := W, rows := Rows}) ->
     io:format("~n~B entries, ~B reads and ~B writes per round (ns per operation, median of rounds):~n", [Size, N, W]),
@@ -452,20 +451,23 @@ print_operations(#{size := Size, ops_per_round := N, writes_per_round := W, rows
     [begin
          [Ours, Ets, Gb] = [proplists:get_value(Mod, Row) || Mod <- ?STORES],
          io:format(Fmt, [atom_to_list(Op), num(Ours), num(Ets), num(Gb), ratio(Ours, Ets), ratio(Ours, Gb)])
-     end || {Op, Row} <- Rows].
+     end || {Op, Row} <- Rows],
+    ok.
 
 print_concurrency(#{size := Size, rows := Rows}) ->
     io:format("~nConcurrent lookups at ~B entries while the owner writes (ns per lookup per reader):~n", [Size]),
     Fmt = "~-10s ~12s ~12s ~10s~n",
     io:format(Fmt, ["readers", "ours", "ETS", "ours/ETS"]),
     [io:format(Fmt, [integer_to_list(R), num(O), num(E), ratio(O, E)])
-     || {R, [{_, O}, {_, E}]} <- Rows].
+     || {R, [{_, O}, {_, E}]} <- Rows],
+    ok.
 
 print_memory(#{size := Size, etf_bytes := Etf, stores := Stores}) ->
     io:format("~nMemory per session at ~B entries (bytes; erlang:memory(total) delta, and the store's own figure):~n", [Size]),
     io:format("term_to_binary size: ~s~n", [num(Etf)]),
     [io:format("~-28s measured ~10s   reported ~10s~n", [atom_to_list(Mod), num(Measured), num(Reported)])
-     || {Mod, {Measured, Reported}} <- Stores].
+     || {Mod, {Measured, Reported}} <- Stores],
+    ok.
 
 print_server_cache(skipped) -> ok;
 print_server_cache(Rows) ->
@@ -474,7 +476,8 @@ print_server_cache(Rows) ->
     io:format(Fmt, ["store", "sessions", "heap (words)", "memory (B)", "full GC (us)", "reuse p50", "p99", "max", "resumable"]),
     [io:format(Fmt, [atom_to_list(B), num(S), num(H), num(Mem), num(Gc), num(P50), num(P99), num(Max), num(Res)])
      || {B, #{sessions := S, heap_words := H, memory_bytes := Mem, full_gc_us := Gc, resumable_of_100 := Res,
-              reuse_us := #{p50 := P50, p99 := P99, max := Max}}} <- Rows].
+              reuse_us := #{p50 := P50, p99 := P99, max := Max}}} <- Rows],
+    ok.
 
 print_handshakes(skipped) -> ok;
 print_handshakes(Rows) ->
@@ -482,13 +485,15 @@ print_handshakes(Rows) ->
     Fmt = "~-18s ~12s ~12s ~16s~n",
     io:format(Fmt, ["store", "resumed/s", "full/s", "resumed share"]),
     [io:format(Fmt, [atom_to_list(B), num(R), num(F), num(Share)])
-     || {B, #{resumed_per_s := R, full_per_s := F, resumed_share := Share}} <- Rows].
+     || {B, #{resumed_per_s := R, full_per_s := F, resumed_share := Share}} <- Rows],
+    ok.
 
 print_scheduler(skipped) -> ok;
 print_scheduler(#{entries := N, steps := Steps}) ->
     io:format("~nScheduler safety at ~B entries, erlang:system_monitor long_schedule >= 1 ms:~n", [N]),
     [io:format("~-22s ~8B ms wall   ~B long_schedule events ~p~n", [atom_to_list(Name), Ms, length(Events), Events])
-     || {Name, Ms, Events} <- Steps].
+     || {Name, Ms, Events} <- Steps],
+    ok.
 
 write(none, _) -> ok;
 write(Dir, R) ->
@@ -564,16 +569,21 @@ restart_ssl(Backend) ->
         end,
     ok = ssl:start().
 
+%% Runs Fun in a fresh process (a clean heap) and returns its result.
 in_process(Fun) ->
-    {Pid, Ref} = spawn_opt(fun() -> exit({result, Fun()}) end, [monitor]),
-    receive
-        {'DOWN', Ref, process, Pid, {result, Result}} -> Result;
-        {'DOWN', Ref, process, Pid, Reason} -> error({benchmark_process_failed, Reason})
-    end.
+    hd(in_parallel(1, Fun)).
 
+%% Runs Fun in N fresh processes at once and returns their results.
 in_parallel(N, Fun) ->
-    Refs = [element(2, spawn_monitor(fun() -> exit({result, Fun()}) end)) || _ <- lists:seq(1, N)],
-    [receive {'DOWN', Ref, process, _, {result, R}} -> R end || Ref <- Refs].
+    Parent = self(),
+    Runs = [spawn_monitor(fun() -> Parent ! {self(), result, Fun()} end) || _ <- lists:seq(1, N)],
+    [receive
+         {Pid, result, Result} ->
+             true = demonitor(Ref, [flush]),
+             Result;
+         {'DOWN', Ref, process, Pid, Reason} ->
+             error({benchmark_process_failed, Reason})
+     end || {Pid, Ref} <- Runs].
 
 median(Values) ->
     percentile(lists:sort(Values), 50).

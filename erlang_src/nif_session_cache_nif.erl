@@ -15,8 +15,8 @@
 %% Called directly in each stub, so that dialyzer trusts the stub's spec.
 -define(NOT_LOADED, erlang:nif_error({not_loaded, [{module, ?MODULE}, {line, ?LINE}]})).
 
--opaque store() :: reference().
--opaque cursor() :: reference().
+-type store() :: reference().
+-type cursor() :: reference().
 -type info() :: #{id := pos_integer(),
                   role := client | server | undefined,
                   owner := pid(),
