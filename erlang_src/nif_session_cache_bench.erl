@@ -52,7 +52,7 @@ run(Options) ->
 %% of 1.2 KB, an own certificate list, an RSA private key term and a 48-byte master secret.
 template() ->
     {ServerOpts, ClientOpts} = nif_session_cache_demo:tls_options(),
-    restart_ssl(nif_session_cache),
+    nif_session_cache_demo:restart_ssl(nif_session_cache),
     {Listener, Port} = nif_session_cache_demo:start_listener(ServerOpts, []),
     {Id, _} = nif_session_cache_demo:connect(Port, ClientOpts, []),
     ok = nif_session_cache_demo:wait_until(fun() -> client_sessions() =/= [] end, 2000),
@@ -321,7 +321,7 @@ server_cache(Template, #{server_cache_size := N}) ->
 
 one_server_cache(Backend, Template, N) ->
     ok = application:set_env(ssl, session_cache_server_max, N + 1),
-    restart_ssl(Backend),
+    nif_session_cache_demo:restart_ssl(Backend),
     {ServerOpts, _} = nif_session_cache_demo:tls_options(),
     Before = listener_caches(),
     {Listener, _Port} = nif_session_cache_demo:start_listener(ServerOpts, []),
@@ -357,7 +357,7 @@ handshakes(#{handshakes := N}) ->
     [{Backend, handshake_rates(Backend, N)} || Backend <- [default, nif_session_cache]].
 
 handshake_rates(Backend, N) ->
-    restart_ssl(Backend),
+    nif_session_cache_demo:restart_ssl(Backend),
     {ServerOpts, ClientOpts} = nif_session_cache_demo:tls_options(),
     {Listener, Port} = nif_session_cache_demo:start_listener(ServerOpts, []),
     {First, _} = nif_session_cache_demo:connect(Port, ClientOpts, []),
@@ -559,15 +559,6 @@ cpu() ->
             end;
         _ -> "unknown CPU"
     end.
-
-restart_ssl(Backend) ->
-    _ = application:stop(ssl),
-    Keys = [session_cb, client_session_cb, server_session_cb],
-    _ = case Backend of
-            default -> [application:unset_env(ssl, K) || K <- Keys];
-            Mod -> [application:set_env(ssl, K, Mod) || K <- Keys]
-        end,
-    ok = ssl:start().
 
 %% Runs Fun in a fresh process (a clean heap) and returns its result.
 in_process(Fun) ->

@@ -7,7 +7,7 @@
 %%% way OTP 25 allows for TLS 1.2: the session id of a connection equals that of an earlier one.
 -module(nif_session_cache_demo).
 
--export([main/0, run/1, run/2, tls_options/0, start_listener/2, connect/3, wait_until/2]).
+-export([main/0, run/1, run/2, tls_options/0, start_listener/2, connect/3, wait_until/2, restart_ssl/1]).
 
 -include_lib("public_key/include/public_key.hrl").
 
@@ -131,6 +131,8 @@ hold(Socket) ->
     _ = ssl:recv(Socket, 0),
     ssl:close(Socket).
 
+%% Restarts ssl with Backend as session_cb (and client_session_cb / server_session_cb), or with OTP's defaults.
+-spec restart_ssl(backend()) -> ok.
 restart_ssl(Backend) ->
     _ = application:stop(ssl),
     Keys = [session_cb, client_session_cb, server_session_cb],

@@ -5,6 +5,8 @@
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
+-import(nif_session_cache_test_lib, [catch_error/1, in_other_process/1]).
+
 -export([all/0, groups/0, init_per_group/2, end_per_group/2]).
 -export([init_gives_a_fresh_empty_store_with_or_without_a_role/1,
          two_inits_are_isolated/1,
@@ -258,17 +260,3 @@ realistic_session() ->
     {session, <<1:256>>, crypto:strong_rand_bytes(48), crypto:strong_rand_bytes(1200),
      [crypto:strong_rand_bytes(900)], {'RSAPrivateKey', 'two-prime', 1 bsl 2047 + 1, 65537},
      {tls_cipher, 16#c02f}, erlang:monotonic_time(), true, undefined}.
-
-catch_error(Fun) ->
-    try Fun() of
-        Value -> {value, Value}
-    catch
-        error:Reason -> {error, Reason}
-    end.
-
-in_other_process(Fun) ->
-    {Pid, Ref} = spawn_monitor(fun() -> exit({result, Fun()}) end),
-    receive
-        {'DOWN', Ref, process, Pid, {result, Result}} -> Result;
-        {'DOWN', Ref, process, Pid, Other} -> ct:fail({other_process_crashed, Other})
-    end.

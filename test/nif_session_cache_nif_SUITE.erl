@@ -6,6 +6,8 @@
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
+-import(nif_session_cache_test_lib, [catch_error/1, in_other_process/1]).
+
 -export([all/0]).
 -export([wrong_store_arguments_raise_badarg_everywhere/1,
          a_dead_store_reads_as_empty_and_refuses_writes/1,
@@ -166,13 +168,6 @@ key(N) -> {{"h", 1}, <<N:256>>}.
 
 session(N) -> {session, N, <<N:384>>}.
 
-catch_error(Fun) ->
-    try Fun() of
-        Value -> {value, Value}
-    catch
-        error:Reason -> {error, Reason}
-    end.
-
 stacktrace(Fun) ->
     try Fun() of
         Value -> {no_error, Value}
@@ -180,12 +175,6 @@ stacktrace(Fun) ->
         error:Reason:Stack -> {Reason, Stack}
     end.
 
-in_other_process(Fun) ->
-    {Pid, Ref} = spawn_monitor(fun() -> exit({result, Fun()}) end),
-    receive
-        {'DOWN', Ref, process, Pid, {result, Result}} -> Result;
-        {'DOWN', Ref, process, Pid, Other} -> ct:fail({other_process_crashed, Other})
-    end.
 
 wait_until(Check) ->
     nif_session_cache_demo:wait_until(Check, 5000).
