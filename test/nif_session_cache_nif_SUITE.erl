@@ -10,6 +10,7 @@
 
 -export([all/0]).
 -export([wrong_store_arguments_raise_badarg_everywhere/1,
+         init_accepts_any_argument_and_returns_a_fresh_store/1,
          a_dead_store_reads_as_empty_and_refuses_writes/1,
          unsupported_keys_are_refused_on_update_and_absent_on_reads/1,
          any_session_term_round_trips/1,
@@ -21,6 +22,7 @@
 
 all() ->
     [wrong_store_arguments_raise_badarg_everywhere,
+     init_accepts_any_argument_and_returns_a_fresh_store,
      a_dead_store_reads_as_empty_and_refuses_writes,
      unsupported_keys_are_refused_on_update_and_absent_on_reads,
      any_session_term_round_trips,
@@ -49,6 +51,14 @@ wrong_store_arguments_raise_badarg_everywhere(_Config) ->
     ?assertEqual([], [R || {_, _, Outcome} = R <- Results, Outcome =/= {error, badarg}]),
     ?assertEqual(session(1), nif_session_cache:lookup(Live, key(1))),
     ?assertEqual(1, nif_session_cache:size(Live)).
+
+init_accepts_any_argument_and_returns_a_fresh_store(_Config) ->
+    %% OTP passes a proplist, with or without a role; anything else is treated as no role, never an error.
+    Stores = [{Class, nif_session_cache:init(Arg)} || {Class, Arg} <- not_stores()],
+    [?assertEqual({Class, 0, undefined}, {Class, nif_session_cache:size(S), maps:get(role, nif_session_cache:info(S))})
+     || {Class, S} <- Stores],
+    ?assertEqual(length(Stores), length(lists:usort([maps:get(id, nif_session_cache:info(S)) || {_, S} <- Stores]))),
+    ?assertEqual(server, maps:get(role, nif_session_cache:info(nif_session_cache:init([junk, {role, server} | tail])))).
 
 a_dead_store_reads_as_empty_and_refuses_writes(_Config) ->
     Store = nif_session_cache:init([{role, client}]),
