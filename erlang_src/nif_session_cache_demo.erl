@@ -115,9 +115,11 @@ accept_loop(Listener) ->
             Handler = spawn(fun() -> receive {go, Socket} -> hold(Socket) end end),
             case ssl:handshake(Transport, 5000) of
                 {ok, Socket} ->
-                    ok = ssl:controlling_process(Socket, Handler),
-                    Handler ! {go, Socket},
-                    ok;
+                    %% A client that only wanted the handshake may already have closed the connection.
+                    case ssl:controlling_process(Socket, Handler) of
+                        ok -> Handler ! {go, Socket}, ok;
+                        {error, _} -> true = exit(Handler, kill), ok
+                    end;
                 {error, _} ->
                     true = exit(Handler, kill),
                     ok
