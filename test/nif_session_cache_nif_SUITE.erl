@@ -18,7 +18,8 @@
          write_errors_never_put_the_session_in_the_stack_trace/1,
          a_store_without_references_is_freed/1,
          many_stores_come_and_go_without_leaking/1,
-         stores_survive_a_purge_and_reload_of_the_nif_module/1]).
+         stores_survive_a_purge_and_reload_of_the_nif_module/1,
+         a_fold_keeps_its_store_alive_after_the_caller_drops_it/1]).
 
 all() ->
     [wrong_store_arguments_raise_badarg_everywhere,
@@ -30,7 +31,8 @@ all() ->
      write_errors_never_put_the_session_in_the_stack_trace,
      a_store_without_references_is_freed,
      many_stores_come_and_go_without_leaking,
-     stores_survive_a_purge_and_reload_of_the_nif_module].
+     stores_survive_a_purge_and_reload_of_the_nif_module,
+     a_fold_keeps_its_store_alive_after_the_caller_drops_it].
 
 %%% Cases
 
@@ -161,6 +163,22 @@ stores_survive_a_purge_and_reload_of_the_nif_module(_Config) ->
     Ids = [maps:get(id, nif_session_cache:info(S)) || S <- [Before, After]],
     ?assertEqual(Ids, [Id || #{id := Id} <- nif_session_cache:stores(), lists:member(Id, Ids)]),
     ok = nif_session_cache:terminate(Before).
+
+a_fold_keeps_its_store_alive_after_the_caller_drops_it(_Config) ->
+    %% foldl's last use of the store is fold_start: a collection in mid-walk must not free the store under it.
+    {Id, Cursor} = cursor_over_a_dropped_store(1000),
+    erlang:garbage_collect(),
+    timer:sleep(50),
+    ?assert(lists:member(Id, [I || #{id := I} <- nif_session_cache:stores()])),
+    ?assertEqual(1000, length(drain(nif_session_cache_nif:next(Cursor), []))).
+
+cursor_over_a_dropped_store(N) ->
+    Store = nif_session_cache:init([]),
+    [ok = nif_session_cache:update(Store, key(I), session(I)) || I <- lists:seq(1, N)],
+    {maps:get(id, nif_session_cache:info(Store)), nif_session_cache_nif:fold_start(Store)}.
+
+drain({Items, done}, Acc) -> Items ++ Acc;
+drain({Items, Cursor}, Acc) -> drain(nif_session_cache_nif:next(Cursor), Items ++ Acc).
 
 %%% Helpers
 
