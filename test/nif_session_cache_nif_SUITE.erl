@@ -19,7 +19,8 @@
          a_store_without_references_is_freed/1,
          many_stores_come_and_go_without_leaking/1,
          stores_survive_a_purge_and_reload_of_the_nif_module/1,
-         a_fold_keeps_its_store_alive_after_the_caller_drops_it/1]).
+         a_fold_keeps_its_store_alive_after_the_caller_drops_it/1,
+         info_counts_every_kind_of_operation/1]).
 
 all() ->
     [wrong_store_arguments_raise_badarg_everywhere,
@@ -32,7 +33,8 @@ all() ->
      a_store_without_references_is_freed,
      many_stores_come_and_go_without_leaking,
      stores_survive_a_purge_and_reload_of_the_nif_module,
-     a_fold_keeps_its_store_alive_after_the_caller_drops_it].
+     a_fold_keeps_its_store_alive_after_the_caller_drops_it,
+     info_counts_every_kind_of_operation].
 
 %%% Cases
 
@@ -84,6 +86,7 @@ unsupported_keys_are_refused_on_update_and_absent_on_reads(_Config) ->
      || K <- Refused],
     ?assertEqual(0, nif_session_cache:size(Store)),
     [?assertEqual(undefined, nif_session_cache:lookup(Store, K)) || K <- Refused],
+    ?assertEqual(length(Refused), maps:get(lookup_misses, nif_session_cache:info(Store))),
     %% Keys just inside the limits, and every other kind of term, are accepted and found again.
     Accepted = [lists:foldl(fun(_, Acc) -> {Acc} end, x, lists:seq(1, 15)), binary:copy(<<1>>, 60000),
                 self(), make_ref(), hd(erlang:ports()), 1 bsl 300, -(1 bsl 300), -1, 0, 1.0e300, [],
@@ -171,6 +174,17 @@ a_fold_keeps_its_store_alive_after_the_caller_drops_it(_Config) ->
     timer:sleep(50),
     ?assert(lists:member(Id, [I || #{id := I} <- nif_session_cache:stores()])),
     ?assertEqual(1000, length(drain(nif_session_cache_nif:next(Cursor), []))).
+
+info_counts_every_kind_of_operation(_Config) ->
+    Store = nif_session_cache:init([{role, server}]),
+    [ok = nif_session_cache:update(Store, key(I), session(I)) || I <- [1, 2, 3]],
+    ok = nif_session_cache:update(Store, key(1), session(10)),
+    _ = [nif_session_cache:lookup(Store, K) || K <- [key(1), key(2), key(9), #{}]],
+    _ = [nif_session_cache:select_session(Store, P) || P <- [{"h", 1}, {"h", 2}]],
+    [ok = nif_session_cache:delete(Store, K) || K <- [key(3), key(3)]],
+    ?assertMatch(#{role := server, owner := Owner, entries := 2, inserts := 3, replaces := 1, lookup_hits := 2,
+                   lookup_misses := 2, select_hits := 1, select_misses := 1, deletes := 1} when Owner =:= self(),
+                 nif_session_cache:info(Store)).
 
 cursor_over_a_dropped_store(N) ->
     Store = nif_session_cache:init([]),

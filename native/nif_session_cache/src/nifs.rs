@@ -49,12 +49,17 @@ fn terminate<'a>(env: Env<'a>, store: Term<'a>) -> Atom {
 #[rustler::nif]
 fn lookup<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>) -> NifResult<Term<'a>> {
     let store = StoreResource::from_term(store)?;
-    let found = with_key(key, |bytes| {
+    match with_key(key, |bytes| {
         store.store.read(bytes, |frozen| frozen.session(env))
-    })
-    .ok()
-    .flatten();
-    Ok(found.unwrap_or_else(|| atoms::undefined().encode(env)))
+    }) {
+        Ok(Some(session)) => Ok(session),
+        Ok(None) => Ok(atoms::undefined().encode(env)),
+        Err(_) => {
+            // A key the store could not hold: a miss that never reached the map, counted all the same.
+            store.store.count_miss();
+            Ok(atoms::undefined().encode(env))
+        }
+    }
 }
 
 /// Inserts or replaces; owner only. `words` is the flat size of `{Key, Session}`, for the byte count. Normal
