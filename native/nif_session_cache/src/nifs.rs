@@ -24,15 +24,7 @@ const SCAN_BUDGET: usize = 4096;
 /// Creates an empty store owned by the calling process. Normal scheduler, O(1).
 #[rustler::nif]
 fn new(env: Env, role: Atom) -> NifResult<Term> {
-    let role = if role == atoms::client() {
-        Role::Client
-    } else if role == atoms::server() {
-        Role::Server
-    } else if role == atoms::undefined() {
-        Role::Unspecified
-    } else {
-        return Err(rustler::Error::BadArg);
-    };
+    let role = Role::from_atom(role).ok_or(rustler::Error::BadArg)?;
     store_type::make(env, StoreResource::new(env.pid(), role))
         .ok_or(rustler::Error::RaiseAtom("enomem"))
 }
@@ -209,16 +201,11 @@ fn stores(env: Env) -> NifResult<Vec<Term>> {
 }
 
 fn describe<'a>(env: Env<'a>, inner: &StoreInner) -> NifResult<Term<'a>> {
-    let role = match inner.role {
-        Role::Client => atoms::client(),
-        Role::Server => atoms::server(),
-        Role::Unspecified => atoms::undefined(),
-    };
     let store = &inner.store;
     let counts = store.counts();
     let pairs: [(Atom, Term<'a>); 14] = [
         (atoms::id(), inner.id.encode(env)),
-        (atoms::role(), role.encode(env)),
+        (atoms::role(), inner.role.atom().encode(env)),
         (atoms::owner(), inner.owner.encode(env)),
         (atoms::entries(), store.len().encode(env)),
         (atoms::bytes(), store.bytes().encode(env)),

@@ -2,9 +2,10 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rustler::{Env, LocalPid, Resource, Term};
+use rustler::{Atom, Env, LocalPid, Resource, Term};
 use session_store::{Config, Store};
 
+use crate::atoms;
 use crate::error::CacheError;
 use crate::frozen::Frozen;
 use crate::reaper;
@@ -17,6 +18,23 @@ pub enum Role {
     Client,
     Server,
     Unspecified,
+}
+
+impl Role {
+    /// `client`, `server` or `undefined`; any other atom is no role.
+    pub fn from_atom(atom: Atom) -> Option<Role> {
+        [Role::Client, Role::Server, Role::Unspecified]
+            .into_iter()
+            .find(|role| role.atom() == atom)
+    }
+
+    pub fn atom(self) -> Atom {
+        match self {
+            Role::Client => atoms::client(),
+            Role::Server => atoms::server(),
+            Role::Unspecified => atoms::undefined(),
+        }
+    }
 }
 
 /// A store and who may write it. Erlang holds it through [`StoreResource`]; the registry holds it weakly.

@@ -138,14 +138,8 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
         }
 
         let key: Arc<[u8]> = bytes.into();
-        let group = group_range.map(|range| self.intern_group(&key[range]));
         let index = write(&self.slab).insert(Arc::clone(&value));
-        if let Some(group) = &group {
-            self.groups
-                .entry(Arc::clone(group))
-                .or_default()
-                .insert(Arc::clone(&key), Arc::clone(&value));
-        }
+        let group = group_range.map(|range| self.join_group(&key[range], &key, &value));
         self.entries.insert(
             key,
             Slot {
@@ -296,12 +290,19 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
         Ok(guard)
     }
 
-    /// One shared allocation per group, however many entries it has.
-    fn intern_group(&self, group: &[u8]) -> Arc<[u8]> {
-        match self.groups.get(group) {
-            Some(existing) => Arc::clone(existing.key()),
-            None => Arc::from(group),
+    /// Adds an entry to its group, creating the group if needed, in one lookup of the index when the group
+    /// exists. Returns the group's name, one shared allocation however many entries it has.
+    fn join_group(&self, group: &[u8], key: &Arc<[u8]>, value: &Arc<V>) -> Arc<[u8]> {
+        if let Some(mut members) = self.groups.get_mut(group) {
+            members.insert(Arc::clone(key), Arc::clone(value));
+            return Arc::clone(members.key());
         }
+        let name: Arc<[u8]> = Arc::from(group);
+        self.groups
+            .entry(Arc::clone(&name))
+            .or_default()
+            .insert(Arc::clone(key), Arc::clone(value));
+        name
     }
 }
 
