@@ -50,8 +50,7 @@ lookup(Store, Key) ->
 %% Returns ok; OTP ignores the result and keeps using Store, which is mutable. O(size of the session).
 -spec update(store(), term(), ssl_session_cache_api:session() | term()) -> ok.
 update(Store, Key, Session) ->
-    %% The flat size feeds info/1's byte count; erts_debug:flat_size/1 is one cheap pass in C.
-    written(nif_session_cache_nif:update(Store, Key, Session, erts_debug:flat_size({Key, Session}))).
+    written(nif_session_cache_nif:update(Store, Key, Session)).
 
 %% Removes Key. Idempotent: deleting a missing key returns ok. Owner only. O(1).
 -spec delete(store(), term()) -> ok.

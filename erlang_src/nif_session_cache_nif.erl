@@ -4,11 +4,11 @@
 %%% scheduler each runs on and its cost. None of them blocks a scheduler for a millisecond.
 -module(nif_session_cache_nif).
 
--export([new/1, terminate/1, lookup/2, update/4, delete/2, size/1, select/2, fold_start/1, next/1,
+-export([new/1, terminate/1, lookup/2, update/3, delete/2, size/1, select/2, fold_start/1, next/1,
          info/1, stores/0]).
 -export_type([store/0, cursor/0, info/0, write_result/0]).
 
--nifs([new/1, terminate/1, lookup/2, update/4, delete/2, size/1, select/2, fold_start/1, next/1,
+-nifs([new/1, terminate/1, lookup/2, update/3, delete/2, size/1, select/2, fold_start/1, next/1,
        info/1, stores/0]).
 -on_load(load/0).
 
@@ -22,6 +22,7 @@
                   owner := pid(),
                   entries := non_neg_integer(),
                   bytes := non_neg_integer(),
+                  held_bytes := non_neg_integer(),
                   index_bytes := non_neg_integer(),
                   terminated := boolean(),
                   lookup_hits := non_neg_integer(),
@@ -59,8 +60,8 @@ terminate(_Store) -> ?NOT_LOADED.
 -spec lookup(store(), term()) -> term().
 lookup(_Store, _Key) -> ?NOT_LOADED.
 
--spec update(store(), term(), term(), non_neg_integer()) -> write_result().
-update(_Store, _Key, _Session, _Words) -> ?NOT_LOADED.
+-spec update(store(), term(), term()) -> write_result().
+update(_Store, _Key, _Session) -> ?NOT_LOADED.
 
 -spec delete(store(), term()) -> write_result().
 delete(_Store, _Key) -> ?NOT_LOADED.

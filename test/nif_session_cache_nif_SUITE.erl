@@ -14,6 +14,8 @@
          a_dead_store_reads_as_empty_and_refuses_writes/1,
          unsupported_keys_are_refused_on_update_and_absent_on_reads/1,
          any_session_term_round_trips/1,
+         every_encoding_edge_round_trips_in_every_position/1,
+         shared_fields_are_stored_once_and_freed_with_their_last_session/1,
          foldl_requires_a_two_argument_fun/1,
          write_errors_never_put_the_session_in_the_stack_trace/1,
          a_store_without_references_is_freed/1,
@@ -28,6 +30,8 @@ all() ->
      a_dead_store_reads_as_empty_and_refuses_writes,
      unsupported_keys_are_refused_on_update_and_absent_on_reads,
      any_session_term_round_trips,
+     every_encoding_edge_round_trips_in_every_position,
+     shared_fields_are_stored_once_and_freed_with_their_last_session,
      foldl_requires_a_two_argument_fun,
      write_errors_never_put_the_session_in_the_stack_trace,
      a_store_without_references_is_freed,
@@ -105,6 +109,69 @@ any_session_term_round_trips(_Config) ->
          ok = nif_session_cache:update(Store, <<N:256>>, V),
          ?assert(nif_session_cache:lookup(Store, <<N:256>>) =:= V)
      end || {N, V} <- lists:zip(lists:seq(1, length(Values)), Values)].
+
+%% The packed encoding's edges (native/nif_session_cache/src/packed.rs): integer and binary size limits, strings,
+%% improper lists, nesting around the depth where terms are held, and terms only an environment can hold. Each
+%% is stored as a whole session, as a session field (where large or exotic fields are shared) and deeper, under
+%% both key shapes, and must come back exactly (=:=) from lookup, select_session and foldl.
+every_encoding_edge_round_trips_in_every_position(_Config) ->
+    Store = nif_session_cache:init([{role, client}]),
+    Nest = fun(Wrap, N) -> lists:foldl(fun(_, Acc) -> Wrap(Acc) end, leaf, lists:seq(1, N)) end,
+    <<_:3/binary, Sub:70/binary, _/binary>> = Bytes = crypto:strong_rand_bytes(5000),
+    Integers = [0, -1, 1 bsl 59 - 1, -(1 bsl 59), 1 bsl 59, 1 bsl 63 - 1, -(1 bsl 63), 1 bsl 63, 1 bsl 64 - 1,
+                1 bsl 64, -(1 bsl 64), 1 bsl 2047 + 1, -(1 bsl 2047)],
+    Binaries = [<<>>, binary:part(Bytes, 0, 64), binary:part(Bytes, 0, 65), binary:part(Bytes, 0, 4096),
+                binary:part(Bytes, 0, 4097), Sub, <<1:1>>, <<3:13>>],
+    Lists = [[], "", "session", lists:duplicate(255, $a), lists:duplicate(256, $a), [0, 255], [256], "ünïcödé",
+             [$a | b], [1, 2 | 3], [[] | []], [a | <<"tail">>], lists:seq(1, 1000), [<<1>>, {2}, [3], 4.0]],
+    Others = [a, 'ünïcode atom', 1.0, -0.0, 1.0e300, {}, {{}}, self(), make_ref(), fun() -> Bytes end,
+              #{a => Bytes, [1] => {2}}, hd(erlang:ports())],
+    Nested = [Nest(W, N) || W <- [fun(T) -> {T} end, fun(T) -> [T] end, fun(T) -> {x, [T, 1]} end],
+                            N <- [30, 31, 32, 33, 100]],
+    Edges = Integers ++ Binaries ++ Lists ++ Others ++ Nested,
+    Shapes = fun(Edge) -> [Edge, {session, Edge}, {session, 1, Edge, [Edge], {Edge, Edge}}] end,
+    Sessions = [S || Edge <- Edges, S <- Shapes(Edge)],
+    Keys = [{{"host.example", 443}, <<N:256>>} || N <- lists:seq(1, length(Sessions))],
+    Entries = lists:zip(Keys, Sessions),
+    [ok = nif_session_cache:update(Store, K, S) || {K, S} <- Entries],
+    [?assert(nif_session_cache:lookup(Store, K) =:= S) || {K, S} <- Entries],
+    %% Compared in external format: sorting alone would leave 0 and -0.0 (equal, not identical) in either order.
+    Canonical = fun(Terms) -> lists:sort([term_to_binary(T, [deterministic]) || T <- Terms]) end,
+    ?assertEqual(Canonical(Sessions), Canonical(nif_session_cache:select_session(Store, {"host.example", 443}))),
+    ?assertEqual(Canonical(Entries), Canonical(nif_session_cache:foldl(fun(E, Acc) -> [E | Acc] end, [], Store))),
+    %% The same, replacing every session with the next one's, so that shared fields change hands.
+    Shifted = lists:zip(Keys, tl(Sessions) ++ [hd(Sessions)]),
+    [ok = nif_session_cache:update(Store, K, S) || {K, S} <- Shifted],
+    [?assert(nif_session_cache:lookup(Store, K) =:= S) || {K, S} <- Shifted],
+    [ok = nif_session_cache:delete(Store, K) || K <- Keys],
+    ?assertMatch(#{entries := 0, bytes := 0, held_bytes := 0}, nif_session_cache:info(Store)).
+
+%% A listener's sessions all carry the same certificate chain and private key term: the store keeps one copy of
+%% each, whichever process's copy of the term a session arrives with, and frees it with the last session.
+shared_fields_are_stored_once_and_freed_with_their_last_session(_Config) ->
+    Store = nif_session_cache:init([{role, server}]),
+    Key = public_key:generate_key({rsa, 1024, 65537}),
+    Chain = [crypto:strong_rand_bytes(900), crypto:strong_rand_bytes(700)],
+    Session = fun(N, PrivateKey) ->
+                      %% A copy made by the external format, as a message between processes would: equal, not the same.
+                      binary_to_term(term_to_binary(
+                          {session, <<N:256>>, crypto:strong_rand_bytes(1200), Chain, PrivateKey, <<N:384>>}))
+              end,
+    ok = nif_session_cache:update(Store, <<1:256>>, Session(1, Key)),
+    #{held_bytes := One} = nif_session_cache:info(Store),
+    ?assert(One > 0),
+    Sessions = [{<<N:256>>, Session(N, Key)} || N <- lists:seq(2, 200)],
+    [ok = nif_session_cache:update(Store, K, S) || {K, S} <- Sessions],
+    ?assertMatch(#{entries := 200, held_bytes := One}, nif_session_cache:info(Store)),
+    [?assert(nif_session_cache:lookup(Store, K) =:= S) || {K, S} <- Sessions],
+    %% Another key is another shared copy; once its only session goes, so does the copy.
+    ok = nif_session_cache:update(Store, <<999:256>>, Session(999, public_key:generate_key({rsa, 1024, 65537}))),
+    #{held_bytes := Two} = nif_session_cache:info(Store),
+    ?assert(Two > One),
+    ok = nif_session_cache:delete(Store, <<999:256>>),
+    ?assertMatch(#{held_bytes := One}, nif_session_cache:info(Store)),
+    [ok = nif_session_cache:delete(Store, <<N:256>>) || N <- lists:seq(1, 200)],
+    ?assertMatch(#{entries := 0, bytes := 0, held_bytes := 0}, nif_session_cache:info(Store)).
 
 foldl_requires_a_two_argument_fun(_Config) ->
     Store = nif_session_cache:init([]),

@@ -19,6 +19,7 @@ rustler::atoms! {
     owner,
     entries,
     bytes,
+    held_bytes,
     index_bytes,
     lookup_hits,
     lookup_misses,

@@ -1,14 +1,15 @@
 //! nif_session_cache's NIF library: the bridge between OTP's ssl session cache API and `session_store`.
 //!
 //! Rooms: `nifs` (the functions Erlang calls), `resource` (what Erlang holds), `store_type` (the store's resource type, across reloads), `key` (key terms to canonical
-//! bytes), `registry` (every live store, weakly), `frozen` (sessions kept off every process heap), `weight` (what an entry costs), `reaper` (freeing
+//! bytes), `registry` (every live store, weakly), `packed` and `held` (sessions kept off every process heap), `weight` (what an entry costs), `reaper` (freeing
 //! large stores off the schedulers), `raw` (allocation-free term inspection), `error` and `atoms` (what Erlang sees).
 
 mod atoms;
 mod error;
-mod frozen;
+mod held;
 mod key;
 mod nifs;
+mod packed;
 mod raw;
 mod reaper;
 mod registry;

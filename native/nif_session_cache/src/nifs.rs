@@ -9,12 +9,11 @@ use rustler::{Atom, Encoder, Env, NifResult, ResourceArc, Term};
 
 use crate::atoms;
 use crate::error::{write_outcome, CacheError};
-use crate::frozen::Frozen;
 use crate::key::{encode_key, with_group, with_key};
+use crate::packed::Packed;
 use crate::registry;
 use crate::resource::{Cursor, CursorState, Emit, Role, Source, StoreInner, StoreResource};
 use crate::store_type::{self, KeptStore};
-use crate::weight::entry_bytes;
 
 /// Entries copied out per cursor step: about 64 µs for OTP sessions, well under a millisecond.
 const CHUNK: usize = 64;
@@ -42,9 +41,11 @@ fn terminate<'a>(env: Env<'a>, store: Term<'a>) -> Atom {
 fn lookup<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>) -> NifResult<Term<'a>> {
     let store = StoreResource::from_term(store)?;
     match with_key(key, |bytes| {
-        store.store.read(bytes, |frozen| frozen.session(env))
+        store.store.read(bytes, |packed| packed.session(env))
     }) {
-        Ok(Some(session)) => Ok(session),
+        Ok(Some(Some(session))) => Ok(session),
+        // The VM had no memory for a copy of the session.
+        Ok(Some(None)) => Err(rustler::Error::RaiseAtom("enomem")),
         Ok(None) => Ok(atoms::undefined().encode(env)),
         Err(_) => {
             // A key the store could not hold: a miss that never reached the map, counted all the same.
@@ -54,23 +55,16 @@ fn lookup<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>) -> NifResult<Term<'a
     }
 }
 
-/// Inserts or replaces; owner only. `words` is the flat size of `{Key, Session}`, for the byte count. Normal
-/// scheduler, O(size of the session) for the copy into the store. Returns `ok` or an error atom: never raises,
-/// so the session never appears in a stack trace.
+/// Inserts or replaces; owner only. Normal scheduler, O(size of the session) to pack it (see `packed.rs`).
+/// Returns `ok` or an error atom: never raises, so the session never appears in a stack trace.
 #[rustler::nif]
-fn update<'a>(
-    env: Env<'a>,
-    store: Term<'a>,
-    key: Term<'a>,
-    session: Term<'a>,
-    words: usize,
-) -> Atom {
+fn update<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>, session: Term<'a>) -> Atom {
     write_outcome(writable(env, store).and_then(|store| {
         let encoded = encode_key(key)?;
-        let weight = entry_bytes(words, encoded.bytes().len());
-        let frozen = Frozen::freeze(env, key, session, weight).ok_or(CacheError::OutOfMemory)?;
-        // A replaced entry is freed here, unless a cursor still holds it: one environment, O(1).
-        store.store.insert(encoded, frozen)?;
+        let packed = Packed::pack(key, session, encoded.bytes().len(), &store.interner)
+            .ok_or(CacheError::OutOfMemory)?;
+        // A replaced entry is freed here, unless a cursor still holds it: its bytes wiped, O(size).
+        store.store.insert(encoded, packed)?;
         Ok(())
     }))
 }
@@ -117,10 +111,12 @@ fn select<'a>(env: Env<'a>, store: Term<'a>, partial_key: Term<'a>) -> NifResult
         emit: Emit::Session,
         pending,
     };
-    Ok(step(env, &mut state).map_or_else(
-        |items| (items, atoms::done()).encode(env),
-        |items| (items, ResourceArc::new(Cursor::new(state))).encode(env),
-    ))
+    let chunk = step(env, &mut state)?;
+    Ok(if chunk.more {
+        (chunk.items, ResourceArc::new(Cursor::new(state))).encode(env)
+    } else {
+        (chunk.items, atoms::done()).encode(env)
+    })
 }
 
 /// A cursor over every entry, for foldl. Normal scheduler, O(1): the walk happens in `next`.
@@ -142,16 +138,23 @@ fn fold_start(store: Term) -> NifResult<ResourceArc<Cursor>> {
 #[rustler::nif]
 fn next<'a>(env: Env<'a>, cursor: Term<'a>) -> NifResult<Term<'a>> {
     let handle = Cursor::from_term(cursor)?;
-    Ok(handle.with_state(|state| {
-        step(env, state).map_or_else(
-            |items| (items, atoms::done()).encode(env),
-            |items| (items, cursor).encode(env),
-        )
-    }))
+    let chunk = handle.with_state(|state| step(env, state))?;
+    Ok(if chunk.more {
+        (chunk.items, cursor).encode(env)
+    } else {
+        (chunk.items, atoms::done()).encode(env)
+    })
 }
 
-/// Copies out one chunk. `Ok(items)` when more may follow, `Err(items)` when the cursor is exhausted.
-fn step<'a>(env: Env<'a>, state: &mut CursorState) -> Result<Vec<Term<'a>>, Vec<Term<'a>>> {
+/// One chunk of a cursor's entries, copied to the caller.
+struct Chunk<'a> {
+    items: Vec<Term<'a>>,
+    /// Whether more may follow.
+    more: bool,
+}
+
+/// Copies out one chunk. If the VM has no memory for a copy, raises `enomem` and keeps the chunk pending.
+fn step<'a>(env: Env<'a>, state: &mut CursorState) -> NifResult<Chunk<'a>> {
     if state.pending.is_empty() {
         if let Source::Fold { store, next } = &mut state.source {
             if let Some(from) = *next {
@@ -162,25 +165,22 @@ fn step<'a>(env: Env<'a>, state: &mut CursorState) -> Result<Vec<Term<'a>>, Vec<
         }
     }
     let emit = state.emit;
-    let take = state.pending.len().min(CHUNK);
-    let items: Vec<Term<'a>> = state
-        .pending
-        .drain(state.pending.len() - take..)
-        .map(|frozen: Arc<Frozen>| match emit {
-            Emit::Entry => frozen.entry(env),
-            Emit::Session => frozen.session(env),
+    let rest = state.pending.len().saturating_sub(CHUNK);
+    let items = state.pending[rest..]
+        .iter()
+        .map(|packed: &Arc<Packed>| match emit {
+            Emit::Entry => packed.entry(env),
+            Emit::Session => packed.session(env),
         })
-        .collect();
-    let exhausted = state.pending.is_empty()
-        && matches!(
+        .collect::<Option<Vec<Term<'a>>>>()
+        .ok_or(rustler::Error::RaiseAtom("enomem"))?;
+    state.pending.truncate(rest);
+    let more = !state.pending.is_empty()
+        || !matches!(
             state.source,
             Source::Exhausted | Source::Fold { next: None, .. }
         );
-    if exhausted {
-        Err(items)
-    } else {
-        Ok(items)
-    }
+    Ok(Chunk { items, more })
 }
 
 /// A map describing the store: id, role, owner, entries, bytes, whether it was terminated, and operation
@@ -203,12 +203,14 @@ fn stores(env: Env) -> NifResult<Vec<Term>> {
 fn describe<'a>(env: Env<'a>, inner: &StoreInner) -> NifResult<Term<'a>> {
     let store = &inner.store;
     let counts = store.counts();
-    let pairs: [(Atom, Term<'a>); 14] = [
+    let held_bytes = inner.interner.bytes();
+    let pairs: [(Atom, Term<'a>); 15] = [
         (atoms::id(), inner.id.encode(env)),
         (atoms::role(), inner.role.atom().encode(env)),
         (atoms::owner(), inner.owner.encode(env)),
         (atoms::entries(), store.len().encode(env)),
-        (atoms::bytes(), store.bytes().encode(env)),
+        (atoms::bytes(), (store.bytes() + held_bytes).encode(env)),
+        (atoms::held_bytes(), held_bytes.encode(env)),
         (atoms::index_bytes(), store.index_bytes().encode(env)),
         (atoms::terminated(), store.is_terminated().encode(env)),
         (atoms::lookup_hits(), counts.lookup_hits.encode(env)),

@@ -1,7 +1,10 @@
 //! The few term inspections rustler offers only with an allocation, done without one. Hot paths (key encoding
 //! runs on every lookup) use these; everything else uses rustler's safe API.
 
-use rustler::sys::{enif_get_string, enif_get_tuple, ErlNifCharEncoding, ERL_NIF_TERM};
+use rustler::sys::{
+    enif_get_string, enif_get_tuple, enif_release_binary, enif_term_to_binary, ErlNifBinary,
+    ErlNifCharEncoding, ERL_NIF_TERM,
+};
 use rustler::Term;
 
 /// The elements of a tuple, borrowed from the term itself (rustler's `get_tuple` copies them into a Vec).
@@ -49,4 +52,31 @@ pub fn latin1(term: Term, buf: &mut [u8]) -> Option<usize> {
         .ok()
         .filter(|&n| n > 0)
         .map(|n| n - 1)
+}
+
+/// Whether an integer term is a small (immediate) integer on a 64-bit VM: 60 bits and a sign.
+pub fn is_small(term: Term) -> bool {
+    const SMALL_MAX: i64 = (1 << 59) - 1;
+    term.decode::<i64>()
+        .is_ok_and(|n| (-SMALL_MAX - 1..=SMALL_MAX).contains(&n))
+}
+
+/// The size of `term` in the external term format, or `None` if the VM has no memory for the encoding.
+pub fn external_size(term: Term) -> Option<usize> {
+    let mut binary = std::mem::MaybeUninit::<ErlNifBinary>::uninit();
+    // SAFETY: on success enif_term_to_binary initialises `binary`, which we release at once.
+    unsafe {
+        if enif_term_to_binary(
+            term.get_env().as_c_arg(),
+            term.as_c_arg(),
+            binary.as_mut_ptr(),
+        ) == 0
+        {
+            return None;
+        }
+        let mut binary = binary.assume_init();
+        let size = binary.size;
+        enif_release_binary(&mut binary);
+        Some(size)
+    }
 }

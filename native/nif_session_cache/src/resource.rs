@@ -7,7 +7,8 @@ use session_store::{Config, Store};
 
 use crate::atoms;
 use crate::error::CacheError;
-use crate::frozen::Frozen;
+use crate::held::Interner;
+use crate::packed::Packed;
 use crate::reaper;
 use crate::registry;
 use crate::store_type::{self, KeptStore};
@@ -44,7 +45,9 @@ pub struct StoreInner {
     /// The process that called init: the only one allowed to write.
     pub owner: LocalPid,
     pub role: Role,
-    pub store: Store<Frozen>,
+    pub store: Store<Packed>,
+    /// The terms its entries hold, and the fields they share.
+    pub interner: Interner,
 }
 
 impl StoreInner {
@@ -60,6 +63,7 @@ impl StoreInner {
     /// Empties the store and frees its contents, off the scheduler when they are large. Idempotent.
     pub fn retire(&self) {
         reaper::dispose(self.store.retire());
+        self.interner.clear();
     }
 }
 
@@ -79,6 +83,7 @@ impl StoreResource {
             owner,
             role,
             store: Store::new(Config::default()),
+            interner: Interner::new(),
         });
         StoreResource {
             inner,
@@ -134,7 +139,7 @@ pub struct CursorState {
     pub source: Source,
     pub emit: Emit,
     /// Entries taken from the store and not yet handed out. Holding them keeps them alive even if deleted.
-    pub pending: Vec<Arc<Frozen>>,
+    pub pending: Vec<Arc<Packed>>,
 }
 
 pub struct Cursor {

@@ -1,13 +1,17 @@
-//! What one stored entry costs in memory, for `info/1`'s `bytes`.
+//! What stored entries cost in memory, for `info/1`'s `bytes`.
 //!
-//! The figure is computed, not sampled. An entry is a process-independent environment (the environment and the
-//! phony process the VM gives it) whose heap fragment holds the `{Key, Session}` term: its flat size in words
-//! (what `erts_debug:flat_size/1` reports, passed in by the Erlang wrapper) plus the slack the VM adds to every
-//! fragment it allocates for such an environment. Then the store's own structures for the entry. Payloads of
-//! reference-counted binaries (certificates) are not counted: they are shared with the processes that hold the
-//! same session, and ETS's `memory` does not count them either, which keeps the two comparable.
-//! The constants were measured on OTP 25 against `erlang:memory(total)` (the NIF's Rust allocations go through
-//! the VM's allocator, so that figure sees them); `make bench` prints both figures side by side.
+//! The figures are computed, not sampled. An entry is its packed bytes (see `packed.rs`), a reference per held
+//! part, the entry's own header and the store's structures for it. A held term is an environment (the
+//! environment and the phony process the VM gives it) whose heap fragment holds the term's heap words plus the
+//! slack the VM adds to every fragment of such an environment; a shared one is counted once per store, however
+//! many entries use it. Payloads of reference-counted binaries (over 64 bytes) inside held terms are not
+//! counted: they are shared with whatever else holds the same binary, and ETS's `memory` does not count them
+//! either. The constants were measured on OTP 25 against `erlang:memory(total)` (the NIF's Rust allocations go
+//! through the VM's allocator, so that figure sees them); `make bench` prints both figures side by side.
+
+use rustler::{Binary, Term, TermType};
+
+use crate::raw;
 
 const WORD: usize = 8;
 /// `enif_alloc_env`'s own allocation: the environment and the phony process it carries.
@@ -16,15 +20,60 @@ const ENV_BYTES: usize = 864;
 const FRAGMENT_SLACK_WORDS: usize = 200;
 /// A heap fragment's header.
 const FRAGMENT_HEADER_BYTES: usize = 48;
-/// The store's structures for one entry: its slot in the entry map and the slab, the shared `Arc`, and the
-/// group index entry of a client key. The key bytes are added separately.
-const STORE_ENTRY_BYTES: usize = 160;
+/// A held term's `Arc` and header.
+const HELD_HEADER_BYTES: usize = 64;
+/// One entry's fixed cost: its header and `Arc`, its slot in the entry map and the slab, and the group index
+/// entry of a client key. The packed bytes and the key bytes are added separately.
+const ENTRY_BYTES: usize = 208;
+/// Binaries up to this size are heap binaries, copied into the term's own heap; larger ones are a reference.
+const HEAP_BINARY_MAX: usize = 64;
+/// A reference to a shared binary on a heap (a ProcBin).
+const REFC_BINARY_WORDS: usize = 6;
 
-/// Bytes an entry whose `{Key, Session}` term has a flat size of `words`, under a key of `key_bytes`, owns.
-pub fn entry_bytes(words: usize, key_bytes: usize) -> usize {
-    ENV_BYTES
-        + FRAGMENT_HEADER_BYTES
-        + (words + FRAGMENT_SLACK_WORDS) * WORD
-        + STORE_ENTRY_BYTES
-        + key_bytes
+/// Bytes an entry of `packed` bytes with `held` references, under a key of `key_bytes`, owns.
+pub fn entry_bytes(packed: usize, held: usize, key_bytes: usize) -> usize {
+    ENTRY_BYTES + packed + held * WORD + key_bytes
+}
+
+/// Bytes a held term of `words` heap words costs.
+pub fn held_bytes(words: usize) -> usize {
+    HELD_HEADER_BYTES + ENV_BYTES + FRAGMENT_HEADER_BYTES + (words + FRAGMENT_SLACK_WORDS) * WORD
+}
+
+/// The heap words `term` occupies, what `erts_debug:flat_size/1` reports, give or take a word for kinds the NIF
+/// API does not show (maps, funs, references and bignums are sized from their external format). Walks the
+/// whole term, with a stack of its own: a held term may be nested arbitrarily deep.
+pub fn heap_words(term: Term) -> usize {
+    let mut words = 0;
+    let mut todo = vec![term];
+    while let Some(term) = todo.pop() {
+        words += match term.get_type() {
+            TermType::Atom | TermType::Pid | TermType::Port => 0,
+            TermType::Float => 2,
+            TermType::Integer if raw::is_small(term) => 0,
+            TermType::Binary => match Binary::from_term(term) {
+                Ok(binary) if binary.len() <= HEAP_BINARY_MAX => 2 + binary.len().div_ceil(WORD),
+                _ => REFC_BINARY_WORDS,
+            },
+            TermType::Tuple => match raw::tuple_elements(term) {
+                Some(elements) => {
+                    let arity = elements.len();
+                    todo.extend(elements);
+                    1 + arity
+                }
+                None => 0,
+            },
+            TermType::List => match term.list_get_cell() {
+                Ok((head, tail)) => {
+                    todo.push(head);
+                    todo.push(tail);
+                    2
+                }
+                Err(_) => 0,
+            },
+            // Bignums, maps, funs, references: about their external size, which packs about as densely.
+            _ => 1 + raw::external_size(term).unwrap_or(0).div_ceil(WORD),
+        };
+    }
+    words
 }

@@ -1,0 +1,170 @@
+//! Terms kept as terms: the parts of an entry its byte encoding does not carry, each in an environment of its
+//! own that belongs to no process.
+//!
+//! Two kinds. Parts bytes cannot express (bignums, pids, references, funs, maps, bitstrings) or should not copy
+//! (binaries over `packed::INLINE_BINARY_MAX`, which stay reference-counted and shared) are held privately by
+//! the entry that has them. Large fields of a session (`packed::SHARE_MIN_BYTES` and up, or holding such parts)
+//! are *shared*: every session of one listener carries the same certificate chain and private key term, so a
+//! store keeps one copy of each and its entries count references to it. The [`Interner`] finds an identical
+//! copy (`enif_is_identical`, exact as `=:=`) by the term's hash; it holds its copies weakly, so a copy is
+//! freed with the last entry that uses it.
+
+use std::collections::HashMap;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use rustler::sys::{
+    enif_alloc_env, enif_free_env, enif_hash, enif_is_identical, enif_make_copy, ErlNifEnv,
+    ErlNifHash, ERL_NIF_TERM,
+};
+use rustler::Term;
+
+use crate::weight;
+
+/// A term in an environment of its own. Nothing writes to it after `new`; any thread may copy it out.
+pub struct Held {
+    env: NonNull<ErlNifEnv>,
+    term: ERL_NIF_TERM,
+    bytes: usize,
+    ledger: Arc<AtomicUsize>,
+}
+
+// SAFETY: after `new` returns, nothing writes to `env` until `drop`. `enif_make_copy` only reads its source and
+// writes to the destination environment (reference counts of shared binaries are atomic), so threads may copy
+// out of one `Held` at once. `drop` runs once, when the last `Arc` goes; `enif_free_env` may run on any thread.
+unsafe impl Send for Held {}
+unsafe impl Sync for Held {}
+
+impl Held {
+    /// Copies `term` into a new environment and adds its cost to `ledger`. `None` if the VM has no memory.
+    fn new(term: Term, ledger: &Arc<AtomicUsize>) -> Option<Held> {
+        let bytes = weight::held_bytes(weight::heap_words(term));
+        // SAFETY: a fresh environment or null, checked; the copy lives in it until `drop` frees it.
+        let (env, term) = unsafe {
+            let env = NonNull::new(enif_alloc_env())?;
+            (env, enif_make_copy(env.as_ptr(), term.as_c_arg()))
+        };
+        ledger.fetch_add(bytes, Ordering::Relaxed);
+        Some(Held {
+            env,
+            term,
+            bytes,
+            ledger: Arc::clone(ledger),
+        })
+    }
+
+    /// A copy on the heap of `env`'s process.
+    ///
+    /// # Safety
+    /// `env` must be the live environment of the running NIF call.
+    pub unsafe fn copy_to(&self, env: *mut ErlNifEnv) -> ERL_NIF_TERM {
+        enif_make_copy(env, self.term)
+    }
+
+    fn is(&self, term: Term) -> bool {
+        // SAFETY: both terms are live; enif_is_identical only reads them.
+        unsafe { enif_is_identical(self.term, term.as_c_arg()) != 0 }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.ledger.fetch_sub(self.bytes, Ordering::Relaxed);
+        // SAFETY: allocated in `new`, no longer shared (this is the last reference), freed exactly once.
+        unsafe { enif_free_env(self.env.as_ptr()) }
+    }
+}
+
+/// A store's held terms: the shared ones by hash, and what all of them cost. Only the owner writes, so the lock
+/// is never contended; it is held for a hash-bucket walk and one copy, never while Erlang code runs.
+pub struct Interner {
+    shared: Mutex<Shared>,
+    /// Bytes of every live `Held` of this store, shared or private.
+    ledger: Arc<AtomicUsize>,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// The copy last used at each field position: a listener's sessions repeat the same fields, so one
+    /// comparison usually finds the copy without hashing.
+    recent: Vec<Weak<Held>>,
+    by_hash: HashMap<u64, Vec<Weak<Held>>>,
+    /// Table size at which dead copies are next swept out, so the table stays within twice the live ones.
+    sweep_at: usize,
+}
+
+/// Sweeps never run on tables smaller than this.
+const MIN_SWEEP: usize = 64;
+/// Field positions with a remembered copy: OTP's #session{} has 15 fields.
+const RECENT_POSITIONS: usize = 32;
+
+impl Interner {
+    pub fn new() -> Self {
+        Interner {
+            shared: Mutex::new(Shared::default()),
+            ledger: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// A copy of `term` for one entry alone.
+    pub fn hold(&self, term: Term) -> Option<Arc<Held>> {
+        Held::new(term, &self.ledger).map(Arc::new)
+    }
+
+    /// The store's copy of a term identical to `term`, the field at `position` of a session, made now if there
+    /// is none. O(size of `term`) for a comparison with the copy last used at `position`, and if that differs,
+    /// for a hash and comparisons with the copies of that hash; the copy is made once per distinct term.
+    pub fn share(&self, term: Term, position: usize) -> Option<Arc<Held>> {
+        let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(recent) = shared.recent.get(position).and_then(Weak::upgrade) {
+            if recent.is(term) {
+                return Some(recent);
+            }
+        }
+        let held = shared.find_or_insert(term, &self.ledger)?;
+        if position < RECENT_POSITIONS {
+            if shared.recent.len() <= position {
+                shared.recent.resize_with(position + 1, Weak::new);
+            }
+            shared.recent[position] = Arc::downgrade(&held);
+        }
+        Some(held)
+    }
+
+    /// Bytes of every live held term of this store.
+    pub fn bytes(&self) -> usize {
+        self.ledger.load(Ordering::Relaxed)
+    }
+
+    /// Forgets every shared copy (each is freed with the last entry that uses it). For a retired store.
+    pub fn clear(&self) {
+        *self.shared.lock().unwrap_or_else(PoisonError::into_inner) = Shared::default();
+    }
+}
+
+impl Shared {
+    fn find_or_insert(&mut self, term: Term, ledger: &Arc<AtomicUsize>) -> Option<Arc<Held>> {
+        // SAFETY: enif_hash only reads the term.
+        let hash = unsafe { enif_hash(ErlNifHash::ERL_NIF_INTERNAL_HASH, term.as_c_arg(), 0) };
+        let bucket = self.by_hash.entry(hash).or_default();
+        if let Some(found) = bucket
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|held| held.is(term))
+        {
+            return Some(found);
+        }
+        bucket.retain(|held| held.strong_count() > 0);
+        let held = Arc::new(Held::new(term, ledger)?);
+        bucket.push(Arc::downgrade(&held));
+        if self.by_hash.len() >= self.sweep_at {
+            self.by_hash.retain(|_, bucket| {
+                bucket.retain(|held| held.strong_count() > 0);
+                !bucket.is_empty()
+            });
+            self.sweep_at = (2 * self.by_hash.len()).max(MIN_SWEEP);
+        }
+        Some(held)
+    }
+}

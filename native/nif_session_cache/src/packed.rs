@@ -1,0 +1,477 @@
+//! A stored entry: `{Key, Session}` packed into bytes the store owns, plus the few parts bytes do not carry.
+//!
+//! Why this representation (README, "Choosing the representation", has the numbers). An environment per entry
+//! costs about 2.5 KB before the session's own words (the environment with its phony process, and 200 words of
+//! heap-fragment slack), which put us at twice ETS's memory. Decoding the external term format costs twice an
+//! ETS lookup. So an entry is a compact byte encoding that is quick to rebuild with the NIF API:
+//!
+//! - atoms are their VM handles (atoms are never freed, so a handle stays valid); integers are varints;
+//!   binaries up to `INLINE_BINARY_MAX` bytes and Latin-1 strings are their bytes; tuples and lists are
+//!   rebuilt from their elements;
+//! - what bytes cannot express (bignums, pids, references, funs, maps, bitstrings) and larger binaries are
+//!   *held*: copied as terms into an environment of their own (`held.rs`), so large binaries stay shared;
+//! - a session's large fields (an own certificate chain, a private key term) are held *shared*: all sessions of
+//!   one listener carry the same ones, so the store keeps one copy of each, as ETS cannot.
+//!
+//! Secrets. The packed bytes hold every inlined binary (the master secret, session ids, the peer certificate)
+//! and are zeroized when the entry is dropped (deleted, replaced, or freed with its store); the scratch buffer
+//! they are built in is zeroized after every use and never reallocated without wiping the old block. Held parts
+//! are terms in environments, which the NIF API gives no way to wipe; a session's held parts are its config
+//! (certificate chain, private key term), not its secrets.
+//!
+//! Nothing here implements Debug or Display: an entry holds a master secret.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use rustler::sys::{
+    enif_get_double, enif_get_list_cell, enif_get_long, enif_get_ulong, enif_make_double,
+    enif_make_list_cell, enif_make_list_from_array, enif_make_long, enif_make_new_binary,
+    enif_make_string_len, enif_make_tuple_from_array, enif_make_ulong, ErlNifCharEncoding,
+    ErlNifEnv, ERL_NIF_TERM,
+};
+use rustler::{Binary, Env, Term, TermType};
+use session_store::Weigh;
+
+use crate::held::{Held, Interner};
+use crate::raw;
+use crate::weight;
+
+/// Binaries up to this size are copied into the entry; larger ones are held, shared and never copied.
+pub const INLINE_BINARY_MAX: usize = 4096;
+/// A session field (an element of the session tuple) that packs to this many bytes or more, or that holds a
+/// part, is shared through the store's interner instead. Binaries are not fields of this kind: a peer
+/// certificate is different in every session.
+pub const SHARE_MIN_BYTES: usize = 256;
+/// Tuples and lists nested deeper than this are held, which bounds the recursion of packing and unpacking.
+const MAX_PACK_DEPTH: usize = 32;
+/// The depth of a session's fields within `{Key, {session, Field, ...}}`.
+const FIELD_DEPTH: usize = 2;
+/// Latin-1 strings up to this length pack as bytes (one call into the VM each way).
+const STRING_MAX: usize = 255;
+
+mod tag {
+    pub const NIL: u8 = 0;
+    pub const ATOM: u8 = 1;
+    pub const INT: u8 = 2;
+    pub const UINT: u8 = 3;
+    pub const FLOAT: u8 = 4;
+    pub const BINARY: u8 = 5;
+    pub const STRING: u8 = 6;
+    pub const TUPLE: u8 = 7;
+    /// Elements, then `END`, then the tail.
+    pub const LIST: u8 = 8;
+    pub const END: u8 = 9;
+    pub const HELD: u8 = 10;
+}
+
+pub struct Packed {
+    bytes: Box<[u8]>,
+    held: Box<[Arc<Held>]>,
+    /// Where the session's encoding starts in `bytes`, after the pair's header and the key.
+    session_at: usize,
+    weight: usize,
+}
+
+impl Packed {
+    /// Packs `{key, session}`. O(size of the session), plus a hash and comparison of each shared field.
+    /// `None` if the VM has no memory for a held part.
+    pub fn pack(key: Term, session: Term, key_bytes: usize, interner: &Interner) -> Option<Packed> {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let mut packer = Packer {
+                out: scratch,
+                held: Vec::new(),
+                interner,
+                probe: None,
+            };
+            let packed = packer.pair(key, session).ok().map(|session_at| {
+                let bytes: Box<[u8]> = packer.out.as_slice().into();
+                let held: Box<[Arc<Held>]> = std::mem::take(&mut packer.held).into();
+                Packed {
+                    weight: weight::entry_bytes(bytes.len(), held.len(), key_bytes),
+                    bytes,
+                    held,
+                    session_at,
+                }
+            });
+            // Only the first `len` bytes were ever written since the last wipe.
+            wipe(packer.out);
+            packer.out.clear();
+            packed
+        })
+    }
+
+    /// A copy of the session on the caller's heap.
+    pub fn session<'a>(&self, env: Env<'a>) -> Option<Term<'a>> {
+        self.unpack(env, self.session_at)
+    }
+
+    /// A copy of `{Key, Session}` on the caller's heap, the element shape foldl hands to its fun.
+    pub fn entry<'a>(&self, env: Env<'a>) -> Option<Term<'a>> {
+        self.unpack(env, 0)
+    }
+
+    fn unpack<'a>(&self, env: Env<'a>, at: usize) -> Option<Term<'a>> {
+        let mut unpacker = Unpacker {
+            env: env.as_c_arg(),
+            bytes: &self.bytes,
+            at,
+            held: &self.held,
+            stack: Vec::with_capacity(32),
+        };
+        // SAFETY: the term is built in the calling process's environment, which outlives 'a.
+        unpacker.term().map(|term| unsafe { Term::new(env, term) })
+    }
+}
+
+impl Weigh for Packed {
+    fn weight(&self) -> usize {
+        self.weight
+    }
+}
+
+impl Drop for Packed {
+    fn drop(&mut self) {
+        wipe(&mut self.bytes);
+    }
+}
+
+/// Overwrites `bytes` with zeros in a way the compiler may not remove, a word at a time: eight times fewer
+/// stores than `zeroize`'s byte-wise volatile writes, on the path of every replace and delete.
+fn wipe(bytes: &mut [u8]) {
+    // SAFETY: `align_to_mut` splits the slice into an unaligned head, aligned words and a tail; every pointer
+    // written through is in bounds of the slice and aligned for its type.
+    let (head, words, tail) = unsafe { bytes.align_to_mut::<u64>() };
+    for byte in head.iter_mut().chain(tail.iter_mut()) {
+        // SAFETY: a valid, aligned reference.
+        unsafe { std::ptr::write_volatile(byte, 0) };
+    }
+    for word in words {
+        // SAFETY: as above.
+        unsafe { std::ptr::write_volatile(word, 0) };
+    }
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+}
+
+thread_local! {
+    /// The buffer entries are packed in, one per scheduler thread: wiped after each use, never shrunk.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+struct Packer<'s> {
+    out: &'s mut Vec<u8>,
+    held: Vec<Arc<Held>>,
+    interner: &'s Interner,
+    /// While a session field is tried inline: where its bytes start.
+    probe: Option<usize>,
+}
+
+/// Why packing stopped.
+enum Stop {
+    /// The VM had no memory for a held part.
+    NoMemory,
+    /// The session field being tried inline is large or holds a part: share it instead.
+    Share,
+}
+
+type Packing = Result<(), Stop>;
+
+impl Packer<'_> {
+    /// Packs the pair and returns where the session starts.
+    fn pair(&mut self, key: Term, session: Term) -> Result<usize, Stop> {
+        self.reserve(1024);
+        self.push(tag::TUPLE);
+        self.varint(2);
+        self.term(key, 1, 0)?;
+        let session_at = self.out.len();
+        self.term(session, 1, 1)?;
+        Ok(session_at)
+    }
+
+    /// Packs `term`, element `position` of its parent, at `depth`.
+    fn term(&mut self, term: Term, depth: usize, position: usize) -> Packing {
+        let kind = term.get_type();
+        let compound = match kind {
+            TermType::Tuple => true,
+            TermType::List => !term.is_empty_list(),
+            _ => false,
+        };
+        if depth == FIELD_DEPTH && compound {
+            return self.field(term, kind, depth, position);
+        }
+        self.inline(term, kind, depth)
+    }
+
+    /// A session field: packed inline if small and plain, else shared through the interner.
+    fn field(&mut self, term: Term, kind: TermType, depth: usize, position: usize) -> Packing {
+        let start = self.out.len();
+        self.probe = Some(start);
+        let inline = self.inline(term, kind, depth);
+        self.probe = None;
+        match inline {
+            Ok(()) if self.out.len() - start < SHARE_MIN_BYTES => return Ok(()),
+            Ok(()) | Err(Stop::Share) => {}
+            Err(Stop::NoMemory) => return Err(Stop::NoMemory),
+        }
+        wipe(&mut self.out[start..]);
+        self.out.truncate(start);
+        let shared = self.interner.share(term, position).ok_or(Stop::NoMemory)?;
+        self.put_held(shared);
+        Ok(())
+    }
+
+    fn inline(&mut self, term: Term, kind: TermType, depth: usize) -> Packing {
+        match kind {
+            TermType::Atom => {
+                self.push(tag::ATOM);
+                self.varint(term.as_c_arg() as u64);
+            }
+            TermType::List if term.is_empty_list() => self.push(tag::NIL),
+            TermType::Integer => return self.integer(term),
+            TermType::Float => {
+                let mut value = 0.0;
+                // SAFETY: reads a float term into `value`.
+                if unsafe {
+                    enif_get_double(term.get_env().as_c_arg(), term.as_c_arg(), &mut value)
+                } == 0
+                {
+                    return self.hold(term);
+                }
+                self.push(tag::FLOAT);
+                self.bytes(&value.to_le_bytes())?;
+            }
+            TermType::Binary => match Binary::from_term(term) {
+                Ok(binary) if binary.len() <= INLINE_BINARY_MAX => {
+                    self.push(tag::BINARY);
+                    self.varint(binary.len() as u64);
+                    self.bytes(binary.as_slice())?;
+                }
+                _ => return self.hold(term),
+            },
+            TermType::Tuple if depth < MAX_PACK_DEPTH => {
+                let Some(elements) = raw::tuple_elements(term) else {
+                    return self.hold(term);
+                };
+                self.push(tag::TUPLE);
+                self.varint(elements.len() as u64);
+                for (position, element) in elements.enumerate() {
+                    self.term(element, depth + 1, position)?;
+                }
+            }
+            TermType::List if depth < MAX_PACK_DEPTH => return self.list(term, depth),
+            _ => return self.hold(term),
+        }
+        Ok(())
+    }
+
+    fn integer(&mut self, term: Term) -> Packing {
+        let (env, raw) = (term.get_env().as_c_arg(), term.as_c_arg());
+        let mut signed = 0;
+        let mut unsigned = 0;
+        // SAFETY: each call only reads the term and writes its out-parameter.
+        if unsafe { enif_get_long(env, raw, &mut signed) } != 0 {
+            self.push(tag::INT);
+            self.varint(((signed << 1) ^ (signed >> 63)) as u64);
+        } else if unsafe { enif_get_ulong(env, raw, &mut unsigned) } != 0 {
+            self.push(tag::UINT);
+            self.varint(unsigned);
+        } else {
+            return self.hold(term);
+        }
+        Ok(())
+    }
+
+    fn list(&mut self, term: Term, depth: usize) -> Packing {
+        let mut string = [0u8; STRING_MAX + 1];
+        if let Some(len) = raw::latin1(term, &mut string) {
+            self.push(tag::STRING);
+            self.varint(len as u64);
+            return self.bytes(&string[..len]);
+        }
+        self.push(tag::LIST);
+        let env = term.get_env();
+        let mut rest = term.as_c_arg();
+        let (mut head, mut tail) = (0, 0);
+        // SAFETY: enif_get_list_cell reads one cell of a live list; heads and tails are terms of `env`.
+        let mut position = 0;
+        while unsafe { enif_get_list_cell(env.as_c_arg(), rest, &mut head, &mut tail) } != 0 {
+            self.term(unsafe { Term::new(env, head) }, depth + 1, position)?;
+            rest = tail;
+            position += 1;
+        }
+        self.push(tag::END);
+        self.term(unsafe { Term::new(env, rest) }, depth + 1, position)
+    }
+
+    /// A part for this entry alone; or, inside a session field, the sign to share the field instead.
+    fn hold(&mut self, term: Term) -> Packing {
+        if self.probe.is_some() {
+            return Err(Stop::Share);
+        }
+        let held = self.interner.hold(term).ok_or(Stop::NoMemory)?;
+        self.put_held(held);
+        Ok(())
+    }
+
+    fn put_held(&mut self, held: Arc<Held>) {
+        self.push(tag::HELD);
+        self.varint(self.held.len() as u64);
+        self.held.push(held);
+    }
+
+    fn varint(&mut self, mut value: u64) {
+        self.reserve(10);
+        while value >= 0x80 {
+            self.out.push(value as u8 | 0x80);
+            value >>= 7;
+        }
+        self.out.push(value as u8);
+    }
+
+    fn push(&mut self, byte: u8) {
+        self.reserve(1);
+        self.out.push(byte);
+    }
+
+    /// Appends a binary's bytes; inside a session field, stops once the field is large enough to share.
+    fn bytes(&mut self, bytes: &[u8]) -> Packing {
+        if self
+            .probe
+            .is_some_and(|start| self.out.len() + bytes.len() - start >= SHARE_MIN_BYTES)
+        {
+            return Err(Stop::Share);
+        }
+        self.reserve(bytes.len());
+        self.out.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Makes room for `extra` bytes, growing the buffer by hand so that the old block is wiped, not just freed.
+    fn reserve(&mut self, extra: usize) {
+        if self.out.capacity() - self.out.len() >= extra {
+            return;
+        }
+        let mut grown = Vec::with_capacity((self.out.len() + extra).max(2 * self.out.capacity()));
+        grown.extend_from_slice(self.out);
+        std::mem::swap(self.out, &mut grown);
+        wipe(&mut grown);
+    }
+}
+
+struct Unpacker<'p> {
+    env: *mut ErlNifEnv,
+    bytes: &'p [u8],
+    at: usize,
+    held: &'p [Arc<Held>],
+    /// Elements of the tuples and lists being built, innermost last.
+    stack: Vec<ERL_NIF_TERM>,
+}
+
+impl Unpacker<'_> {
+    /// Rebuilds the term at `self.at`. `None` only on bytes `Packer` cannot have written, or when the VM has no
+    /// memory for a binary. Recursion is bounded by `MAX_PACK_DEPTH`, which `Packer` kept to.
+    fn term(&mut self) -> Option<ERL_NIF_TERM> {
+        let env = self.env;
+        // SAFETY (every call below): `env` is the live environment of the running NIF call; the arrays passed
+        // are initialised terms of it; binaries are filled before they are returned.
+        unsafe {
+            Some(match self.byte()? {
+                tag::NIL => enif_make_list_from_array(env, std::ptr::null(), 0),
+                tag::ATOM => self.varint()? as ERL_NIF_TERM,
+                tag::INT => {
+                    let zigzag = self.varint()?;
+                    enif_make_long(env, (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64))
+                }
+                tag::UINT => enif_make_ulong(env, self.varint()?),
+                tag::FLOAT => {
+                    enif_make_double(env, f64::from_le_bytes(self.take(8)?.try_into().ok()?))
+                }
+                tag::BINARY => {
+                    let len = self.len()?;
+                    let bytes = self.take(len)?;
+                    let mut term = 0;
+                    let data = enif_make_new_binary(env, len, &mut term);
+                    if data.is_null() {
+                        return None;
+                    }
+                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, len);
+                    term
+                }
+                tag::STRING => {
+                    let len = self.len()?;
+                    let bytes = self.take(len)?;
+                    enif_make_string_len(
+                        env,
+                        bytes.as_ptr().cast(),
+                        len,
+                        ErlNifCharEncoding::ERL_NIF_LATIN1,
+                    )
+                }
+                tag::TUPLE => {
+                    let arity = self.len()?;
+                    let base = self.stack.len();
+                    for _ in 0..arity {
+                        let element = self.term()?;
+                        self.stack.push(element);
+                    }
+                    let tuple =
+                        enif_make_tuple_from_array(env, self.stack[base..].as_ptr(), arity as u32);
+                    self.stack.truncate(base);
+                    tuple
+                }
+                tag::LIST => {
+                    let base = self.stack.len();
+                    while *self.bytes.get(self.at)? != tag::END {
+                        let element = self.term()?;
+                        self.stack.push(element);
+                    }
+                    self.at += 1;
+                    let proper = *self.bytes.get(self.at)? == tag::NIL;
+                    let list = if proper {
+                        self.at += 1;
+                        let count = u32::try_from(self.stack.len() - base).ok()?;
+                        enif_make_list_from_array(env, self.stack[base..].as_ptr(), count)
+                    } else {
+                        let tail = self.term()?;
+                        self.stack[base..]
+                            .iter()
+                            .rev()
+                            .fold(tail, |list, &head| enif_make_list_cell(env, head, list))
+                    };
+                    self.stack.truncate(base);
+                    list
+                }
+                tag::HELD => self.held.get(self.len()?)?.copy_to(env),
+                _ => return None,
+            })
+        }
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        let byte = *self.bytes.get(self.at)?;
+        self.at += 1;
+        Some(byte)
+    }
+
+    fn take(&mut self, len: usize) -> Option<&[u8]> {
+        let bytes = self.bytes.get(self.at..self.at.checked_add(len)?)?;
+        self.at += len;
+        Some(bytes)
+    }
+
+    fn varint(&mut self) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.byte()?;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    fn len(&mut self) -> Option<usize> {
+        usize::try_from(self.varint()?).ok()
+    }
+}
