@@ -8,6 +8,7 @@ mod atoms;
 mod error;
 mod held;
 mod key;
+mod lean;
 mod nifs;
 mod packed;
 mod raw;

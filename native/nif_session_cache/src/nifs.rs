@@ -10,6 +10,7 @@ use rustler::{Atom, Encoder, Env, NifResult, ResourceArc, Term};
 use crate::atoms;
 use crate::error::{write_outcome, CacheError};
 use crate::key::{encode_key, with_group, with_key};
+use crate::lean::lean_nif;
 use crate::packed::Packed;
 use crate::registry;
 use crate::resource::{Cursor, CursorState, Emit, Role, Source, StoreInner, StoreResource};
@@ -19,6 +20,12 @@ use crate::store_type::{self, KeptStore};
 const CHUNK: usize = 64;
 /// Fold slots examined per cursor step, so that a sparse stretch of slots is also walked in bounded steps.
 const SCAN_BUDGET: usize = 4096;
+
+// The calls OTP makes on every handshake, registered without rustler's per-call allocation (`lean.rs`).
+lean_nif!("lookup", 2, lookup);
+lean_nif!("update", 3, update);
+lean_nif!("delete", 2, delete);
+lean_nif!("size", 1, size);
 
 /// Creates an empty store owned by the calling process. Normal scheduler, O(1).
 #[rustler::nif]
@@ -37,8 +44,7 @@ fn terminate<'a>(env: Env<'a>, store: Term<'a>) -> Atom {
 
 /// The session stored under `key`, copied to the caller, or `undefined`. Any key is accepted: one the store
 /// could not hold is simply absent. Normal scheduler, O(1) plus the copy of one session.
-#[rustler::nif]
-fn lookup<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>) -> NifResult<Term<'a>> {
+fn lookup<'a>(env: Env<'a>, [store, key]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
     let store = StoreResource::from_term(store)?;
     match with_key(key, |bytes| {
         store.store.read(bytes, |packed| packed.session(env))
@@ -57,23 +63,21 @@ fn lookup<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>) -> NifResult<Term<'a
 
 /// Inserts or replaces; owner only. Normal scheduler, O(size of the session) to pack it (see `packed.rs`).
 /// Returns `ok` or an error atom: never raises, so the session never appears in a stack trace.
-#[rustler::nif]
-fn update<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>, session: Term<'a>) -> Atom {
-    write_outcome(writable(env, store).and_then(|store| {
+fn update<'a>(env: Env<'a>, [store, key, session]: [Term<'a>; 3]) -> NifResult<Atom> {
+    Ok(write_outcome(writable(env, store).and_then(|store| {
         let encoded = encode_key(key)?;
         let packed = Packed::pack(key, session, encoded.bytes().len(), &store.interner)
             .ok_or(CacheError::OutOfMemory)?;
         // A replaced entry is freed here, unless a cursor still holds it: its bytes wiped, O(size).
         store.store.insert(encoded, packed)?;
         Ok(())
-    }))
+    })))
 }
 
 /// Removes `key` if present; owner only. A key the store could not hold is absent, so deleting it is `ok`.
 /// Normal scheduler, O(1). Returns `ok` or an error atom.
-#[rustler::nif]
-fn delete<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>) -> Atom {
-    write_outcome(writable(env, store).and_then(|store| {
+fn delete<'a>(env: Env<'a>, [store, key]: [Term<'a>; 2]) -> NifResult<Atom> {
+    Ok(write_outcome(writable(env, store).and_then(|store| {
         match encode_key(key) {
             Ok(key) => store
                 .store
@@ -82,7 +86,7 @@ fn delete<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>) -> Atom {
                 .map_err(CacheError::from),
             Err(_) => Ok(()),
         }
-    }))
+    })))
 }
 
 /// The store `term` refers to, if it is one and the calling process owns it.
@@ -93,8 +97,7 @@ fn writable<'a>(env: Env<'a>, term: Term<'a>) -> Result<&'a StoreInner, CacheErr
 }
 
 /// Exact number of entries. Normal scheduler, O(1).
-#[rustler::nif]
-fn size(store: Term) -> NifResult<usize> {
+fn size<'a>(_env: Env<'a>, [store]: [Term<'a>; 1]) -> NifResult<usize> {
     Ok(StoreResource::from_term(store)?.store.len())
 }
 
