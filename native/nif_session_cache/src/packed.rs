@@ -7,17 +7,19 @@
 //!
 //! - atoms are their VM handles (atoms are never freed, so a handle stays valid); integers are varints;
 //!   binaries up to `INLINE_BINARY_MAX` bytes and Latin-1 strings are their bytes; tuples and lists are
-//!   rebuilt from their elements;
+//!   rebuilt from their elements. Binaries up to `SECRET_BINARY_MAX` bytes go to a secret section of their
+//!   own at the front of the entry;
 //! - what bytes cannot express (bignums, pids, references, funs, maps, bitstrings) and larger binaries are
 //!   *held*: copied as terms into an environment of their own (`held.rs`), so large binaries stay shared;
 //! - a session's large fields (an own certificate chain, a private key term) are held *shared*: all sessions of
 //!   one listener carry the same ones, so the store keeps one copy of each, as ETS cannot.
 //!
-//! Secrets. The packed bytes hold every inlined binary (the master secret, session ids, the peer certificate)
-//! and are zeroized when the entry is dropped (deleted, replaced, or freed with its store); the scratch buffer
-//! they are built in is zeroized after every use and never reallocated without wiping the old block. Held parts
-//! are terms in environments, which the NIF API gives no way to wipe; a session's held parts are its config
-//! (certificate chain, private key term), not its secrets.
+//! Secrets. The secret section holds every binary of up to 64 bytes (the 48-byte master secret, 32-byte
+//! session ids) and is wiped when the entry is dropped (deleted, replaced, or freed with its store). The
+//! scratch buffers an entry is built in are wiped after every use and never reallocated without wiping the old
+//! block. Larger binaries (a peer certificate: public) are not wiped, which keeps a delete from touching the
+//! whole entry. Held parts are terms in environments, which the NIF API gives no way to wipe; a session's held
+//! parts are its config (certificate chain, private key term), not its secrets.
 //!
 //! Nothing here implements Debug or Display: an entry holds a master secret.
 
@@ -63,40 +65,66 @@ mod tag {
     pub const LIST: u8 = 8;
     pub const END: u8 = 9;
     pub const HELD: u8 = 10;
+    /// A binary of up to `SECRET_BINARY_MAX` bytes, whose bytes are the next ones of the secret section.
+    pub const SECRET: u8 = 11;
 }
 
+/// Binaries up to this size (a master secret, session ids) are packed into the entry's secret section, the one
+/// part of its bytes wiped when it is dropped: a few cache lines, where wiping everything would touch the
+/// whole entry (a peer certificate, public, is most of it) on every delete and replace.
+pub const SECRET_BINARY_MAX: usize = 64;
+
+/// `bytes` is the secret section (the bytes of small binaries, in the order their `SECRET` tags appear), then
+/// the encoding of `{Key, Session}`.
 pub struct Packed {
     bytes: Box<[u8]>,
     held: Box<[Arc<Held>]>,
-    /// Where the session's encoding starts in `bytes`, after the pair's header and the key.
-    session_at: usize,
+    /// Where the session starts: its encoding in `bytes`, and its first byte in the secret section.
+    session_at: Cursor,
+    /// Length of the secret section.
+    secret_len: u32,
     weight: usize,
+}
+
+/// A position in an entry's encoding and in its secret section.
+#[derive(Clone, Copy)]
+struct Cursor {
+    code: u32,
+    secret: u32,
 }
 
 impl Packed {
     /// Packs `{key, session}`. O(size of the session), plus a hash and comparison of each shared field.
     /// `None` if the VM has no memory for a held part.
     pub fn pack(key: Term, session: Term, key_bytes: usize, interner: &Interner) -> Option<Packed> {
-        SCRATCH.with_borrow_mut(|scratch| {
+        SCRATCH.with_borrow_mut(|(out, secrets)| {
             let mut packer = Packer {
-                out: scratch,
+                out,
+                secrets,
                 held: Vec::new(),
                 interner,
                 probe: None,
             };
-            let packed = packer.pair(key, session).ok().map(|session_at| {
-                let bytes: Box<[u8]> = packer.out.as_slice().into();
+            let packed = packer.pair(key, session).ok().and_then(|session_at| {
+                let secret_len = u32::try_from(packer.secrets.len()).ok()?;
+                let mut bytes = Vec::with_capacity(packer.secrets.len() + packer.out.len());
+                bytes.extend_from_slice(packer.secrets);
+                bytes.extend_from_slice(packer.out);
+                let bytes = bytes.into_boxed_slice();
                 let held: Box<[Arc<Held>]> = std::mem::take(&mut packer.held).into();
-                Packed {
+                Some(Packed {
                     weight: weight::entry_bytes(bytes.len(), held.len(), key_bytes),
                     bytes,
                     held,
                     session_at,
-                }
+                    secret_len,
+                })
             });
-            // Only the first `len` bytes were ever written since the last wipe.
-            wipe(packer.out);
-            packer.out.clear();
+            // Only the first `len` bytes of each were written since the last wipe.
+            for buffer in [packer.out, packer.secrets] {
+                wipe(buffer);
+                buffer.clear();
+            }
             packed
         })
     }
@@ -108,14 +136,17 @@ impl Packed {
 
     /// A copy of `{Key, Session}` on the caller's heap, the element shape foldl hands to its fun.
     pub fn entry<'a>(&self, env: Env<'a>) -> Option<Term<'a>> {
-        self.unpack(env, 0)
+        self.unpack(env, Cursor { code: 0, secret: 0 })
     }
 
-    fn unpack<'a>(&self, env: Env<'a>, at: usize) -> Option<Term<'a>> {
+    fn unpack<'a>(&self, env: Env<'a>, from: Cursor) -> Option<Term<'a>> {
+        let (secrets, code) = self.bytes.split_at(self.secret_len as usize);
         let mut unpacker = Unpacker {
             env: env.as_c_arg(),
-            bytes: &self.bytes,
-            at,
+            bytes: code,
+            at: from.code as usize,
+            secrets,
+            secret_at: from.secret as usize,
             held: &self.held,
             stack: Vec::with_capacity(32),
         };
@@ -132,12 +163,11 @@ impl Weigh for Packed {
 
 impl Drop for Packed {
     fn drop(&mut self) {
-        wipe(&mut self.bytes);
+        wipe(&mut self.bytes[..self.secret_len as usize]);
     }
 }
 
-/// Overwrites `bytes` with zeros in a way the compiler may not remove, a word at a time: eight times fewer
-/// stores than `zeroize`'s byte-wise volatile writes, on the path of every replace and delete.
+/// Overwrites `bytes` with zeros in a way the compiler may not remove, a word at a time.
 fn wipe(bytes: &mut [u8]) {
     // SAFETY: `align_to_mut` splits the slice into an unaligned head, aligned words and a tail; every pointer
     // written through is in bounds of the slice and aligned for its type.
@@ -154,16 +184,18 @@ fn wipe(bytes: &mut [u8]) {
 }
 
 thread_local! {
-    /// The buffer entries are packed in, one per scheduler thread: wiped after each use, never shrunk.
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// The buffers entries are packed in (encoding, secret section), one pair per scheduler thread: wiped
+    /// after each use, never shrunk, and wiped before any reallocation frees their old block.
+    static SCRATCH: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 struct Packer<'s> {
     out: &'s mut Vec<u8>,
+    secrets: &'s mut Vec<u8>,
     held: Vec<Arc<Held>>,
     interner: &'s Interner,
     /// While a session field is tried inline: where its bytes start.
-    probe: Option<usize>,
+    probe: Option<Cursor>,
 }
 
 /// Why packing stopped.
@@ -178,14 +210,29 @@ type Packing = Result<(), Stop>;
 
 impl Packer<'_> {
     /// Packs the pair and returns where the session starts.
-    fn pair(&mut self, key: Term, session: Term) -> Result<usize, Stop> {
-        self.reserve(1024);
+    fn pair(&mut self, key: Term, session: Term) -> Result<Cursor, Stop> {
+        reserve_wiped(self.out, 1024);
+        reserve_wiped(self.secrets, 256);
         self.push(tag::TUPLE);
         self.varint(2);
         self.term(key, 1, 0)?;
-        let session_at = self.out.len();
+        let session_at = self.cursor()?;
         self.term(session, 1, 1)?;
+        self.cursor()?;
         Ok(session_at)
+    }
+
+    /// Where packing has got to. Fails for an entry of 4 GiB or more, which the VM would not hand a NIF.
+    fn cursor(&self) -> Result<Cursor, Stop> {
+        Ok(Cursor {
+            code: u32::try_from(self.out.len()).map_err(|_| Stop::NoMemory)?,
+            secret: u32::try_from(self.secrets.len()).map_err(|_| Stop::NoMemory)?,
+        })
+    }
+
+    /// Bytes packed since `from`.
+    fn since(&self, from: Cursor) -> usize {
+        self.out.len() - from.code as usize + self.secrets.len() - from.secret as usize
     }
 
     /// Packs `term`, element `position` of its parent, at `depth`.
@@ -204,17 +251,22 @@ impl Packer<'_> {
 
     /// A session field: packed inline if small and plain, else shared through the interner.
     fn field(&mut self, term: Term, kind: TermType, depth: usize, position: usize) -> Packing {
-        let start = self.out.len();
+        let start = self.cursor()?;
         self.probe = Some(start);
         let inline = self.inline(term, kind, depth);
         self.probe = None;
         match inline {
-            Ok(()) if self.out.len() - start < SHARE_MIN_BYTES => return Ok(()),
+            Ok(()) if self.since(start) < SHARE_MIN_BYTES => return Ok(()),
             Ok(()) | Err(Stop::Share) => {}
             Err(Stop::NoMemory) => return Err(Stop::NoMemory),
         }
-        wipe(&mut self.out[start..]);
-        self.out.truncate(start);
+        for (buffer, from) in [
+            (&mut *self.out, start.code),
+            (&mut *self.secrets, start.secret),
+        ] {
+            wipe(&mut buffer[from as usize..]);
+            buffer.truncate(from as usize);
+        }
         let shared = self.interner.share(term, position).ok_or(Stop::NoMemory)?;
         self.put_held(shared);
         Ok(())
@@ -241,6 +293,12 @@ impl Packer<'_> {
                 self.bytes(&value.to_le_bytes())?;
             }
             TermType::Binary => match Binary::from_term(term) {
+                Ok(binary) if binary.len() <= SECRET_BINARY_MAX => {
+                    self.push(tag::SECRET);
+                    self.varint(binary.len() as u64);
+                    reserve_wiped(self.secrets, binary.len());
+                    self.secrets.extend_from_slice(binary.as_slice());
+                }
                 Ok(binary) if binary.len() <= INLINE_BINARY_MAX => {
                     self.push(tag::BINARY);
                     self.varint(binary.len() as u64);
@@ -320,7 +378,7 @@ impl Packer<'_> {
     }
 
     fn varint(&mut self, mut value: u64) {
-        self.reserve(10);
+        reserve_wiped(self.out, 10);
         while value >= 0x80 {
             self.out.push(value as u8 | 0x80);
             value >>= 7;
@@ -329,7 +387,7 @@ impl Packer<'_> {
     }
 
     fn push(&mut self, byte: u8) {
-        self.reserve(1);
+        reserve_wiped(self.out, 1);
         self.out.push(byte);
     }
 
@@ -337,31 +395,33 @@ impl Packer<'_> {
     fn bytes(&mut self, bytes: &[u8]) -> Packing {
         if self
             .probe
-            .is_some_and(|start| self.out.len() + bytes.len() - start >= SHARE_MIN_BYTES)
+            .is_some_and(|start| self.since(start) + bytes.len() >= SHARE_MIN_BYTES)
         {
             return Err(Stop::Share);
         }
-        self.reserve(bytes.len());
+        reserve_wiped(self.out, bytes.len());
         self.out.extend_from_slice(bytes);
         Ok(())
     }
+}
 
-    /// Makes room for `extra` bytes, growing the buffer by hand so that the old block is wiped, not just freed.
-    fn reserve(&mut self, extra: usize) {
-        if self.out.capacity() - self.out.len() >= extra {
-            return;
-        }
-        let mut grown = Vec::with_capacity((self.out.len() + extra).max(2 * self.out.capacity()));
-        grown.extend_from_slice(self.out);
-        std::mem::swap(self.out, &mut grown);
-        wipe(&mut grown);
+/// Makes room for `extra` bytes in `buffer`, growing it by hand so that its old block is wiped, not just freed.
+fn reserve_wiped(buffer: &mut Vec<u8>, extra: usize) {
+    if buffer.capacity() - buffer.len() >= extra {
+        return;
     }
+    let mut grown = Vec::with_capacity((buffer.len() + extra).max(2 * buffer.capacity()));
+    grown.extend_from_slice(buffer);
+    std::mem::swap(buffer, &mut grown);
+    wipe(&mut grown);
 }
 
 struct Unpacker<'p> {
     env: *mut ErlNifEnv,
     bytes: &'p [u8],
     at: usize,
+    secrets: &'p [u8],
+    secret_at: usize,
     held: &'p [Arc<Held>],
     /// Elements of the tuples and lists being built, innermost last.
     stack: Vec<ERL_NIF_TERM>,
@@ -388,14 +448,14 @@ impl Unpacker<'_> {
                 }
                 tag::BINARY => {
                     let len = self.len()?;
-                    let bytes = self.take(len)?;
-                    let mut term = 0;
-                    let data = enif_make_new_binary(env, len, &mut term);
-                    if data.is_null() {
-                        return None;
-                    }
-                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, len);
-                    term
+                    new_binary(env, self.take(len)?)?
+                }
+                tag::SECRET => {
+                    let len = self.len()?;
+                    let end = self.secret_at.checked_add(len)?;
+                    let bytes = self.secrets.get(self.secret_at..end)?;
+                    self.secret_at = end;
+                    new_binary(env, bytes)?
                 }
                 tag::STRING => {
                     let len = self.len()?;
@@ -474,4 +534,18 @@ impl Unpacker<'_> {
     fn len(&mut self) -> Option<usize> {
         usize::try_from(self.varint()?).ok()
     }
+}
+
+/// A binary of `bytes` on the heap of `env`'s process, or `None` if the VM has no memory for it.
+///
+/// # Safety
+/// `env` must be the live environment of the running NIF call.
+unsafe fn new_binary(env: *mut ErlNifEnv, bytes: &[u8]) -> Option<ERL_NIF_TERM> {
+    let mut term = 0;
+    let data = enif_make_new_binary(env, bytes.len(), &mut term);
+    if data.is_null() {
+        return None;
+    }
+    std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, bytes.len());
+    Some(term)
 }
