@@ -1,10 +1,14 @@
 //! nif_session_cache's NIF library: the bridge between OTP's ssl session cache API and `session_store`.
 //!
-//! Rooms: `nifs` (the functions Erlang calls), `resource` (what Erlang holds), `store_type` (the store's resource type, across reloads), `key` (key terms to canonical
-//! bytes), `registry` (every live store, weakly), `packed` and `held` (sessions kept off every process heap), `weight` (what an entry costs), `reaper` (freeing
-//! large stores off the schedulers), `raw` (allocation-free term inspection), `error` and `atoms` (what Erlang sees).
+//! Rooms: `nifs` (the functions Erlang calls; `lean` registers the hottest without an allocation), `resource`
+//! (what Erlang holds), `store_type` (the store's resource type, across reloads), `key` (key terms to canonical
+//! bytes), `packed` (an entry: the session packed into bytes), `bytes` (those bytes, in a VM resource), `held`
+//! (the parts kept as terms, and the fields shared between sessions), `weight` (what entries cost), `registry`
+//! (every live store, weakly), `reaper` (freeing large stores off the schedulers), `raw` (allocation-free term
+//! inspection), `error` and `atoms` (what Erlang sees).
 
 mod atoms;
+mod bytes;
 mod error;
 mod held;
 mod key;
@@ -20,7 +24,8 @@ mod weight;
 
 rustler::init!("nif_session_cache_nif", load = load);
 
-/// Opens the store resource type, in a way that keeps stores made before a reload usable (`store_type.rs`).
+/// Opens the store resource type, in a way that keeps stores made before a reload usable (`store_type.rs`),
+/// and the type of entries' bytes (`bytes.rs`).
 fn load(env: rustler::Env, _load_info: rustler::Term) -> bool {
-    store_type::open(env)
+    store_type::open(env) && bytes::open(env)
 }

@@ -35,6 +35,7 @@ use rustler::sys::{
 use rustler::{Binary, Env, Term, TermType};
 use session_store::Weigh;
 
+use crate::bytes::EntryBytes;
 use crate::held::{Held, Interner};
 use crate::raw;
 use crate::weight;
@@ -75,9 +76,10 @@ mod tag {
 pub const SECRET_BINARY_MAX: usize = 64;
 
 /// `bytes` is the secret section (the bytes of small binaries, in the order their `SECRET` tags appear), then
-/// the encoding of `{Key, Session}`.
+/// the encoding of `{Key, Session}`, in a VM resource so that larger binaries are handed out by reference
+/// (`bytes.rs`).
 pub struct Packed {
-    bytes: Box<[u8]>,
+    bytes: EntryBytes,
     held: Box<[Arc<Held>]>,
     /// Where the session starts: its encoding in `bytes`, and its first byte in the secret section.
     session_at: Cursor,
@@ -107,13 +109,10 @@ impl Packed {
             };
             let packed = packer.pair(key, session).ok().and_then(|session_at| {
                 let secret_len = u32::try_from(packer.secrets.len()).ok()?;
-                let mut bytes = Vec::with_capacity(packer.secrets.len() + packer.out.len());
-                bytes.extend_from_slice(packer.secrets);
-                bytes.extend_from_slice(packer.out);
-                let bytes = bytes.into_boxed_slice();
+                let bytes = EntryBytes::new([packer.secrets, packer.out])?;
                 let held: Box<[Arc<Held>]> = std::mem::take(&mut packer.held).into();
                 Some(Packed {
-                    weight: weight::entry_bytes(bytes.len(), held.len(), key_bytes),
+                    weight: weight::entry_bytes(bytes.as_slice().len(), held.len(), key_bytes),
                     bytes,
                     held,
                     session_at,
@@ -140,9 +139,10 @@ impl Packed {
     }
 
     fn unpack<'a>(&self, env: Env<'a>, from: Cursor) -> Option<Term<'a>> {
-        let (secrets, code) = self.bytes.split_at(self.secret_len as usize);
+        let (secrets, code) = self.bytes.as_slice().split_at(self.secret_len as usize);
         let mut unpacker = Unpacker {
             env: env.as_c_arg(),
+            entry: &self.bytes,
             bytes: code,
             at: from.code as usize,
             secrets,
@@ -163,7 +163,7 @@ impl Weigh for Packed {
 
 impl Drop for Packed {
     fn drop(&mut self) {
-        wipe(&mut self.bytes[..self.secret_len as usize]);
+        wipe(self.bytes.prefix_mut(self.secret_len as usize));
     }
 }
 
@@ -418,6 +418,9 @@ fn reserve_wiped(buffer: &mut Vec<u8>, extra: usize) {
 
 struct Unpacker<'p> {
     env: *mut ErlNifEnv,
+    /// All of the entry's bytes, for binaries handed out by reference.
+    entry: &'p EntryBytes,
+    /// The encoding: the entry's bytes after the secret section.
     bytes: &'p [u8],
     at: usize,
     secrets: &'p [u8],
@@ -448,7 +451,9 @@ impl Unpacker<'_> {
                 }
                 tag::BINARY => {
                     let len = self.len()?;
-                    new_binary(env, self.take(len)?)?
+                    let start = self.secrets.len() + self.at;
+                    self.take(len)?;
+                    self.entry.binary(env, start..start + len)?
                 }
                 tag::SECRET => {
                     let len = self.len()?;
