@@ -18,28 +18,21 @@ use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 use rustler::sys::{
-    enif_alloc_resource, enif_make_resource_binary, enif_open_resource_type, enif_release_resource,
-    ErlNifEnv, ErlNifResourceFlags, ErlNifResourceType, ERL_NIF_TERM,
+    enif_alloc_resource, enif_make_resource_binary, enif_release_resource, ErlNifEnv,
+    ErlNifResourceType, ERL_NIF_TERM,
 };
 use rustler::Env;
+
+use crate::raw;
 
 static BYTES_TYPE: AtomicPtr<ErlNifResourceType> = AtomicPtr::new(ptr::null_mut());
 
 /// Opens the resource type; called from the library's load callback. Returns false if the VM refuses.
 pub fn open(env: Env) -> bool {
-    // SAFETY: called during load, the only time enif_open_resource_type may be called; the name is a valid C
-    // string; no destructor.
-    let opened = unsafe {
-        enif_open_resource_type(
-            env.as_c_arg(),
-            ptr::null(),
-            b"nif_session_cache_entry_bytes\0".as_ptr().cast(),
-            None,
-            ErlNifResourceFlags::ERL_NIF_RT_CREATE,
-            ptr::null_mut(),
-        )
-    };
-    BYTES_TYPE.store(opened as *mut ErlNifResourceType, Ordering::Release);
+    // SAFETY: called from load; the type has no destructor.
+    let opened = unsafe { raw::open_resource_type(env, b"nif_session_cache_entry_bytes\0", None) };
+    let opened = opened.map_or(ptr::null_mut(), NonNull::as_ptr);
+    BYTES_TYPE.store(opened, Ordering::Release);
     !opened.is_null()
 }
 

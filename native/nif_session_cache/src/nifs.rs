@@ -21,11 +21,14 @@ const CHUNK: usize = 64;
 /// Fold slots examined per cursor step, so that a sparse stretch of slots is also walked in bounded steps.
 const SCAN_BUDGET: usize = 4096;
 
-// The calls OTP makes on every handshake, registered without rustler's per-call allocation (`lean.rs`).
+// The calls OTP makes on every handshake, and the steps of select and foldl, registered without rustler's
+// per-call allocation (`lean.rs`).
 lean_nif!("lookup", 2, lookup);
 lean_nif!("update", 3, update);
 lean_nif!("delete", 2, delete);
 lean_nif!("size", 1, size);
+lean_nif!("select", 2, select);
+lean_nif!("next", 1, next);
 
 /// Creates an empty store owned by the calling process. Normal scheduler, O(1).
 #[rustler::nif]
@@ -103,8 +106,7 @@ fn size<'a>(_env: Env<'a>, [store]: [Term<'a>; 1]) -> NifResult<usize> {
 
 /// The sessions whose key is `{PartialKey, _}`, as `{Sessions, done}`, or `{FirstSessions, Cursor}` when there
 /// are more than one chunk. Normal scheduler, O(matches) to find them, at most one chunk copied per call.
-#[rustler::nif]
-fn select<'a>(env: Env<'a>, store: Term<'a>, partial_key: Term<'a>) -> NifResult<Term<'a>> {
+fn select<'a>(env: Env<'a>, [store, partial_key]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
     let store = StoreResource::from_term(store)?;
     let mut pending = Vec::new();
     // A partial key the store could not hold has no sessions.
@@ -138,8 +140,7 @@ fn fold_start(store: Term) -> NifResult<ResourceArc<Cursor>> {
 
 /// The next chunk of a cursor: `{Items, done}` or `{Items, Cursor}`. Normal scheduler: at most `SCAN_BUDGET`
 /// slots examined and `CHUNK` entries copied.
-#[rustler::nif]
-fn next<'a>(env: Env<'a>, cursor: Term<'a>) -> NifResult<Term<'a>> {
+fn next<'a>(env: Env<'a>, [cursor]: [Term<'a>; 1]) -> NifResult<Term<'a>> {
     let handle = Cursor::from_term(cursor)?;
     let chunk = handle.with_state(|state| step(env, state))?;
     Ok(if chunk.more {

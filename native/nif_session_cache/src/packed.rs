@@ -1,9 +1,10 @@
 //! A stored entry: `{Key, Session}` packed into bytes the store owns, plus the few parts bytes do not carry.
 //!
-//! Why this representation (README, "Choosing the representation", has the numbers). An environment per entry
-//! costs about 2.5 KB before the session's own words (the environment with its phony process, and 200 words of
-//! heap-fragment slack), which put us at twice ETS's memory. Decoding the external term format costs twice an
-//! ETS lookup. So an entry is a compact byte encoding that is quick to rebuild with the NIF API:
+//! Why this representation (README, "The session representation, chosen by measurement", has the numbers).
+//! An environment per entry costs about 2.5 KB before the session's own words (the environment with its phony
+//! process, and 200 words of heap-fragment slack), which put us at twice ETS's memory. Decoding the external
+//! term format costs twice an ETS lookup. So an entry is a compact byte encoding that is quick to rebuild with
+//! the NIF API:
 //!
 //! - atoms are their VM handles (atoms are never freed, so a handle stays valid); integers are varints;
 //!   binaries up to `INLINE_BINARY_MAX` bytes and Latin-1 strings are their bytes; tuples and lists are
@@ -140,18 +141,21 @@ impl Packed {
 
     fn unpack<'a>(&self, env: Env<'a>, from: Cursor) -> Option<Term<'a>> {
         let (secrets, code) = self.bytes.as_slice().split_at(self.secret_len as usize);
-        let mut unpacker = Unpacker {
-            env: env.as_c_arg(),
-            entry: &self.bytes,
-            bytes: code,
-            at: from.code as usize,
-            secrets,
-            secret_at: from.secret as usize,
-            held: &self.held,
-            stack: Vec::with_capacity(32),
-        };
-        // SAFETY: the term is built in the calling process's environment, which outlives 'a.
-        unpacker.term().map(|term| unsafe { Term::new(env, term) })
+        UNPACK_STACK.with_borrow_mut(|stack| {
+            stack.clear();
+            let mut unpacker = Unpacker {
+                env: env.as_c_arg(),
+                entry: &self.bytes,
+                bytes: code,
+                at: from.code as usize,
+                secrets,
+                secret_at: from.secret as usize,
+                held: &self.held,
+                stack,
+            };
+            // SAFETY: the term is built in the calling process's environment, which outlives 'a.
+            unpacker.term().map(|term| unsafe { Term::new(env, term) })
+        })
     }
 }
 
@@ -187,6 +191,12 @@ thread_local! {
     /// The buffers entries are packed in (encoding, secret section), one pair per scheduler thread: wiped
     /// after each use, never shrunk, and wiped before any reallocation frees their old block.
     static SCRATCH: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+thread_local! {
+    /// The element stack of unpacking, one per scheduler thread, so that a lookup allocates nothing of its own.
+    /// It holds term handles only, never bytes of a session.
+    static UNPACK_STACK: RefCell<Vec<ERL_NIF_TERM>> = const { RefCell::new(Vec::new()) };
 }
 
 struct Packer<'s> {
@@ -427,7 +437,7 @@ struct Unpacker<'p> {
     secret_at: usize,
     held: &'p [Arc<Held>],
     /// Elements of the tuples and lists being built, innermost last.
-    stack: Vec<ERL_NIF_TERM>,
+    stack: &'p mut Vec<ERL_NIF_TERM>,
 }
 
 impl Unpacker<'_> {

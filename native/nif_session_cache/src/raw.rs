@@ -1,11 +1,15 @@
 //! The few term inspections rustler offers only with an allocation, done without one. Hot paths (key encoding
 //! runs on every lookup) use these; everything else uses rustler's safe API.
 
+use std::ffi::c_void;
+use std::ptr::NonNull;
+
 use rustler::sys::{
-    enif_get_string, enif_get_tuple, enif_release_binary, enif_term_to_binary, ErlNifBinary,
-    ErlNifCharEncoding, ERL_NIF_TERM,
+    enif_get_string, enif_get_tuple, enif_open_resource_type, enif_release_binary,
+    enif_term_to_binary, ErlNifBinary, ErlNifCharEncoding, ErlNifEnv, ErlNifResourceFlags,
+    ErlNifResourceType, ERL_NIF_TERM,
 };
-use rustler::Term;
+use rustler::{Env, Term};
 
 /// The elements of a tuple, borrowed from the term itself (rustler's `get_tuple` copies them into a Vec).
 pub fn tuple_elements<'a>(term: Term<'a>) -> Option<impl ExactSizeIterator<Item = Term<'a>>> {
@@ -79,4 +83,32 @@ pub fn external_size(term: Term) -> Option<usize> {
         enif_release_binary(&mut binary);
         Some(size)
     }
+}
+
+/// A resource destructor, as the VM calls it.
+pub type Destructor = unsafe extern "C" fn(env: *mut ErlNifEnv, object: *mut c_void);
+
+/// Opens a new resource type named `name` (a NUL-terminated string), with `destructor` if any. `None` if the VM
+/// refuses.
+///
+/// # Safety
+/// Only from the library's load callback, with `env` its environment; `destructor` must handle every resource
+/// the caller creates of this type.
+pub unsafe fn open_resource_type(
+    env: Env,
+    name: &'static [u8],
+    destructor: Option<Destructor>,
+) -> Option<NonNull<ErlNifResourceType>> {
+    if name.last() != Some(&0) {
+        return None;
+    }
+    let opened = enif_open_resource_type(
+        env.as_c_arg(),
+        std::ptr::null(),
+        name.as_ptr().cast(),
+        destructor,
+        ErlNifResourceFlags::ERL_NIF_RT_CREATE,
+        std::ptr::null_mut(),
+    );
+    NonNull::new(opened as *mut ErlNifResourceType)
 }

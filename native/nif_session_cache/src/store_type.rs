@@ -16,11 +16,11 @@ use std::sync::{Mutex, PoisonError};
 
 use rustler::sys::{
     enif_alloc_resource, enif_get_resource, enif_keep_resource, enif_make_resource,
-    enif_open_resource_type, enif_release_resource, ErlNifEnv, ErlNifResourceFlags,
-    ErlNifResourceType,
+    enif_release_resource, ErlNifEnv, ErlNifResourceType,
 };
 use rustler::{Env, Term};
 
+use crate::raw;
 use crate::resource::StoreResource;
 
 /// The type opened by the current load: the one new stores get, and the first one tried.
@@ -39,19 +39,10 @@ const _: () = assert!(std::mem::align_of::<StoreResource>() <= 8);
 
 /// Opens the store type; called from the library's load callback. Returns false if the VM refuses.
 pub fn open(env: Env) -> bool {
-    // SAFETY: called during load, the only time enif_open_resource_type may be called; the name is a valid C
-    // string; the destructor matches the resources this module creates.
-    let opened = unsafe {
-        enif_open_resource_type(
-            env.as_c_arg(),
-            ptr::null(),
-            b"nif_session_cache_store\0".as_ptr().cast(),
-            Some(destructor),
-            ErlNifResourceFlags::ERL_NIF_RT_CREATE,
-            ptr::null_mut(),
-        )
-    };
-    let Some(opened) = NonNull::new(opened as *mut ErlNifResourceType) else {
+    // SAFETY: called from load; the destructor matches the resources this module creates.
+    let opened =
+        unsafe { raw::open_resource_type(env, b"nif_session_cache_store\0", Some(destructor)) };
+    let Some(opened) = opened else {
         return false;
     };
     let mut generations = lock();

@@ -1,5 +1,5 @@
 //! The storage core of nif_session_cache. It knows nothing of the BEAM: keys are canonical bytes, values are
-//! whatever the caller stores (the NIF layer stores frozen Erlang terms), and everything here is tested with
+//! whatever the caller stores (the NIF layer stores packed Erlang sessions), and everything here is tested with
 //! plain `cargo test`.
 //!
 //! What it guarantees, and the NIF layer relies on:
