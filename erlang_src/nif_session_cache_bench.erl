@@ -346,7 +346,7 @@ one_server_cache(Backend, Template, N) ->
     #{sessions => N, heap_words => Heap, total_heap_words => TotalHeap, memory_bytes => Memory,
       full_gc_us => GcUs, resumable_of_100 => Resumable,
       reuse_us => #{p50 => percentile(Latencies, 50), p99 => percentile(Latencies, 99),
-                    max => lists:last(Latencies)}}.
+                    p999 => percentile(Latencies, 99.9), max => lists:last(Latencies)}}.
 
 listener_caches() ->
     [Pid || {_, Pid, _, _} <- supervisor:which_children(ssl_server_session_cache_sup), is_pid(Pid)].
@@ -487,11 +487,12 @@ print_memory(#{size := Size, etf_bytes := Etf, stores := Stores}) ->
 print_server_cache(skipped) -> ok;
 print_server_cache(Rows) ->
     io:format("~nOTP's server cache process (ssl_server_session_cache) holding its sessions:~n"),
-    Fmt = "~-18s ~10s ~14s ~14s ~12s ~10s ~10s ~10s ~10s~n",
-    io:format(Fmt, ["store", "sessions", "heap (words)", "memory (B)", "full GC (us)", "reuse p50", "p99", "max", "resumable"]),
-    [io:format(Fmt, [atom_to_list(B), num(S), num(H), num(Mem), num(Gc), num(P50), num(P99), num(Max), num(Res)])
+    Fmt = "~-18s ~10s ~14s ~14s ~12s ~10s ~8s ~8s ~8s ~10s~n",
+    io:format(Fmt, ["store", "sessions", "heap (words)", "memory (B)", "full GC (us)", "reuse p50", "p99", "p99.9", "max",
+                    "resumable"]),
+    [io:format(Fmt, [atom_to_list(B), num(S), num(H), num(Mem), num(Gc), num(P50), num(P99), num(P999), num(Max), num(Res)])
      || {B, #{sessions := S, heap_words := H, memory_bytes := Mem, full_gc_us := Gc, resumable_of_100 := Res,
-              reuse_us := #{p50 := P50, p99 := P99, max := Max}}} <- Rows],
+              reuse_us := #{p50 := P50, p99 := P99, p999 := P999, max := Max}}} <- Rows],
     ok.
 
 print_handshakes(skipped) -> ok;
