@@ -50,7 +50,7 @@ unsafe impl Sync for EntryBytes {}
 
 impl EntryBytes {
     /// A new resource holding `parts` one after another. `None` if the VM has no memory.
-    pub fn new(parts: [&[u8]; 2]) -> Option<EntryBytes> {
+    pub fn new<const N: usize>(parts: [&[u8]; N]) -> Option<EntryBytes> {
         let resource_type = BYTES_TYPE.load(Ordering::Acquire);
         if resource_type.is_null() {
             return None;

@@ -60,6 +60,7 @@ mod tag {
     pub const INT: u8 = 2;
     pub const UINT: u8 = 3;
     pub const FLOAT: u8 = 4;
+    /// A binary of up to `INLINE_BINARY_MAX` bytes, whose bytes are the next ones of the blob section.
     pub const BINARY: u8 = 5;
     pub const STRING: u8 = 6;
     pub const TUPLE: u8 = 7;
@@ -76,52 +77,58 @@ mod tag {
 /// whole entry (a peer certificate, public, is most of it) on every delete and replace.
 pub const SECRET_BINARY_MAX: usize = 64;
 
-/// `bytes` is the secret section (the bytes of small binaries, in the order their `SECRET` tags appear), then
-/// the encoding of `{Key, Session}`, in a VM resource so that larger binaries are handed out by reference
-/// (`bytes.rs`).
+/// `bytes` holds three sections, in a VM resource so that larger binaries are handed out by reference
+/// (`bytes.rs`): the secret section (the bytes of binaries of up to `SECRET_BINARY_MAX` bytes, in the order of
+/// their `SECRET` tags), the encoding of `{Key, Session}`, then the blob section (the bytes of the larger inlined
+/// binaries, in the order of their `BINARY` tags). Unpacking reads the first two, a few cache lines together,
+/// and never the blobs, which it hands out by reference.
 pub struct Packed {
     bytes: EntryBytes,
     held: Box<[Arc<Held>]>,
     /// Where the session starts: its encoding in `bytes`, and its first byte in the secret section.
     session_at: Cursor,
-    /// Length of the secret section.
+    /// Lengths of the secret section and of the encoding; the blob section is the rest.
     secret_len: u32,
+    code_len: u32,
     weight: usize,
 }
 
-/// A position in an entry's encoding and in its secret section.
+/// A position in each section of an entry.
 #[derive(Clone, Copy)]
 struct Cursor {
     code: u32,
     secret: u32,
+    blob: u32,
 }
 
 impl Packed {
     /// Packs `{key, session}`. O(size of the session), plus a hash and comparison of each shared field.
     /// `None` if the VM has no memory for a held part.
     pub fn pack(key: Term, session: Term, key_bytes: usize, interner: &Interner) -> Option<Packed> {
-        SCRATCH.with_borrow_mut(|(out, secrets)| {
+        SCRATCH.with_borrow_mut(|(out, secrets, blobs)| {
             let mut packer = Packer {
                 out,
                 secrets,
+                blobs,
                 held: Vec::new(),
                 interner,
                 probe: None,
             };
             let packed = packer.pair(key, session).ok().and_then(|session_at| {
-                let secret_len = u32::try_from(packer.secrets.len()).ok()?;
-                let bytes = EntryBytes::new([packer.secrets, packer.out])?;
+                let end = packer.cursor().ok()?;
+                let bytes = EntryBytes::new([packer.secrets, packer.out, packer.blobs])?;
                 let held: Box<[Arc<Held>]> = std::mem::take(&mut packer.held).into();
                 Some(Packed {
                     weight: weight::entry_bytes(bytes.as_slice().len(), held.len(), key_bytes),
                     bytes,
                     held,
                     session_at,
-                    secret_len,
+                    secret_len: end.secret,
+                    code_len: end.code,
                 })
             });
             // Only the first `len` bytes of each were written since the last wipe.
-            for buffer in [packer.out, packer.secrets] {
+            for buffer in [packer.out, packer.secrets, packer.blobs] {
                 wipe(buffer);
                 buffer.clear();
             }
@@ -136,11 +143,17 @@ impl Packed {
 
     /// A copy of `{Key, Session}` on the caller's heap, the element shape foldl hands to its fun.
     pub fn entry<'a>(&self, env: Env<'a>) -> Option<Term<'a>> {
-        self.unpack(env, Cursor { code: 0, secret: 0 })
+        let start = Cursor {
+            code: 0,
+            secret: 0,
+            blob: 0,
+        };
+        self.unpack(env, start)
     }
 
     fn unpack<'a>(&self, env: Env<'a>, from: Cursor) -> Option<Term<'a>> {
-        let (secrets, code) = self.bytes.as_slice().split_at(self.secret_len as usize);
+        let (secrets, rest) = self.bytes.as_slice().split_at(self.secret_len as usize);
+        let code = rest.get(..self.code_len as usize)?;
         UNPACK_STACK.with_borrow_mut(|stack| {
             stack.clear();
             let mut unpacker = Unpacker {
@@ -150,6 +163,8 @@ impl Packed {
                 at: from.code as usize,
                 secrets,
                 secret_at: from.secret as usize,
+                blob_base: secrets.len() + code.len(),
+                blob_at: from.blob as usize,
                 held: &self.held,
                 stack,
             };
@@ -188,9 +203,10 @@ fn wipe(bytes: &mut [u8]) {
 }
 
 thread_local! {
-    /// The buffers entries are packed in (encoding, secret section), one pair per scheduler thread: wiped
-    /// after each use, never shrunk, and wiped before any reallocation frees their old block.
-    static SCRATCH: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// The buffers entries are packed in (encoding, secret section, blob section), one set per scheduler
+    /// thread: wiped after each use, never shrunk, and wiped before any reallocation frees their old block.
+    static SCRATCH: RefCell<(Vec<u8>, Vec<u8>, Vec<u8>)> =
+        const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 thread_local! {
@@ -202,10 +218,19 @@ thread_local! {
 struct Packer<'s> {
     out: &'s mut Vec<u8>,
     secrets: &'s mut Vec<u8>,
+    blobs: &'s mut Vec<u8>,
     held: Vec<Arc<Held>>,
     interner: &'s Interner,
     /// While a session field is tried inline: where its bytes start.
     probe: Option<Cursor>,
+}
+
+/// Where appended bytes go.
+#[derive(Clone, Copy)]
+enum Section {
+    Code,
+    Secrets,
+    Blobs,
 }
 
 /// Why packing stopped.
@@ -237,12 +262,15 @@ impl Packer<'_> {
         Ok(Cursor {
             code: u32::try_from(self.out.len()).map_err(|_| Stop::NoMemory)?,
             secret: u32::try_from(self.secrets.len()).map_err(|_| Stop::NoMemory)?,
+            blob: u32::try_from(self.blobs.len()).map_err(|_| Stop::NoMemory)?,
         })
     }
 
     /// Bytes packed since `from`.
     fn since(&self, from: Cursor) -> usize {
         self.out.len() - from.code as usize + self.secrets.len() - from.secret as usize
+            + self.blobs.len()
+            - from.blob as usize
     }
 
     /// Packs `term`, element `position` of its parent, at `depth`.
@@ -273,6 +301,7 @@ impl Packer<'_> {
         for (buffer, from) in [
             (&mut *self.out, start.code),
             (&mut *self.secrets, start.secret),
+            (&mut *self.blobs, start.blob),
         ] {
             wipe(&mut buffer[from as usize..]);
             buffer.truncate(from as usize);
@@ -300,19 +329,18 @@ impl Packer<'_> {
                     return self.hold(term);
                 }
                 self.push(tag::FLOAT);
-                self.bytes(&value.to_le_bytes())?;
+                self.append(Section::Code, &value.to_le_bytes())?;
             }
             TermType::Binary => match Binary::from_term(term) {
                 Ok(binary) if binary.len() <= SECRET_BINARY_MAX => {
                     self.push(tag::SECRET);
                     self.varint(binary.len() as u64);
-                    reserve_wiped(self.secrets, binary.len());
-                    self.secrets.extend_from_slice(binary.as_slice());
+                    self.append(Section::Secrets, binary.as_slice())?;
                 }
                 Ok(binary) if binary.len() <= INLINE_BINARY_MAX => {
                     self.push(tag::BINARY);
                     self.varint(binary.len() as u64);
-                    self.bytes(binary.as_slice())?;
+                    self.append(Section::Blobs, binary.as_slice())?;
                 }
                 _ => return self.hold(term),
             },
@@ -354,7 +382,7 @@ impl Packer<'_> {
         if let Some(len) = raw::latin1(term, &mut string) {
             self.push(tag::STRING);
             self.varint(len as u64);
-            return self.bytes(&string[..len]);
+            return self.append(Section::Code, &string[..len]);
         }
         self.push(tag::LIST);
         let env = term.get_env();
@@ -401,16 +429,21 @@ impl Packer<'_> {
         self.out.push(byte);
     }
 
-    /// Appends a binary's bytes; inside a session field, stops once the field is large enough to share.
-    fn bytes(&mut self, bytes: &[u8]) -> Packing {
+    /// Appends bytes to a section; inside a session field, stops once the field is large enough to share.
+    fn append(&mut self, section: Section, bytes: &[u8]) -> Packing {
         if self
             .probe
             .is_some_and(|start| self.since(start) + bytes.len() >= SHARE_MIN_BYTES)
         {
             return Err(Stop::Share);
         }
-        reserve_wiped(self.out, bytes.len());
-        self.out.extend_from_slice(bytes);
+        let buffer = match section {
+            Section::Code => &mut *self.out,
+            Section::Secrets => &mut *self.secrets,
+            Section::Blobs => &mut *self.blobs,
+        };
+        reserve_wiped(buffer, bytes.len());
+        buffer.extend_from_slice(bytes);
         Ok(())
     }
 }
@@ -435,6 +468,9 @@ struct Unpacker<'p> {
     at: usize,
     secrets: &'p [u8],
     secret_at: usize,
+    /// Where the blob section starts in the entry's bytes, and the next blob's offset in it.
+    blob_base: usize,
+    blob_at: usize,
     held: &'p [Arc<Held>],
     /// Elements of the tuples and lists being built, innermost last.
     stack: &'p mut Vec<ERL_NIF_TERM>,
@@ -461,9 +497,9 @@ impl Unpacker<'_> {
                 }
                 tag::BINARY => {
                     let len = self.len()?;
-                    let start = self.secrets.len() + self.at;
-                    self.take(len)?;
-                    self.entry.binary(env, start..start + len)?
+                    let start = self.blob_base.checked_add(self.blob_at)?;
+                    self.blob_at += len;
+                    self.entry.binary(env, start..start.checked_add(len)?)?
                 }
                 tag::SECRET => {
                     let len = self.len()?;
