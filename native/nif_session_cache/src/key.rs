@@ -14,7 +14,7 @@
 use std::cell::RefCell;
 
 use rustler::{Binary, Term, TermType};
-use session_store::Key;
+use session_store::KeyRef;
 
 use crate::error::CacheError;
 use crate::raw;
@@ -42,15 +42,14 @@ thread_local! {
     static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Encodes a full key for storing; a 2-tuple key gets its first element as group.
-pub fn encode_key(term: Term) -> Result<Key, CacheError> {
+/// Runs `write` on a full key as the store takes it for an insert (a 2-tuple key gets its first element as
+/// group), borrowed from the encoding buffer: nothing is allocated for a key that is already stored. `write`
+/// must not encode another key.
+pub fn with_store_key<R>(term: Term, write: impl FnOnce(KeyRef) -> R) -> Result<R, CacheError> {
     with_buffer(|out| {
         let group = encode_full(term, out)?;
-        let bytes: Box<[u8]> = out.as_slice().into();
-        Ok(match group {
-            Some(range) => Key::grouped(bytes, range).ok_or(CacheError::BadKey)?,
-            None => Key::plain(bytes),
-        })
+        let key = KeyRef::new(out, group).ok_or(CacheError::BadKey)?;
+        Ok(write(key))
     })
 }
 

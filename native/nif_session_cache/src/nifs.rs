@@ -9,7 +9,7 @@ use rustler::{Atom, Encoder, Env, NifResult, ResourceArc, Term};
 
 use crate::atoms;
 use crate::error::{write_outcome, CacheError};
-use crate::key::{encode_key, with_group, with_key};
+use crate::key::{with_group, with_key, with_store_key};
 use crate::lean::lean_nif;
 use crate::packed::Packed;
 use crate::registry;
@@ -68,28 +68,25 @@ fn lookup<'a>(env: Env<'a>, [store, key]: [Term<'a>; 2]) -> NifResult<Term<'a>> 
 /// Returns `ok` or an error atom: never raises, so the session never appears in a stack trace.
 fn update<'a>(env: Env<'a>, [store, key, session]: [Term<'a>; 3]) -> NifResult<Atom> {
     Ok(write_outcome(writable(env, store).and_then(|store| {
-        let encoded = encode_key(key)?;
-        let packed = Packed::pack(key, session, encoded.bytes().len(), &store.interner)
-            .ok_or(CacheError::OutOfMemory)?;
-        // A replaced entry is freed here, unless a cursor still holds it: its bytes wiped, O(size).
-        store.store.insert(encoded, packed)?;
-        Ok(())
+        with_store_key(key, |encoded| {
+            let packed = Packed::pack(key, session, encoded.bytes().len(), &store.interner)
+                .ok_or(CacheError::OutOfMemory)?;
+            // A replaced entry is freed here, unless a cursor still holds it: its secrets wiped, O(1).
+            store.store.insert_ref(encoded, packed)?;
+            Ok(())
+        })?
     })))
 }
 
 /// Removes `key` if present; owner only. A key the store could not hold is absent, so deleting it is `ok`.
 /// Normal scheduler, O(1). Returns `ok` or an error atom.
 fn delete<'a>(env: Env<'a>, [store, key]: [Term<'a>; 2]) -> NifResult<Atom> {
-    Ok(write_outcome(writable(env, store).and_then(|store| {
-        match encode_key(key) {
-            Ok(key) => store
-                .store
-                .remove(key.bytes())
-                .map(drop)
-                .map_err(CacheError::from),
+    Ok(write_outcome(writable(env, store).and_then(
+        |store| match with_key(key, |bytes| store.store.remove(bytes)) {
+            Ok(removed) => removed.map(drop).map_err(CacheError::from),
             Err(_) => Ok(()),
-        }
-    })))
+        },
+    )))
 }
 
 /// The store `term` refers to, if it is one and the calling process owns it.

@@ -39,13 +39,49 @@ impl Key {
         self.group.clone().map(|range| &self.bytes[range])
     }
 
-    pub(crate) fn into_parts(self) -> (Box<[u8]>, Option<Range<usize>>) {
-        (self.bytes, self.group)
+    /// The key, borrowed, as [`Store::insert_ref`](crate::Store::insert_ref) takes it.
+    pub fn as_ref(&self) -> KeyRef<'_> {
+        KeyRef {
+            bytes: &self.bytes,
+            group: self.group.clone(),
+        }
+    }
+}
+
+/// A key borrowed from the caller's buffer: an insert that replaces allocates nothing for it, and one that adds
+/// copies it once, into the store.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyRef<'a> {
+    bytes: &'a [u8],
+    group: Option<Range<usize>>,
+}
+
+impl<'a> KeyRef<'a> {
+    /// A key whose bytes `group` (if any) name its group. Returns `None` when the range is outside the bytes.
+    pub fn new(bytes: &'a [u8], group: Option<Range<usize>>) -> Option<Self> {
+        let inside = group.as_ref().map_or(true, |range| {
+            range.start <= range.end && range.end <= bytes.len()
+        });
+        inside.then_some(KeyRef { bytes, group })
+    }
+
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    pub(crate) fn group_range(&self) -> Option<Range<usize>> {
+        self.group.clone()
     }
 }
 
 // Keys are not secret, but a derived Debug would print every byte of a 64 KiB key into a test failure.
 impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_ref().fmt(f)
+    }
+}
+
+impl std::fmt::Debug for KeyRef<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Key")
             .field("len", &self.bytes.len())
@@ -71,6 +107,16 @@ mod tests {
         #[allow(clippy::reversed_empty_ranges)]
         let reversed = 2..1;
         assert!(Key::grouped(b"abc".to_vec(), reversed).is_none());
+    }
+
+    #[test]
+    fn borrowed_key_checks_its_group_range() {
+        assert!(KeyRef::new(b"abc", Some(1..4)).is_none());
+        assert!(KeyRef::new(b"abc", Some(1..3)).is_some());
+        assert_eq!(
+            KeyRef::new(b"abc", None).map(|key| key.bytes()),
+            Some(&b"abc"[..])
+        );
     }
 
     #[test]

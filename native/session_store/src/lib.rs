@@ -13,6 +13,6 @@ mod slab;
 mod stats;
 mod store;
 
-pub use key::Key;
+pub use key::{Key, KeyRef};
 pub use stats::Counts;
 pub use store::{Config, Inserted, Retired, Store, StoreError, Weigh};

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use dashmap::DashMap;
 
-use crate::key::Key;
+use crate::key::{Key, KeyRef};
 use crate::slab::Slab;
 use crate::stats::{Counter, Counts, Stats};
 
@@ -114,19 +114,24 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
 
     /// Inserts or replaces. O(1); a replace keeps the entry's fold slot.
     pub fn insert(&self, key: Key, value: V) -> Result<Inserted<V>, StoreError> {
+        self.insert_ref(key.as_ref(), value)
+    }
+
+    /// [`insert`](Self::insert) with a borrowed key: its bytes are copied into the store only if it is new.
+    pub fn insert_ref(&self, key: KeyRef<'_>, value: V) -> Result<Inserted<V>, StoreError> {
         let _writer = self.write_guard()?;
         let weight = value.weight();
         let value = Arc::new(value);
-        let (bytes, group_range) = key.into_parts();
+        let (bytes, group_range) = (key.bytes(), key.group_range());
 
-        if let Some(mut slot) = self.entries.get_mut(&bytes[..]) {
+        if let Some(mut slot) = self.entries.get_mut(bytes) {
             let old = std::mem::replace(&mut slot.value, Arc::clone(&value));
             let (index, group) = (slot.slot, slot.group.clone());
             drop(slot);
             write(&self.slab).replace(index, Arc::clone(&value));
             if let Some(group) = group {
                 if let Some(mut members) = self.groups.get_mut(&group) {
-                    if let Some(member) = members.get_mut(&bytes[..]) {
+                    if let Some(member) = members.get_mut(bytes) {
                         *member = value;
                     }
                 }
