@@ -84,13 +84,44 @@ pub const SECRET_BINARY_MAX: usize = 64;
 /// and never the blobs, which it hands out by reference.
 pub struct Packed {
     bytes: EntryBytes,
-    held: Box<[Arc<Held>]>,
+    held: HeldParts,
     /// Where the session starts: its encoding in `bytes`, and its first byte in the secret section.
     session_at: Cursor,
     /// Lengths of the secret section and of the encoding; the blob section is the rest.
     secret_len: u32,
     code_len: u32,
     weight: usize,
+}
+
+/// An entry's held parts, numbered in the order their `HELD` tags appear: the first `INLINE_HELD` in place
+/// (an OTP session has two, its certificate chain and private key), the rest in a vector, so that a typical
+/// entry makes no allocation for them.
+#[derive(Default)]
+struct HeldParts {
+    inline: [Option<Arc<Held>>; INLINE_HELD],
+    spill: Vec<Arc<Held>>,
+}
+
+const INLINE_HELD: usize = 2;
+
+impl HeldParts {
+    fn push(&mut self, held: Arc<Held>) {
+        match self.inline.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some(held),
+            None => self.spill.push(held),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.inline.iter().flatten().count() + self.spill.len()
+    }
+
+    fn get(&self, index: usize) -> Option<&Arc<Held>> {
+        match index.checked_sub(INLINE_HELD) {
+            None => self.inline[index].as_ref(),
+            Some(spilled) => self.spill.get(spilled),
+        }
+    }
 }
 
 /// A position in each section of an entry.
@@ -110,14 +141,14 @@ impl Packed {
                 out,
                 secrets,
                 blobs,
-                held: Vec::new(),
+                held: HeldParts::default(),
                 interner,
                 probe: None,
             };
             let packed = packer.pair(key, session).ok().and_then(|session_at| {
                 let end = packer.cursor().ok()?;
                 let bytes = EntryBytes::new([packer.secrets, packer.out, packer.blobs])?;
-                let held: Box<[Arc<Held>]> = std::mem::take(&mut packer.held).into();
+                let held = std::mem::take(&mut packer.held);
                 Some(Packed {
                     weight: weight::entry_bytes(bytes.as_slice().len(), held.len(), key_bytes),
                     bytes,
@@ -219,7 +250,7 @@ struct Packer<'s> {
     out: &'s mut Vec<u8>,
     secrets: &'s mut Vec<u8>,
     blobs: &'s mut Vec<u8>,
-    held: Vec<Arc<Held>>,
+    held: HeldParts,
     interner: &'s Interner,
     /// While a session field is tried inline: where its bytes start.
     probe: Option<Cursor>,
@@ -471,7 +502,7 @@ struct Unpacker<'p> {
     /// Where the blob section starts in the entry's bytes, and the next blob's offset in it.
     blob_base: usize,
     blob_at: usize,
-    held: &'p [Arc<Held>],
+    held: &'p HeldParts,
     /// Elements of the tuples and lists being built, innermost last.
     stack: &'p mut Vec<ERL_NIF_TERM>,
 }
