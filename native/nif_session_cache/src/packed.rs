@@ -9,7 +9,8 @@
 //! - atoms are their VM handles (atoms are never freed, so a handle stays valid); integers are varints;
 //!   binaries up to `INLINE_BINARY_MAX` bytes and Latin-1 strings are their bytes; tuples and lists are
 //!   rebuilt from their elements. Binaries up to `SECRET_BINARY_MAX` bytes go to a secret section of their
-//!   own at the front of the entry;
+//!   own at the front of the entry, larger inlined ones to a blob section behind the encoding, which lookups
+//!   hand out by reference instead of copying (`bytes.rs`);
 //! - what bytes cannot express (bignums, pids, references, funs, maps, bitstrings) and larger binaries are
 //!   *held*: copied as terms into an environment of their own (`held.rs`), so large binaries stay shared;
 //! - a session's large fields (an own certificate chain, a private key term) are held *shared*: all sessions of
@@ -85,7 +86,7 @@ pub const SECRET_BINARY_MAX: usize = 64;
 pub struct Packed {
     bytes: EntryBytes,
     held: HeldParts,
-    /// Where the session starts: its encoding in `bytes`, and its first byte in the secret section.
+    /// Where the session starts: its encoding, and its first bytes in the secret and blob sections.
     session_at: Cursor,
     /// Lengths of the secret section and of the encoding; the blob section is the rest.
     secret_len: u32,
