@@ -24,7 +24,7 @@ pub enum CacheError {
     /// The key is a term the store does not accept (see `key.rs`). Raised as `{badarg, bad_key}`.
     #[error("the key is not a supported term")]
     BadKey,
-    /// The VM could not allocate an environment for the session. Raised as `{badarg, enomem}`.
+    /// The VM could not allocate memory for the entry (its bytes, or a held part). Raised as `{badarg, enomem}`.
     #[error("out of memory")]
     OutOfMemory,
 }

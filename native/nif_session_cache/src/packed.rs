@@ -126,7 +126,7 @@ impl HeldParts {
 }
 
 /// A position in each section of an entry.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Cursor {
     code: u32,
     secret: u32,
@@ -146,19 +146,21 @@ impl Packed {
                 interner,
                 probe: None,
             };
-            let packed = packer.pair(key, session).ok().and_then(|session_at| {
-                let end = packer.cursor().ok()?;
-                let bytes = EntryBytes::new([packer.secrets, packer.out, packer.blobs])?;
-                let held = std::mem::take(&mut packer.held);
-                Some(Packed {
-                    weight: weight::entry_bytes(bytes.as_slice().len(), held.len(), key_bytes),
-                    bytes,
-                    held,
-                    session_at,
-                    secret_len: end.secret,
-                    code_len: end.code,
-                })
-            });
+            let packed = packer
+                .pair(key, session)
+                .ok()
+                .and_then(|(session_at, end)| {
+                    let bytes = EntryBytes::new([packer.secrets, packer.out, packer.blobs])?;
+                    let held = std::mem::take(&mut packer.held);
+                    Some(Packed {
+                        weight: weight::entry_bytes(bytes.as_slice().len(), held.len(), key_bytes),
+                        bytes,
+                        held,
+                        session_at,
+                        secret_len: end.secret,
+                        code_len: end.code,
+                    })
+                });
             // Only the first `len` bytes of each were written since the last wipe.
             for buffer in [packer.out, packer.secrets, packer.blobs] {
                 wipe(buffer);
@@ -175,12 +177,7 @@ impl Packed {
 
     /// A copy of `{Key, Session}` on the caller's heap, the element shape foldl hands to its fun.
     pub fn entry<'a>(&self, env: Env<'a>) -> Option<Term<'a>> {
-        let start = Cursor {
-            code: 0,
-            secret: 0,
-            blob: 0,
-        };
-        self.unpack(env, start)
+        self.unpack(env, Cursor::default())
     }
 
     fn unpack<'a>(&self, env: Env<'a>, from: Cursor) -> Option<Term<'a>> {
@@ -276,8 +273,8 @@ enum Stop {
 type Packing = Result<(), Stop>;
 
 impl Packer<'_> {
-    /// Packs the pair and returns where the session starts.
-    fn pair(&mut self, key: Term, session: Term) -> Result<Cursor, Stop> {
+    /// Packs the pair and returns where the session starts and where the entry ends.
+    fn pair(&mut self, key: Term, session: Term) -> Result<(Cursor, Cursor), Stop> {
         reserve_wiped(self.out, 1024);
         reserve_wiped(self.secrets, 256);
         self.push(tag::TUPLE);
@@ -285,8 +282,7 @@ impl Packer<'_> {
         self.term(key, 1, 0)?;
         let session_at = self.cursor()?;
         self.term(session, 1, 1)?;
-        self.cursor()?;
-        Ok(session_at)
+        Ok((session_at, self.cursor()?))
     }
 
     /// Where packing has got to. Fails for an entry of 4 GiB or more, which the VM would not hand a NIF.
@@ -298,11 +294,10 @@ impl Packer<'_> {
         })
     }
 
-    /// Bytes packed since `from`.
+    /// Bytes packed since `from`, in all sections.
     fn since(&self, from: Cursor) -> usize {
-        self.out.len() - from.code as usize + self.secrets.len() - from.secret as usize
-            + self.blobs.len()
-            - from.blob as usize
+        let now = self.out.len() + self.secrets.len() + self.blobs.len();
+        now - (from.code as usize + from.secret as usize + from.blob as usize)
     }
 
     /// Packs `term`, element `position` of its parent, at `depth`.

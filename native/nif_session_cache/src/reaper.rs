@@ -1,8 +1,9 @@
 //! Frees large retired stores away from the schedulers.
 //!
 //! A store is retired by terminate/1 or when its last reference is garbage-collected (OTP never terminates a
-//! server store). Freeing each entry releases an environment, so a million entries take about a second: far
-//! beyond the millisecond a NIF or a resource destructor may hold a scheduler. Small stores are freed in place;
+//! server store). Freeing each entry wipes its secrets and releases its bytes, its held parts and its map
+//! slots, a microsecond or so, so a million entries take about a second: far beyond the millisecond a NIF or a
+//! resource destructor may hold a scheduler. Small stores are freed in place;
 //! large ones on a short-lived thread of their own, which exits when done. No thread outlives its work, so
 //! nothing of ours keeps running after the library could be unloaded.
 
