@@ -6,6 +6,8 @@
 //! A writer takes the locks one after another and releases each before the next.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
@@ -57,10 +59,36 @@ pub enum Inserted<V> {
 struct Slot<V> {
     value: Arc<V>,
     slot: usize,
-    group: Option<Arc<[u8]>>,
+    /// Where the key's group name lies in the key's bytes.
+    group: Option<Range<usize>>,
 }
 
-type Group<V> = HashMap<Arc<[u8]>, Arc<V>>;
+/// A group's members, by fold slot. A slot number is the cheapest name a member has: hashing it reads no key
+/// bytes, and rehashing the table touches none of them (a group loses and gains members all the time).
+type Group<V> = HashMap<usize, Arc<V>, BuildHasherDefault<SlotHasher>>;
+
+/// Hashes a fold slot number by multiplication (Fibonacci hashing), spreading consecutive numbers over the
+/// high bits the table's probe uses. Slot numbers are chosen by the store, never by a peer, so a keyless hash
+/// cannot be flooded.
+#[derive(Default)]
+struct SlotHasher(u64);
+
+impl Hasher for SlotHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_usize` is called (slot numbers are `usize`); bytes are folded in the same way.
+        for &byte in bytes {
+            self.write_usize(usize::from(byte));
+        }
+    }
+
+    fn write_usize(&mut self, value: usize) {
+        self.0 = (self.0.rotate_left(8) ^ value as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
 
 pub struct Store<V> {
     entries: DashMap<Arc<[u8]>, Slot<V>>,
@@ -129,9 +157,9 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
             let (index, group) = (slot.slot, slot.group.clone());
             drop(slot);
             write(&self.slab).replace(index, Arc::clone(&value));
-            if let Some(group) = group {
-                if let Some(mut members) = self.groups.get_mut(&group) {
-                    if let Some(member) = members.get_mut(bytes) {
+            if let Some(range) = group {
+                if let Some(mut members) = self.groups.get_mut(&bytes[range]) {
+                    if let Some(member) = members.get_mut(&index) {
                         *member = value;
                     }
                 }
@@ -144,13 +172,15 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
 
         let key: Arc<[u8]> = bytes.into();
         let index = write(&self.slab).insert(Arc::clone(&value));
-        let group = group_range.map(|range| self.join_group(&key[range], &key, &value));
+        if let Some(range) = &group_range {
+            self.join_group(&key[range.clone()], index, &value);
+        }
         self.entries.insert(
             key,
             Slot {
                 value,
                 slot: index,
-                group,
+                group: group_range,
             },
         );
         self.len.fetch_add(1, Ordering::Relaxed);
@@ -167,10 +197,11 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
         };
         self.stats.add(Counter::Delete);
         write(&self.slab).remove(slot.slot);
-        if let Some(group) = &slot.group {
+        if let Some(range) = slot.group.clone() {
+            let group = &key[range];
             let emptied = match self.groups.get_mut(group) {
                 Some(mut members) => {
-                    members.remove(&key);
+                    members.remove(&slot.slot);
                     members.is_empty()
                 }
                 None => false,
@@ -295,19 +326,17 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
         Ok(guard)
     }
 
-    /// Adds an entry to its group, creating the group if needed, in one lookup of the index when the group
-    /// exists. Returns the group's name, one shared allocation however many entries it has.
-    fn join_group(&self, group: &[u8], key: &Arc<[u8]>, value: &Arc<V>) -> Arc<[u8]> {
+    /// Adds the entry in fold slot `index` to its group, creating the group if needed, in one lookup of the
+    /// index when the group exists.
+    fn join_group(&self, group: &[u8], index: usize, value: &Arc<V>) {
         if let Some(mut members) = self.groups.get_mut(group) {
-            members.insert(Arc::clone(key), Arc::clone(value));
-            return Arc::clone(members.key());
+            members.insert(index, Arc::clone(value));
+            return;
         }
-        let name: Arc<[u8]> = Arc::from(group);
         self.groups
-            .entry(Arc::clone(&name))
+            .entry(Arc::from(group))
             .or_default()
-            .insert(Arc::clone(key), Arc::clone(value));
-        name
+            .insert(index, Arc::clone(value));
     }
 }
 
