@@ -18,8 +18,9 @@
 //!
 //! Secrets. The secret section holds every binary of up to 64 bytes (the 48-byte master secret, 32-byte
 //! session ids) and is wiped when the entry is dropped (deleted, replaced, or freed with its store). The
-//! scratch buffers an entry is built in are wiped after every use and never reallocated without wiping the old
-//! block. Larger binaries (a peer certificate: public) are not wiped, which keeps a delete from touching the
+//! scratch buffer that section is built in is wiped after every use and never reallocated without wiping its
+//! old block; the encoding's and the blobs' scratch buffers are not, as they hold only what the entry keeps
+//! unwiped too. Larger binaries (a peer certificate: public) are not wiped, which keeps a delete from touching the
 //! whole entry. Held parts are terms in environments, which the NIF API gives no way to wipe; a session's held
 //! parts are its config (certificate chain, private key term), not its secrets.
 //!
@@ -161,9 +162,9 @@ impl Packed {
                         code_len: end.code,
                     })
                 });
-            // Only the first `len` bytes of each were written since the last wipe.
+            // Only the first `len` bytes were written since the last wipe.
+            wipe(packer.secrets);
             for buffer in [packer.out, packer.secrets, packer.blobs] {
-                wipe(buffer);
                 buffer.clear();
             }
             packed
@@ -233,7 +234,8 @@ fn wipe(bytes: &mut [u8]) {
 
 thread_local! {
     /// The buffers entries are packed in (encoding, secret section, blob section), one set per scheduler
-    /// thread: wiped after each use, never shrunk, and wiped before any reallocation frees their old block.
+    /// thread, never shrunk. The secret section's is wiped after each use and before any reallocation frees
+    /// its old block.
     static SCRATCH: RefCell<(Vec<u8>, Vec<u8>, Vec<u8>)> =
         const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
@@ -275,7 +277,7 @@ type Packing = Result<(), Stop>;
 impl Packer<'_> {
     /// Packs the pair and returns where the session starts and where the entry ends.
     fn pair(&mut self, key: Term, session: Term) -> Result<(Cursor, Cursor), Stop> {
-        reserve_wiped(self.out, 1024);
+        self.out.reserve(1024);
         reserve_wiped(self.secrets, 256);
         self.push(tag::TUPLE);
         self.varint(2);
@@ -325,14 +327,10 @@ impl Packer<'_> {
             Ok(()) | Err(Stop::Share) => {}
             Err(Stop::NoMemory) => return Err(Stop::NoMemory),
         }
-        for (buffer, from) in [
-            (&mut *self.out, start.code),
-            (&mut *self.secrets, start.secret),
-            (&mut *self.blobs, start.blob),
-        ] {
-            wipe(&mut buffer[from as usize..]);
-            buffer.truncate(from as usize);
-        }
+        wipe(&mut self.secrets[start.secret as usize..]);
+        self.secrets.truncate(start.secret as usize);
+        self.out.truncate(start.code as usize);
+        self.blobs.truncate(start.blob as usize);
         let shared = self.interner.share(term, position).ok_or(Stop::NoMemory)?;
         self.put_held(shared);
         Ok(())
@@ -443,7 +441,6 @@ impl Packer<'_> {
     }
 
     fn varint(&mut self, mut value: u64) {
-        reserve_wiped(self.out, 10);
         while value >= 0x80 {
             self.out.push(value as u8 | 0x80);
             value >>= 7;
@@ -452,7 +449,6 @@ impl Packer<'_> {
     }
 
     fn push(&mut self, byte: u8) {
-        reserve_wiped(self.out, 1);
         self.out.push(byte);
     }
 
@@ -466,16 +462,19 @@ impl Packer<'_> {
         }
         let buffer = match section {
             Section::Code => &mut *self.out,
-            Section::Secrets => &mut *self.secrets,
+            Section::Secrets => {
+                reserve_wiped(self.secrets, bytes.len());
+                &mut *self.secrets
+            }
             Section::Blobs => &mut *self.blobs,
         };
-        reserve_wiped(buffer, bytes.len());
         buffer.extend_from_slice(bytes);
         Ok(())
     }
 }
 
-/// Makes room for `extra` bytes in `buffer`, growing it by hand so that its old block is wiped, not just freed.
+/// Makes room for `extra` bytes in the secret scratch buffer, growing it by hand so that its old block is
+/// wiped, not just freed.
 fn reserve_wiped(buffer: &mut Vec<u8>, extra: usize) {
     if buffer.capacity() - buffer.len() >= extra {
         return;
