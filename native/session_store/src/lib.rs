@@ -10,6 +10,7 @@
 
 mod key;
 mod slab;
+mod small;
 mod stats;
 mod store;
 

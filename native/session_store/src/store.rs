@@ -15,6 +15,7 @@ use dashmap::DashMap;
 
 use crate::key::{Key, KeyRef};
 use crate::slab::Slab;
+use crate::small::SmallBytes;
 use crate::stats::{Counter, Counts, Stats};
 
 /// How much a stored entry weighs, in bytes of memory it owns, its key included. Feeds [`Store::bytes`].
@@ -91,8 +92,8 @@ impl Hasher for SlotHasher {
 }
 
 pub struct Store<V> {
-    entries: DashMap<Arc<[u8]>, Slot<V>>,
-    groups: DashMap<Arc<[u8]>, Group<V>>,
+    entries: DashMap<SmallBytes, Slot<V>>,
+    groups: DashMap<SmallBytes, Group<V>>,
     slab: RwLock<Slab<V>>,
     writer: Mutex<()>,
     len: AtomicUsize,
@@ -170,10 +171,10 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
             return Ok(Inserted::Replaced(old));
         }
 
-        let key: Arc<[u8]> = bytes.into();
+        let key = SmallBytes::from(bytes);
         let index = write(&self.slab).insert(Arc::clone(&value));
         if let Some(range) = &group_range {
-            self.join_group(&key[range.clone()], index, &value);
+            self.join_group(&bytes[range.clone()], index, &value);
         }
         self.entries.insert(
             key,
@@ -198,7 +199,7 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
         self.stats.add(Counter::Delete);
         write(&self.slab).remove(slot.slot);
         if let Some(range) = slot.group.clone() {
-            let group = &key[range];
+            let group = &key.as_slice()[range];
             let emptied = match self.groups.get_mut(group) {
                 Some(mut members) => {
                     members.remove(&slot.slot);
@@ -334,7 +335,7 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
             return;
         }
         self.groups
-            .entry(Arc::from(group))
+            .entry(SmallBytes::from(group))
             .or_default()
             .insert(index, Arc::clone(value));
     }
