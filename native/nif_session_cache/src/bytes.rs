@@ -1,19 +1,17 @@
-//! An entry's bytes, kept in a VM resource so that its larger binaries reach processes without a copy.
+//! Entries live in VM resource objects, so that their larger binaries reach processes without a copy.
 //!
 //! A lookup that built each binary of over 64 bytes afresh (a 1.2 KB peer certificate) would allocate and fill
-//! it on every call, and read the whole entry from memory to do so. Instead the entry's bytes live in a
-//! resource object, and such a binary is handed out with `enif_make_resource_binary`: a reference into the
-//! entry's bytes that keeps them alive, as ETS hands out a reference to the binary it holds. The bytes a
-//! process may hold that way are never written again. The entry's secret section (binaries of up to 64 bytes,
-//! which the VM always copies) is never handed out by reference, so the entry may wipe it when it is dropped,
-//! even while processes still hold certificates that point into the rest.
+//! it on every call, and read the whole entry from memory to do so. Instead an entry (`packed.rs`) is laid out
+//! in one resource object, and such a binary is handed out with `enif_make_resource_binary`: a reference into
+//! the entry's bytes that keeps the object alive, as ETS hands out a reference to the binary it holds.
 //!
-//! The resource type has no destructor: the VM frees the bytes itself when the last reference goes, which
-//! may be after this library is purged, without calling back into it. A type is opened per load of the
-//! library; types of earlier loads live on while their resources do.
+//! The resource type has no destructor: the VM frees the object itself when its last reference goes, which
+//! may be after this library is purged, without calling back into it. An entry therefore finishes with its
+//! object (wipes its secrets, drops its held parts) before it gives up its own reference, and the VM's count
+//! only decides when the memory is returned. A type is opened per load of the library; types of earlier loads
+//! live on while their resources do.
 
 use std::ffi::c_void;
-use std::ops::Range;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
@@ -25,81 +23,55 @@ use rustler::Env;
 
 use crate::raw;
 
-static BYTES_TYPE: AtomicPtr<ErlNifResourceType> = AtomicPtr::new(ptr::null_mut());
+static BLOCK_TYPE: AtomicPtr<ErlNifResourceType> = AtomicPtr::new(ptr::null_mut());
 
 /// Opens the resource type; called from the library's load callback. Returns false if the VM refuses.
 pub fn open(env: Env) -> bool {
     // SAFETY: called from load; the type has no destructor.
     let opened = unsafe { raw::open_resource_type(env, b"nif_session_cache_entry_bytes\0", None) };
     let opened = opened.map_or(ptr::null_mut(), NonNull::as_ptr);
-    BYTES_TYPE.store(opened, Ordering::Release);
+    BLOCK_TYPE.store(opened, Ordering::Release);
     !opened.is_null()
 }
 
-/// Our reference to one resource holding `len` bytes.
-pub struct EntryBytes {
-    data: NonNull<u8>,
-    len: usize,
+/// A new resource object of `len` bytes (at least one), uninitialised, whose start is aligned to `align`, with
+/// one reference owned by the caller. `None` if the VM has no memory or gives a block aligned less strictly.
+pub fn alloc(len: usize, align: usize) -> Option<NonNull<u8>> {
+    let resource_type = BLOCK_TYPE.load(Ordering::Acquire);
+    if resource_type.is_null() {
+        return None;
+    }
+    // SAFETY: the type is open. The VM aligns resource data for any C type (8 bytes here); the check below
+    // makes that an observed fact rather than an assumption.
+    let block =
+        NonNull::new(unsafe { enif_alloc_resource(resource_type, len.max(1)) }.cast::<u8>())?;
+    if block.as_ptr().align_offset(align) != 0 {
+        // SAFETY: the reference taken just above, never shared.
+        unsafe { release(block) };
+        return None;
+    }
+    Some(block)
 }
 
-// SAFETY: the bytes are written only in `new` (before the value exists) and in `wipe_prefix`, which takes
-// `&mut self` and touches bytes no binary refers to. Everything else only reads them; reference counts of
-// resources are atomic, and a resource may be released on any thread.
-unsafe impl Send for EntryBytes {}
-unsafe impl Sync for EntryBytes {}
-
-impl EntryBytes {
-    /// A new resource holding `parts` one after another. `None` if the VM has no memory.
-    pub fn new<const N: usize>(parts: [&[u8]; N]) -> Option<EntryBytes> {
-        let resource_type = BYTES_TYPE.load(Ordering::Acquire);
-        if resource_type.is_null() {
-            return None;
-        }
-        let len: usize = parts.iter().map(|part| part.len()).sum();
-        // SAFETY: the type is open; the allocation holds `len` bytes (at least one, so it is never empty),
-        // which are filled before anything else can see them.
-        unsafe {
-            let data = NonNull::new(enif_alloc_resource(resource_type, len.max(1)) as *mut u8)?;
-            let mut at = 0;
-            for part in parts {
-                ptr::copy_nonoverlapping(part.as_ptr(), data.as_ptr().add(at), part.len());
-                at += part.len();
-            }
-            Some(EntryBytes { data, len })
-        }
-    }
-
-    pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: `len` initialised bytes, alive as long as our reference.
-        unsafe { std::slice::from_raw_parts(self.data.as_ptr(), self.len) }
-    }
-
-    /// The first `len` bytes, to be wiped. The caller must never have handed any of them out with `binary`.
-    pub fn prefix_mut(&mut self, len: usize) -> &mut [u8] {
-        let len = len.min(self.len);
-        // SAFETY: in bounds; no binary refers to these bytes (the caller's promise), and `&mut self` excludes
-        // every other reader of this entry.
-        unsafe { std::slice::from_raw_parts_mut(self.data.as_ptr(), len) }
-    }
-
-    /// A binary of the bytes in `range`, referring to them rather than copying. `None` if out of bounds.
-    ///
-    /// # Safety
-    /// `env` must be the live environment of the running NIF call.
-    pub unsafe fn binary(&self, env: *mut ErlNifEnv, range: Range<usize>) -> Option<ERL_NIF_TERM> {
-        let bytes = self.as_slice().get(range)?;
-        Some(enif_make_resource_binary(
-            env,
-            self.data.as_ptr() as *const c_void,
-            bytes.as_ptr() as *const c_void,
-            bytes.len(),
-        ))
-    }
+/// Gives up one reference to a block from [`alloc`]; the VM frees it with the last one.
+///
+/// # Safety
+/// `block` must come from [`alloc`], and the caller must own the reference it gives up.
+pub unsafe fn release(block: NonNull<u8>) {
+    enif_release_resource(block.as_ptr() as *const c_void);
 }
 
-impl Drop for EntryBytes {
-    fn drop(&mut self) {
-        // SAFETY: releases the reference `new` took; binaries handed out hold their own.
-        unsafe { enif_release_resource(self.data.as_ptr() as *const c_void) }
-    }
+/// A binary of `bytes`, which lie inside `block`, referring to them rather than copying: it keeps the block
+/// alive. Nothing may write to those bytes while the block lives.
+///
+/// # Safety
+/// `env` must be the live environment of the running NIF call; `block` must be a live block from [`alloc`] and
+/// `bytes` a slice of it.
+pub unsafe fn binary(env: *mut ErlNifEnv, block: NonNull<u8>, bytes: &[u8]) -> ERL_NIF_TERM {
+    enif_make_resource_binary(
+        env,
+        block.as_ptr() as *const c_void,
+        bytes.as_ptr() as *const c_void,
+        bytes.len(),
+    )
 }

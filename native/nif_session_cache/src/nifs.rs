@@ -2,9 +2,6 @@
 //!
 //! Every function runs on a normal scheduler and does bounded work; each doc comment states its cost. Work that
 //! grows with the store (folds, large selects, freeing) is split into chunks or moved off the schedulers.
-
-use std::sync::Arc;
-
 use rustler::{Atom, Encoder, Env, NifResult, ResourceArc, Term};
 
 use crate::atoms;
@@ -169,7 +166,7 @@ fn step<'a>(env: Env<'a>, state: &mut CursorState) -> NifResult<Chunk<'a>> {
     let rest = state.pending.len().saturating_sub(CHUNK);
     let items = state.pending[rest..]
         .iter()
-        .map(|packed: &Arc<Packed>| match emit {
+        .map(|packed: &Packed| match emit {
             Emit::Entry => packed.entry(env),
             Emit::Session => packed.session(env),
         })

@@ -27,6 +27,8 @@
 //! Nothing here implements Debug or Display: an entry holds a master secret.
 
 use std::cell::RefCell;
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{fence, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rustler::sys::{
@@ -38,7 +40,7 @@ use rustler::sys::{
 use rustler::{Binary, Env, Term, TermType};
 use session_store::Weigh;
 
-use crate::bytes::EntryBytes;
+use crate::bytes;
 use crate::held::{Held, Interner};
 use crate::raw;
 use crate::weight;
@@ -79,21 +81,41 @@ mod tag {
 /// whole entry (a peer certificate, public, is most of it) on every delete and replace.
 pub const SECRET_BINARY_MAX: usize = 64;
 
-/// `bytes` holds three sections, in a VM resource so that larger binaries are handed out by reference
-/// (`bytes.rs`): the secret section (the bytes of binaries of up to `SECRET_BINARY_MAX` bytes, in the order of
-/// their `SECRET` tags), the encoding of `{Key, Session}`, then the blob section (the bytes of the larger inlined
-/// binaries, in the order of their `BINARY` tags). Unpacking reads the first two, a few cache lines together,
-/// and never the blobs, which it hands out by reference.
+/// A counted reference to one entry, which lives in one VM resource object (`bytes.rs`): a [`Header`], then
+/// the entry's bytes in three sections. The secret section holds the bytes of binaries of up to
+/// `SECRET_BINARY_MAX` bytes, in the order of their `SECRET` tags; then comes the encoding of `{Key, Session}`;
+/// then the blob section, the bytes of the larger inlined binaries in the order of their `BINARY` tags.
+/// Unpacking reads the header and the first two sections, a few cache lines together, and never the blobs,
+/// which it hands out by reference.
+///
+/// Cloning is an `Arc`'s clone, counted in the header. The count is of the store's and cursors' references
+/// only: when the last goes, the entry wipes its secret section, drops its held parts and gives up its
+/// reference to the object, which binaries handed out may keep alive (their bytes are never written).
 pub struct Packed {
-    bytes: EntryBytes,
+    header: NonNull<Header>,
+}
+
+/// The start of an entry's resource object; its bytes follow it.
+#[repr(C)]
+struct Header {
+    /// Clones of the `Packed` that refers to this entry.
+    refs: AtomicUsize,
     held: HeldParts,
     /// Where the session starts: its encoding, and its first bytes in the secret and blob sections.
     session_at: Cursor,
     /// Lengths of the secret section and of the encoding; the blob section is the rest.
     secret_len: u32,
     code_len: u32,
+    /// Length of the three sections together.
+    len: usize,
     weight: usize,
 }
+
+// SAFETY: after `pack` returns, the header and bytes are only read, except `refs` (atomic) and the secret
+// section, which the last reference wipes when nothing else can reach the entry. Held parts are `Send` and
+// `Sync`; resource objects may be released on any thread.
+unsafe impl Send for Packed {}
+unsafe impl Sync for Packed {}
 
 /// An entry's held parts, numbered in the order their `HELD` tags appear: the first `INLINE_HELD` in place
 /// (an OTP session has two, its certificate chain and private key), the rest in a vector, so that a typical
@@ -151,16 +173,19 @@ impl Packed {
                 .pair(key, session)
                 .ok()
                 .and_then(|(session_at, end)| {
-                    let bytes = EntryBytes::new([packer.secrets, packer.out, packer.blobs])?;
+                    let sections = [&packer.secrets[..], &packer.out[..], &packer.blobs[..]];
+                    let len = sections.iter().map(|section| section.len()).sum();
                     let held = std::mem::take(&mut packer.held);
-                    Some(Packed {
-                        weight: weight::entry_bytes(bytes.as_slice().len(), held.len(), key_bytes),
-                        bytes,
+                    let header = Header {
+                        refs: AtomicUsize::new(1),
+                        weight: weight::entry_bytes(len, held.len(), key_bytes),
                         held,
                         session_at,
                         secret_len: end.secret,
                         code_len: end.code,
-                    })
+                        len,
+                    };
+                    Packed::new(header, sections)
                 });
             // Only the first `len` bytes were written since the last wipe.
             wipe(packer.secrets);
@@ -171,9 +196,42 @@ impl Packed {
         })
     }
 
+    /// A new entry of `header` and `sections`, one after another; `None` if the VM has no memory.
+    fn new<const N: usize>(header: Header, sections: [&[u8]; N]) -> Option<Packed> {
+        let block = bytes::alloc(HEADER_BYTES + header.len, std::mem::align_of::<Header>())?;
+        // SAFETY: the block is `HEADER_BYTES + header.len` bytes, aligned for `Header`, and ours alone; the
+        // sections fill exactly `header.len` bytes after the header.
+        unsafe {
+            let mut at = block.as_ptr().add(HEADER_BYTES);
+            for section in sections {
+                ptr::copy_nonoverlapping(section.as_ptr(), at, section.len());
+                at = at.add(section.len());
+            }
+            let header_at = block.cast::<Header>();
+            header_at.as_ptr().write(header);
+            Some(Packed { header: header_at })
+        }
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: the header lives as long as any `Packed` that refers to it.
+        unsafe { self.header.as_ref() }
+    }
+
+    /// The entry's three sections.
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `len` initialised bytes follow the header, alive as long as the header.
+        unsafe { std::slice::from_raw_parts(self.data(), self.header().len) }
+    }
+
+    fn data(&self) -> *mut u8 {
+        // SAFETY: in bounds of the block (`new`).
+        unsafe { self.header.as_ptr().cast::<u8>().add(HEADER_BYTES) }
+    }
+
     /// A copy of the session on the caller's heap.
     pub fn session<'a>(&self, env: Env<'a>) -> Option<Term<'a>> {
-        self.unpack(env, self.session_at)
+        self.unpack(env, self.header().session_at)
     }
 
     /// A copy of `{Key, Session}` on the caller's heap, the element shape foldl hands to its fun.
@@ -182,20 +240,24 @@ impl Packed {
     }
 
     fn unpack<'a>(&self, env: Env<'a>, from: Cursor) -> Option<Term<'a>> {
-        let (secrets, rest) = self.bytes.as_slice().split_at(self.secret_len as usize);
-        let code = rest.get(..self.code_len as usize)?;
+        let header = self.header();
+        let all = self.bytes();
+        let secret_len = header.secret_len as usize;
+        let secrets = all.get(..secret_len)?;
+        let code = all.get(secret_len..secret_len.checked_add(header.code_len as usize)?)?;
         UNPACK_STACK.with_borrow_mut(|stack| {
             stack.clear();
             let mut unpacker = Unpacker {
                 env: env.as_c_arg(),
-                entry: &self.bytes,
+                block: self.header.cast(),
+                all,
                 bytes: code,
                 at: from.code as usize,
                 secrets,
                 secret_at: from.secret as usize,
                 blob_base: secrets.len() + code.len(),
                 blob_at: from.blob as usize,
-                held: &self.held,
+                held: &header.held,
                 stack,
             };
             // SAFETY: the term is built in the calling process's environment, which outlives 'a.
@@ -206,15 +268,47 @@ impl Packed {
 
 impl Weigh for Packed {
     fn weight(&self) -> usize {
-        self.weight
+        self.header().weight
+    }
+}
+
+impl Clone for Packed {
+    fn clone(&self) -> Packed {
+        // Relaxed, as `Arc` does: a reference is only ever cloned from one that is alive.
+        let before = self.header().refs.fetch_add(1, Ordering::Relaxed);
+        if before > isize::MAX as usize {
+            // As `Arc` does: unreachable short of 2^63 clones, and unsound to go on from.
+            std::process::abort();
+        }
+        Packed {
+            header: self.header,
+        }
     }
 }
 
 impl Drop for Packed {
     fn drop(&mut self) {
-        wipe(self.bytes.prefix_mut(self.secret_len as usize));
+        // Release, then Acquire on the last one, as `Arc` does: every use through other references happens
+        // before the entry is finished with.
+        if self.header().refs.fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        fence(Ordering::Acquire);
+        let secret_len = (self.header().secret_len as usize).min(self.header().len);
+        // SAFETY: this was the last reference, so nothing else reads the entry. The secret section was never
+        // handed out (the VM copies binaries of up to 64 bytes), so no binary refers to it. The header is
+        // dropped once, then our reference to the block is given up; binaries may keep the block alive.
+        unsafe {
+            wipe(std::slice::from_raw_parts_mut(self.data(), secret_len));
+            ptr::drop_in_place(self.header.as_ptr());
+            bytes::release(self.header.cast());
+        }
     }
 }
+
+/// Bytes from the start of an entry's block to its sections: the header, rounded up so that every section
+/// starts aligned to a word (the secret section is wiped a word at a time).
+const HEADER_BYTES: usize = std::mem::size_of::<Header>().next_multiple_of(8);
 
 /// Overwrites `bytes` with zeros in a way the compiler may not remove, a word at a time.
 fn wipe(bytes: &mut [u8]) {
@@ -487,8 +581,9 @@ fn reserve_wiped(buffer: &mut Vec<u8>, extra: usize) {
 
 struct Unpacker<'p> {
     env: *mut ErlNifEnv,
-    /// All of the entry's bytes, for binaries handed out by reference.
-    entry: &'p EntryBytes,
+    /// The entry's block and all of its bytes, for binaries handed out by reference.
+    block: NonNull<u8>,
+    all: &'p [u8],
     /// The encoding: the entry's bytes after the secret section.
     bytes: &'p [u8],
     at: usize,
@@ -525,7 +620,8 @@ impl Unpacker<'_> {
                     let len = self.len()?;
                     let start = self.blob_base.checked_add(self.blob_at)?;
                     self.blob_at += len;
-                    self.entry.binary(env, start..start.checked_add(len)?)?
+                    let blob = self.all.get(start..start.checked_add(len)?)?;
+                    bytes::binary(env, self.block, blob)
                 }
                 tag::SECRET => {
                     let len = self.len()?;

@@ -139,7 +139,7 @@ pub struct CursorState {
     pub source: Source,
     pub emit: Emit,
     /// Entries taken from the store and not yet handed out. Holding them keeps them alive even if deleted.
-    pub pending: Vec<Arc<Packed>>,
+    pub pending: Vec<Packed>,
 }
 
 pub struct Cursor {

@@ -5,18 +5,16 @@
 //! present for the whole fold is visited exactly once. Slots live in fixed blocks, so growing never copies
 //! the live ones and no single insert pays for a reallocation of the whole index.
 
-use std::sync::Arc;
-
 const BLOCK: usize = 1024;
 
 pub(crate) struct Slab<V> {
-    blocks: Vec<Box<[Option<Arc<V>>]>>,
+    blocks: Vec<Box<[Option<V>]>>,
     free: Vec<usize>,
     /// Slots ever handed out; every slot at or above it is empty.
     high_water: usize,
 }
 
-impl<V> Slab<V> {
+impl<V: Clone> Slab<V> {
     pub(crate) fn new() -> Self {
         Slab {
             blocks: Vec::new(),
@@ -27,7 +25,7 @@ impl<V> Slab<V> {
 
     /// Places `value` in a free slot and returns the slot's index. O(1) amortised; a new block costs one
     /// allocation of `BLOCK` pointers.
-    pub(crate) fn insert(&mut self, value: Arc<V>) -> usize {
+    pub(crate) fn insert(&mut self, value: V) -> usize {
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
@@ -44,12 +42,12 @@ impl<V> Slab<V> {
     }
 
     /// Puts `value` in an occupied slot, returning what was there.
-    pub(crate) fn replace(&mut self, index: usize, value: Arc<V>) -> Option<Arc<V>> {
+    pub(crate) fn replace(&mut self, index: usize, value: V) -> Option<V> {
         self.slot_mut(index)?.replace(value)
     }
 
     /// Empties a slot and makes it reusable.
-    pub(crate) fn remove(&mut self, index: usize) -> Option<Arc<V>> {
+    pub(crate) fn remove(&mut self, index: usize) -> Option<V> {
         let old = self.slot_mut(index)?.take();
         if old.is_some() {
             self.free.push(index);
@@ -64,14 +62,14 @@ impl<V> Slab<V> {
         from: usize,
         max: usize,
         budget: usize,
-        out: &mut Vec<Arc<V>>,
+        out: &mut Vec<V>,
     ) -> Option<usize> {
         let end = self.high_water.min(from.saturating_add(budget));
         let mut index = from;
         let mut taken = 0;
         while index < end && taken < max {
             if let Some(value) = &self.blocks[index / BLOCK][index % BLOCK] {
-                out.push(Arc::clone(value));
+                out.push(value.clone());
                 taken += 1;
             }
             index += 1;
@@ -81,11 +79,11 @@ impl<V> Slab<V> {
 
     /// The memory the slot index itself takes, in bytes (not counting the values).
     pub(crate) fn index_bytes(&self) -> usize {
-        self.blocks.len() * BLOCK * std::mem::size_of::<Option<Arc<V>>>()
+        self.blocks.len() * BLOCK * std::mem::size_of::<Option<V>>()
             + self.free.capacity() * std::mem::size_of::<usize>()
     }
 
-    fn slot_mut(&mut self, index: usize) -> Option<&mut Option<Arc<V>>> {
+    fn slot_mut(&mut self, index: usize) -> Option<&mut Option<V>> {
         self.blocks.get_mut(index / BLOCK)?.get_mut(index % BLOCK)
     }
 }
@@ -100,23 +98,23 @@ mod tests {
         while let Some(start) = from {
             from = slab.scan(start, max, budget, &mut out);
         }
-        out.into_iter().map(|v| *v).collect()
+        out
     }
 
     #[test]
     fn freed_slots_are_reused_before_the_slab_grows() {
         let mut slab = Slab::new();
-        let a = slab.insert(Arc::new(1));
-        let _b = slab.insert(Arc::new(2));
-        assert_eq!(slab.remove(a).map(|v| *v), Some(1));
-        assert_eq!(slab.insert(Arc::new(3)), a);
+        let a = slab.insert(1);
+        let _b = slab.insert(2);
+        assert_eq!(slab.remove(a), Some(1));
+        assert_eq!(slab.insert(3), a);
         assert_eq!(slab.high_water, 2);
     }
 
     #[test]
     fn removing_twice_frees_the_slot_once() {
         let mut slab = Slab::new();
-        let a = slab.insert(Arc::new(1));
+        let a = slab.insert(1);
         assert!(slab.remove(a).is_some());
         assert!(slab.remove(a).is_none());
         assert_eq!(slab.free, vec![a]);
@@ -125,9 +123,7 @@ mod tests {
     #[test]
     fn scan_visits_every_live_value_across_blocks_in_small_steps() {
         let mut slab = Slab::new();
-        let slots: Vec<usize> = (0..3 * BLOCK as u32)
-            .map(|v| slab.insert(Arc::new(v)))
-            .collect();
+        let slots: Vec<usize> = (0..3 * BLOCK as u32).map(|v| slab.insert(v)).collect();
         for slot in slots.iter().step_by(3) {
             slab.remove(*slot);
         }
@@ -141,7 +137,7 @@ mod tests {
     fn scan_respects_its_slot_budget() {
         let mut slab = Slab::new();
         for v in 0..100 {
-            slab.insert(Arc::new(v));
+            slab.insert(v);
         }
         let mut out = Vec::new();
         assert_eq!(slab.scan(0, 1000, 10, &mut out), Some(10));
@@ -151,8 +147,8 @@ mod tests {
     #[test]
     fn replace_keeps_the_slot() {
         let mut slab = Slab::new();
-        let a = slab.insert(Arc::new(1));
-        assert_eq!(slab.replace(a, Arc::new(2)).map(|v| *v), Some(1));
+        let a = slab.insert(1);
+        assert_eq!(slab.replace(a, 2), Some(1));
         assert_eq!(scan_all(&slab, 10, 10), vec![2]);
     }
 }

@@ -4,6 +4,10 @@
 //! further allows only one process to write). Readers take exactly one lock each (an entry shard, a group shard
 //! or the slot index), and never call back into the store while holding it, so no lock order exists to violate.
 //! A writer takes the locks one after another and releases each before the next.
+//!
+//! Values are handles: the store keeps a clone of each in the entry map, the fold slots and the group index, and
+//! hands clones out, so a value's clone must be cheap and share what it points to (an `Arc`, or the NIF layer's
+//! counted reference to a packed entry).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -21,6 +25,12 @@ use crate::stats::{Counter, Counts, Stats};
 /// How much a stored entry weighs, in bytes of memory it owns, its key included. Feeds [`Store::bytes`].
 pub trait Weigh {
     fn weight(&self) -> usize;
+}
+
+impl<T: Weigh + ?Sized> Weigh for Arc<T> {
+    fn weight(&self) -> usize {
+        (**self).weight()
+    }
 }
 
 /// Tuning of a store. Every field has a default that suits OTP's session caches.
@@ -54,11 +64,11 @@ pub enum StoreError {
 pub enum Inserted<V> {
     New,
     /// The key was present; this is the value it held.
-    Replaced(Arc<V>),
+    Replaced(V),
 }
 
 struct Slot<V> {
-    value: Arc<V>,
+    value: V,
     slot: usize,
     /// Where the key's group name lies in the key's bytes.
     group: Option<Range<usize>>,
@@ -66,7 +76,7 @@ struct Slot<V> {
 
 /// A group's members, by fold slot. A slot number is the cheapest name a member has: hashing it reads no key
 /// bytes, and rehashing the table touches none of them (a group loses and gains members all the time).
-type Group<V> = HashMap<usize, Arc<V>, BuildHasherDefault<SlotHasher>>;
+type Group<V> = HashMap<usize, V, BuildHasherDefault<SlotHasher>>;
 
 /// Hashes a fold slot number by multiplication (Fibonacci hashing), spreading consecutive numbers over the
 /// high bits the table's probe uses. Slot numbers are chosen by the store, never by a peer, so a keyless hash
@@ -91,6 +101,7 @@ impl Hasher for SlotHasher {
     }
 }
 
+/// A store of `V` handles (see the module documentation) under byte-string keys.
 pub struct Store<V> {
     entries: DashMap<SmallBytes, Slot<V>>,
     groups: DashMap<SmallBytes, Group<V>>,
@@ -125,7 +136,7 @@ impl std::fmt::Debug for Retired {
     }
 }
 
-impl<V: Weigh + Send + Sync + 'static> Store<V> {
+impl<V: Weigh + Clone + Send + Sync + 'static> Store<V> {
     /// # Panics
     /// If a shard count in `config` is not a power of two (a programming error, caught at construction).
     pub fn new(config: Config) -> Self {
@@ -150,14 +161,13 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
     pub fn insert_ref(&self, key: KeyRef<'_>, value: V) -> Result<Inserted<V>, StoreError> {
         let _writer = self.write_guard()?;
         let weight = value.weight();
-        let value = Arc::new(value);
         let (bytes, group_range) = (key.bytes(), key.group_range());
 
         if let Some(mut slot) = self.entries.get_mut(bytes) {
-            let old = std::mem::replace(&mut slot.value, Arc::clone(&value));
+            let old = std::mem::replace(&mut slot.value, value.clone());
             let (index, group) = (slot.slot, slot.group.clone());
             drop(slot);
-            write(&self.slab).replace(index, Arc::clone(&value));
+            write(&self.slab).replace(index, value.clone());
             if let Some(range) = group {
                 if let Some(mut members) = self.groups.get_mut(&bytes[range]) {
                     if let Some(member) = members.get_mut(&index) {
@@ -172,7 +182,7 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
         }
 
         let key = SmallBytes::from(bytes);
-        let index = write(&self.slab).insert(Arc::clone(&value));
+        let index = write(&self.slab).insert(value.clone());
         if let Some(range) = &group_range {
             self.join_group(&bytes[range.clone()], index, &value);
         }
@@ -191,7 +201,7 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
     }
 
     /// Removes a key; removing a missing key is not an error. O(1).
-    pub fn remove(&self, key: &[u8]) -> Result<Option<Arc<V>>, StoreError> {
+    pub fn remove(&self, key: &[u8]) -> Result<Option<V>, StoreError> {
         let _writer = self.write_guard()?;
         let Some((key, slot)) = self.entries.remove(key) else {
             return Ok(None);
@@ -230,8 +240,8 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
     }
 
     /// The value under `key`, shared. O(1).
-    pub fn get(&self, key: &[u8]) -> Option<Arc<V>> {
-        let found = self.entries.get(key).map(|slot| Arc::clone(&slot.value));
+    pub fn get(&self, key: &[u8]) -> Option<V> {
+        let found = self.entries.get(key).map(|slot| slot.value.clone());
         self.stats.add(if found.is_some() {
             Counter::LookupHit
         } else {
@@ -241,7 +251,7 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
     }
 
     /// Appends every value whose key belongs to `group` to `out`. O(matches): one lookup in the group index.
-    pub fn select(&self, group: &[u8], out: &mut Vec<Arc<V>>) {
+    pub fn select(&self, group: &[u8], out: &mut Vec<V>) {
         match self.groups.get(group) {
             Some(members) => {
                 out.extend(members.values().cloned());
@@ -265,13 +275,7 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
     /// Appends up to `max` values to `out` from fold slot `from` on, looking at no more than `budget` slots.
     /// Returns the slot to resume from, or `None` when the walk is complete. Values present for a whole walk
     /// are seen exactly once; values inserted or removed meanwhile may or may not be.
-    pub fn scan(
-        &self,
-        from: usize,
-        max: usize,
-        budget: usize,
-        out: &mut Vec<Arc<V>>,
-    ) -> Option<usize> {
+    pub fn scan(&self, from: usize, max: usize, budget: usize, out: &mut Vec<V>) -> Option<usize> {
         read(&self.slab).scan(from, max, budget, out)
     }
 
@@ -329,15 +333,15 @@ impl<V: Weigh + Send + Sync + 'static> Store<V> {
 
     /// Adds the entry in fold slot `index` to its group, creating the group if needed, in one lookup of the
     /// index when the group exists.
-    fn join_group(&self, group: &[u8], index: usize, value: &Arc<V>) {
+    fn join_group(&self, group: &[u8], index: usize, value: &V) {
         if let Some(mut members) = self.groups.get_mut(group) {
-            members.insert(index, Arc::clone(value));
+            members.insert(index, value.clone());
             return;
         }
         self.groups
             .entry(SmallBytes::from(group))
             .or_default()
-            .insert(index, Arc::clone(value));
+            .insert(index, value.clone());
     }
 }
 

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{client_key, server_key, store, val, Val};
+use common::{client_key, server_key, store, val, Stored};
 use proptest::prelude::*;
 use session_store::{Inserted, Key};
 use std::collections::HashMap;
@@ -33,7 +33,7 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn sorted(mut values: Vec<Val>) -> Vec<Val> {
+fn sorted(mut values: Vec<Stored>) -> Vec<Stored> {
     values.sort_by(|a, b| (&a.key, a.version).cmp(&(&b.key, b.version)));
     values
 }
@@ -43,7 +43,7 @@ proptest! {
     #[test]
     fn the_store_behaves_like_a_map(ops in proptest::collection::vec(op(), 1..200)) {
         let store = store();
-        let mut model: HashMap<Vec<u8>, Val> = HashMap::new();
+        let mut model: HashMap<Vec<u8>, Stored> = HashMap::new();
         for op in ops {
             match op {
                 Op::Insert(key, version) => {
@@ -51,21 +51,21 @@ proptest! {
                     let previous = model.insert(key.bytes().to_vec(), val(&key, version));
                     match (outcome, previous) {
                         (Inserted::New, None) => {}
-                        (Inserted::Replaced(old), Some(expected)) => prop_assert_eq!(&*old, &expected),
+                        (Inserted::Replaced(old), Some(expected)) => prop_assert_eq!(old, expected),
                         _ => prop_assert!(false, "insert outcome disagrees with the model"),
                     }
                 }
                 Op::Remove(key) => {
-                    let removed = store.remove(key.bytes()).expect("live store").map(|v| (*v).clone());
+                    let removed = store.remove(key.bytes()).expect("live store");
                     prop_assert_eq!(removed, model.remove(key.bytes()));
                 }
                 Op::Read(key) => {
-                    prop_assert_eq!(store.read(key.bytes(), Val::clone), model.get(key.bytes()).cloned());
+                    prop_assert_eq!(store.read(key.bytes(), Stored::clone), model.get(key.bytes()).cloned());
                 }
                 Op::Select(host) => {
                     let mut out = Vec::new();
                     store.select(&[b'h', host], &mut out);
-                    let got = sorted(out.iter().map(|v| (**v).clone()).collect());
+                    let got = sorted(out);
                     let want = sorted(model.values().filter(|v| v.key.len() == 4 && v.key[..2] == [b'h', host]).cloned().collect());
                     prop_assert_eq!(got, want);
                 }
@@ -75,7 +75,7 @@ proptest! {
                     while let Some(start) = from {
                         from = store.scan(start, 2, 5, &mut out);
                     }
-                    let got = sorted(out.iter().map(|v| (**v).clone()).collect());
+                    let got = sorted(out);
                     prop_assert_eq!(got, sorted(model.values().cloned().collect()));
                 }
             }

@@ -2,27 +2,25 @@
 
 mod common;
 
-use common::{client_key, server_key, store, val, Val};
+use common::{client_key, server_key, store, val, Stored};
 use session_store::{Inserted, StoreError};
 use std::sync::Arc;
 
-fn fold_all(store: &session_store::Store<Val>) -> Vec<Val> {
+fn fold_all(store: &session_store::Store<Stored>) -> Vec<Stored> {
     let mut out = Vec::new();
     let mut from = Some(0);
     while let Some(start) = from {
         from = store.scan(start, 3, 10, &mut out);
     }
-    let mut values: Vec<Val> = out.iter().map(|v| (**v).clone()).collect();
-    values.sort_by(|a, b| a.key.cmp(&b.key));
-    values
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
 }
 
-fn selected(store: &session_store::Store<Val>, group: &[u8]) -> Vec<Val> {
+fn selected(store: &session_store::Store<Stored>, group: &[u8]) -> Vec<Stored> {
     let mut out = Vec::new();
     store.select(group, &mut out);
-    let mut values: Vec<Val> = out.iter().map(|v| (**v).clone()).collect();
-    values.sort_by(|a, b| a.key.cmp(&b.key));
-    values
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
 }
 
 #[test]
@@ -34,10 +32,7 @@ fn insert_then_read_returns_the_value() {
         Ok(Inserted::New)
     ));
     assert_eq!(store.read(key.bytes(), |v| v.clone()), Some(val(&key, 1)));
-    assert_eq!(
-        store.get(key.bytes()).map(|v| (*v).clone()),
-        Some(val(&key, 1))
-    );
+    assert_eq!(store.get(key.bytes()), Some(val(&key, 1)));
 }
 
 #[test]

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
+use std::sync::Arc;
+
 use session_store::{Config, Key, Store, Weigh};
 
 /// A stored value that remembers which key and which write produced it, so that a read can be checked.
@@ -17,7 +19,10 @@ impl Weigh for Val {
     }
 }
 
-pub fn store() -> Store<Val> {
+/// Values are stored as handles; an `Arc` is the plainest.
+pub type Stored = Arc<Val>;
+
+pub fn store() -> Store<Stored> {
     Store::new(Config::default())
 }
 
@@ -32,9 +37,9 @@ pub fn server_key(id: u16) -> Key {
     Key::plain(id.to_be_bytes().to_vec())
 }
 
-pub fn val(key: &Key, version: u64) -> Val {
-    Val {
+pub fn val(key: &Key, version: u64) -> Stored {
+    Arc::new(Val {
         key: key.bytes().to_vec(),
         version,
-    }
+    })
 }
