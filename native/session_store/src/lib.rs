@@ -16,4 +16,4 @@ mod store;
 
 pub use key::{Key, KeyRef};
 pub use stats::Counts;
-pub use store::{Config, Inserted, Retired, Store, StoreError, Weigh};
+pub use store::{Config, Inserted, Retired, Store, StoreError, Value};

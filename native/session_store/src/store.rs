@@ -22,12 +22,18 @@ use crate::slab::Slab;
 use crate::small::SmallBytes;
 use crate::stats::{Counter, Counts, Stats};
 
-/// How much a stored entry weighs, in bytes of memory it owns, its key included. Feeds [`Store::bytes`].
-pub trait Weigh {
+/// What the store asks of the values it holds. Values are handles (see the module documentation).
+pub trait Value: Clone {
+    /// How much the entry weighs, in bytes of memory it owns, its key included. Feeds [`Store::bytes`].
     fn weight(&self) -> usize;
+
+    /// Called when the store has taken this value out of its map and is about to drop it, before the store's
+    /// own bookkeeping for the removal: a value whose drop touches memory of its own (a wipe, a free) may start
+    /// loading that memory here, so that the loads overlap that bookkeeping. A hint; the default does nothing.
+    fn prefetch_for_drop(&self) {}
 }
 
-impl<T: Weigh + ?Sized> Weigh for Arc<T> {
+impl<T: Value> Value for Arc<T> {
     fn weight(&self) -> usize {
         (**self).weight()
     }
@@ -136,7 +142,7 @@ impl std::fmt::Debug for Retired {
     }
 }
 
-impl<V: Weigh + Clone + Send + Sync + 'static> Store<V> {
+impl<V: Value + Send + Sync + 'static> Store<V> {
     /// # Panics
     /// If a shard count in `config` is not a power of two (a programming error, caught at construction).
     pub fn new(config: Config) -> Self {
@@ -165,6 +171,7 @@ impl<V: Weigh + Clone + Send + Sync + 'static> Store<V> {
 
         if let Some(mut slot) = self.entries.get_mut(bytes) {
             let old = std::mem::replace(&mut slot.value, value.clone());
+            old.prefetch_for_drop();
             let (index, group) = (slot.slot, slot.group.clone());
             drop(slot);
             write(&self.slab).replace(index, value.clone());
@@ -206,6 +213,7 @@ impl<V: Weigh + Clone + Send + Sync + 'static> Store<V> {
         let Some((key, slot)) = self.entries.remove(key) else {
             return Ok(None);
         };
+        slot.value.prefetch_for_drop();
         self.stats.add(Counter::Delete);
         write(&self.slab).remove(slot.slot);
         if let Some(range) = slot.group.clone() {
@@ -288,7 +296,7 @@ impl<V: Weigh + Clone + Send + Sync + 'static> Store<V> {
         self.len() == 0
     }
 
-    /// The sum of every entry's weight, as [`Weigh`] reports it. O(1).
+    /// The sum of every entry's weight, as [`Value::weight`] reports it. O(1).
     pub fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
     }

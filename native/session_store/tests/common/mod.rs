@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use session_store::{Config, Key, Store, Weigh};
+use session_store::{Config, Key, Store, Value};
 
 /// A stored value that remembers which key and which write produced it, so that a read can be checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,7 +13,7 @@ pub struct Val {
     pub version: u64,
 }
 
-impl Weigh for Val {
+impl Value for Val {
     fn weight(&self) -> usize {
         16
     }
