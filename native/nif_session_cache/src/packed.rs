@@ -245,6 +245,8 @@ impl Packed {
         let secret_len = header.secret_len as usize;
         let secrets = all.get(..secret_len)?;
         let code = all.get(secret_len..secret_len.checked_add(header.code_len as usize)?)?;
+        // What a lookup reads, the secret section and the encoding, spans a few cache lines: load them at once.
+        prefetch(all.as_ptr(), secret_len + code.len(), false);
         UNPACK_STACK.with_borrow_mut(|stack| {
             stack.clear();
             let mut unpacker = Unpacker {
@@ -275,16 +277,7 @@ impl Value for Packed {
     /// three cache lines), which a delete otherwise finds cold and waits for, line by line, behind the store's
     /// locks. Prefetched for writing, those loads overlap the store's bookkeeping instead.
     fn prefetch_for_drop(&self) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch is a hint: it reads nothing into the program and never faults, whatever the
-        // address. The addresses are in the entry's block or just past it.
-        unsafe {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0};
-            let start = self.header.as_ptr().cast::<i8>();
-            for line in 0..3 {
-                _mm_prefetch::<_MM_HINT_ET0>(start.wrapping_add(64 * line));
-            }
-        }
+        prefetch(self.header.as_ptr().cast(), 3 * 64, true);
     }
 }
 
@@ -325,6 +318,27 @@ impl Drop for Packed {
 /// Bytes from the start of an entry's block to its sections: the header, rounded up so that every section
 /// starts aligned to a word (the secret section is wiped a word at a time).
 const HEADER_BYTES: usize = std::mem::size_of::<Header>().next_multiple_of(8);
+
+/// Asks the CPU to start loading the cache lines from `start` to `start + len`, for reading or for writing, so
+/// that misses a cold entry would take one after another overlap instead. A hint: it never faults, whatever the
+/// addresses, and does nothing off x86_64.
+fn prefetch(start: *const u8, len: usize, for_write: bool) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch instructions read nothing into the program and never fault.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0, _MM_HINT_T0};
+        for offset in (0..len).step_by(64) {
+            let line = start.wrapping_add(offset).cast::<i8>();
+            if for_write {
+                _mm_prefetch::<_MM_HINT_ET0>(line);
+            } else {
+                _mm_prefetch::<_MM_HINT_T0>(line);
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (start, len, for_write);
+}
 
 /// Overwrites `bytes` with zeros in a way the compiler may not remove, a word at a time.
 fn wipe(bytes: &mut [u8]) {
