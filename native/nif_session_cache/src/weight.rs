@@ -22,11 +22,11 @@ const FRAGMENT_SLACK_WORDS: usize = 200;
 const FRAGMENT_HEADER_BYTES: usize = 48;
 /// A held term's `Arc` and header.
 const HELD_HEADER_BYTES: usize = 64;
-/// One entry's fixed cost: its header and `Arc`, the resource header around its bytes, its slot in the entry
-/// map (with the map's spare capacity) and the slab, and the group index entry of a client key. The packed bytes
-/// and the key bytes are added separately. Calibrated: with the benchmark's session, 100k and 200k entries grew
-/// `erlang:memory(total)` by 1,877-1,887 bytes each, against 1,701 computed with the parts counted one by one.
-const ENTRY_BYTES: usize = 384;
+/// One entry's fixed cost: its header and the resource around its bytes, its slot in the entry map (a key of up
+/// to 62 bytes included, with the map's spare capacity) and in the slab, and the group index entry of a client
+/// key. The packed bytes, and a key's bytes when they do not fit in its slot, are added separately. Calibrated:
+/// with the benchmark's session, 100k entries grew `erlang:memory(total)` by 1,675 bytes each in two runs.
+const ENTRY_BYTES: usize = 232;
 /// Binaries up to this size are heap binaries, copied into the term's own heap; larger ones are a reference.
 const HEAP_BINARY_MAX: usize = 64;
 /// A reference to a shared binary on a heap (a ProcBin).
@@ -34,7 +34,7 @@ const REFC_BINARY_WORDS: usize = 6;
 
 /// Bytes an entry of `packed` bytes with `held` references, under a key of `key_bytes`, owns.
 pub fn entry_bytes(packed: usize, held: usize, key_bytes: usize) -> usize {
-    ENTRY_BYTES + packed + held * WORD + key_bytes
+    ENTRY_BYTES + packed + held * WORD + session_store::key_heap_bytes(key_bytes)
 }
 
 /// Bytes a held term of `words` heap words costs.

@@ -15,5 +15,6 @@ mod stats;
 mod store;
 
 pub use key::{Key, KeyRef};
+pub use small::key_heap_bytes;
 pub use stats::Counts;
 pub use store::{Config, Inserted, Retired, Store, StoreError, Value};

@@ -11,6 +11,15 @@ use std::hash::{Hash, Hasher};
 /// The longest byte string kept in place; chosen so that the whole value is one 64-byte cache line.
 const INLINE: usize = 62;
 
+/// Bytes a stored key of `len` bytes takes outside the hash table's slot: none when it is kept in place.
+pub fn key_heap_bytes(len: usize) -> usize {
+    if len <= INLINE {
+        0
+    } else {
+        len
+    }
+}
+
 #[derive(Clone)]
 pub(crate) enum SmallBytes {
     Inline { len: u8, bytes: [u8; INLINE] },
@@ -79,6 +88,7 @@ mod tests {
             let small = SmallBytes::from(&slice[..]);
             assert_eq!(small.as_slice(), &slice[..]);
             assert_eq!(matches!(small, SmallBytes::Inline { .. }), len <= INLINE);
+            assert_eq!(key_heap_bytes(len) == 0, matches!(small, SmallBytes::Inline { .. }));
             assert_eq!(hash_of(&small), hash_of(&slice[..]));
             assert!(small == SmallBytes::from(&slice[..]));
         }
