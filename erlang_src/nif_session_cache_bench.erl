@@ -10,6 +10,7 @@
 -export([run/0, run/1, sessions/2]).
 
 -type options() :: #{sizes => [pos_integer()],
+                     measure => [operation()],
                      rounds => pos_integer(),
                      ops => pos_integer(),
                      hosts => pos_integer(),
@@ -19,7 +20,9 @@
                      monitor_size => non_neg_integer(),
                      out => file:filename() | none,
                      print => boolean()}.
--export_type([options/0]).
+-type operation() :: lookup_hit | lookup_miss | size | select_session | foldl | update_replace | update_new
+                   | delete.
+-export_type([options/0, operation/0]).
 
 -define(STORES, [nif_session_cache, ssl_client_session_cache_db, ssl_server_session_cache_db]).
 
@@ -29,8 +32,8 @@ run() ->
 
 -spec run(options()) -> map().
 run(Options) ->
-    O = maps:merge(#{sizes => [1000, 100000, 1000000], rounds => 5, ops => 20000, hosts => 10000,
-                     readers => [1, 2, 4], server_cache_size => 100000, handshakes => 400,
+    O = maps:merge(#{sizes => [1000, 100000, 1000000], measure => operations(), rounds => 5, ops => 20000,
+                     hosts => 10000, readers => [1, 2, 4], server_cache_size => 100000, handshakes => 400,
                      monitor_size => 1000000, out => none, print => true}, Options),
     Template = template(),
     Results = #{machine => machine(),
@@ -117,7 +120,7 @@ operations(Template, Size, O) ->
                        partials => [{host(rand:uniform(Hosts) - 1), 443} || _ <- lists:seq(1, Ops)],
                        entries => Size}
              end,
-    OpNames = [lookup_hit, lookup_miss, size, select_session, foldl, update_replace, update_new, delete],
+    OpNames = [Op || Op <- operations(), lists:member(Op, maps:get(measure, O))],
     Owners = [{Mod, start_owner(Mod, Entries)} || Mod <- ?STORES],
     try
         Samples = [{Op, Mod, run_op(Owner, Op, In)}
@@ -128,6 +131,10 @@ operations(Template, Size, O) ->
     after
         [stop_owner(Owner) || {_, Owner} <- Owners]
     end.
+
+%% Every operation timed at each size, in the order they run and are printed.
+operations() ->
+    [lookup_hit, lookup_miss, size, select_session, foldl, update_replace, update_new, delete].
 
 shuffle(List) ->
     [X || {_, X} <- lists:sort([{rand:uniform(), X} || X <- List])].
@@ -534,7 +541,7 @@ chart(Operations) ->
 panel(Op, Operations, Colours, X0, Y0, W, H) ->
     Sizes = [S || #{size := S} <- Operations],
     Points = [{M, [{S, V} || #{size := S, rows := Rows} <- Operations,
-                             V <- [proplists:get_value(M, proplists:get_value(Op, Rows))], is_number(V)]}
+                             V <- [proplists:get_value(M, proplists:get_value(Op, Rows, []))], is_number(V)]}
               || {M, _} <- Colours],
     Max = lists:max([1 | [V || {_, Ps} <- Points, {_, V} <- Ps]]),
     {L, T, PW, PH} = {X0 + 45, Y0 + 25, W - 60, H - 60},
