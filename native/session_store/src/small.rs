@@ -88,7 +88,10 @@ mod tests {
             let small = SmallBytes::from(&slice[..]);
             assert_eq!(small.as_slice(), &slice[..]);
             assert_eq!(matches!(small, SmallBytes::Inline { .. }), len <= INLINE);
-            assert_eq!(key_heap_bytes(len) == 0, matches!(small, SmallBytes::Inline { .. }));
+            assert_eq!(
+                key_heap_bytes(len) == 0,
+                matches!(small, SmallBytes::Inline { .. })
+            );
             assert_eq!(hash_of(&small), hash_of(&slice[..]));
             assert!(small == SmallBytes::from(&slice[..]));
         }
