@@ -46,6 +46,8 @@ impl From<StoreError> for CacheError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Terminated => CacheError::Terminated,
+            // The entry is packed from the very key it is inserted under, so this is unreachable from Erlang.
+            StoreError::KeyMismatch => CacheError::BadKey,
         }
     }
 }

@@ -9,7 +9,7 @@
 //! - atoms are their VM handles (atoms are never freed, so a handle stays valid); integers are varints;
 //!   binaries up to `INLINE_BINARY_MAX` bytes and Latin-1 strings are their bytes; tuples and lists are
 //!   rebuilt from their elements. Binaries up to `SECRET_BINARY_MAX` bytes go to a secret section of their
-//!   own at the front of the entry, larger inlined ones to a blob section behind the encoding, which lookups
+//!   own behind the entry's key, larger inlined ones to a blob section behind the encoding, which lookups
 //!   hand out by reference instead of copying (`bytes.rs`);
 //! - what bytes cannot express (bignums, pids, references, funs, maps, bitstrings) and larger binaries are
 //!   *held*: copied as terms into an environment of their own (`held.rs`), so large binaries stay shared;
@@ -82,11 +82,12 @@ mod tag {
 pub const SECRET_BINARY_MAX: usize = 64;
 
 /// A counted reference to one entry, which lives in one VM resource object (`bytes.rs`): a [`Header`], then
-/// the entry's bytes in three sections. The secret section holds the bytes of binaries of up to
-/// `SECRET_BINARY_MAX` bytes, in the order of their `SECRET` tags; then comes the encoding of `{Key, Session}`;
-/// then the blob section, the bytes of the larger inlined binaries in the order of their `BINARY` tags.
-/// Unpacking reads the header and the first two sections, a few cache lines together, and never the blobs,
-/// which it hands out by reference.
+/// the entry's bytes in four sections. First the key's canonical bytes (`key.rs`), which the store's entry map
+/// compares with instead of keeping its own copy; then the secret section, the bytes of binaries of up to
+/// `SECRET_BINARY_MAX` bytes in the order of their `SECRET` tags; then the encoding of `{Key, Session}`; then the
+/// blob section, the bytes of the larger inlined binaries in the order of their `BINARY` tags. A lookup reads the
+/// header and the first three sections, a few cache lines together, and never the blobs, which it hands out by
+/// reference.
 ///
 /// Cloning is an `Arc`'s clone, counted in the header. The count is of the store's and cursors' references
 /// only: when the last goes, the entry wipes its secret section, drops its held parts and gives up its
@@ -103,10 +104,11 @@ struct Header {
     held: HeldParts,
     /// Where the session starts: its encoding, and its first bytes in the secret and blob sections.
     session_at: Cursor,
-    /// Lengths of the secret section and of the encoding; the blob section is the rest.
+    /// Lengths of the key, the secret section and the encoding; the blob section is the rest.
+    key_len: u32,
     secret_len: u32,
     code_len: u32,
-    /// Length of the three sections together.
+    /// Length of the four sections together.
     len: usize,
     weight: usize,
 }
@@ -157,9 +159,9 @@ struct Cursor {
 }
 
 impl Packed {
-    /// Packs `{key, session}`. O(size of the session), plus a hash and comparison of each shared field.
-    /// `None` if the VM has no memory for a held part.
-    pub fn pack(key: Term, session: Term, key_bytes: usize, interner: &Interner) -> Option<Packed> {
+    /// Packs `{key, session}`, `key` being the term whose canonical bytes are `key_bytes`. O(size of the
+    /// session), plus a hash and comparison of each shared field. `None` if the VM has no memory.
+    pub fn pack(key: Term, session: Term, key_bytes: &[u8], interner: &Interner) -> Option<Packed> {
         SCRATCH.with_borrow_mut(|(out, secrets, blobs)| {
             let mut packer = Packer {
                 out,
@@ -173,14 +175,20 @@ impl Packed {
                 .pair(key, session)
                 .ok()
                 .and_then(|(session_at, end)| {
-                    let sections = [&packer.secrets[..], &packer.out[..], &packer.blobs[..]];
+                    let sections = [
+                        key_bytes,
+                        &packer.secrets[..],
+                        &packer.out[..],
+                        &packer.blobs[..],
+                    ];
                     let len = sections.iter().map(|section| section.len()).sum();
                     let held = std::mem::take(&mut packer.held);
                     let header = Header {
                         refs: AtomicUsize::new(1),
-                        weight: weight::entry_bytes(len, held.len(), key_bytes),
+                        weight: weight::entry_bytes(len, held.len()),
                         held,
                         session_at,
+                        key_len: u32::try_from(key_bytes.len()).ok()?,
                         secret_len: end.secret,
                         code_len: end.code,
                         len,
@@ -218,7 +226,7 @@ impl Packed {
         unsafe { self.header.as_ref() }
     }
 
-    /// The entry's three sections.
+    /// The entry's four sections.
     fn bytes(&self) -> &[u8] {
         // SAFETY: `len` initialised bytes follow the header, alive as long as the header.
         unsafe { std::slice::from_raw_parts(self.data(), self.header().len) }
@@ -242,11 +250,12 @@ impl Packed {
     fn unpack<'a>(&self, env: Env<'a>, from: Cursor) -> Option<Term<'a>> {
         let header = self.header();
         let all = self.bytes();
-        let secret_len = header.secret_len as usize;
-        let secrets = all.get(..secret_len)?;
-        let code = all.get(secret_len..secret_len.checked_add(header.code_len as usize)?)?;
+        let secret_at = header.key_len as usize;
+        let code_at = secret_at.checked_add(header.secret_len as usize)?;
+        let secrets = all.get(secret_at..code_at)?;
+        let code = all.get(code_at..code_at.checked_add(header.code_len as usize)?)?;
         // What a lookup reads, the secret section and the encoding, spans a few cache lines: load them at once.
-        prefetch(all.as_ptr(), secret_len + code.len(), false);
+        prefetch(secrets.as_ptr(), secrets.len() + code.len(), false);
         UNPACK_STACK.with_borrow_mut(|stack| {
             stack.clear();
             let mut unpacker = Unpacker {
@@ -257,7 +266,7 @@ impl Packed {
                 at: from.code as usize,
                 secrets,
                 secret_at: from.secret as usize,
-                blob_base: secrets.len() + code.len(),
+                blob_base: code_at + code.len(),
                 blob_at: from.blob as usize,
                 held: &header.held,
                 stack,
@@ -269,15 +278,20 @@ impl Packed {
 }
 
 impl Value for Packed {
+    fn key(&self) -> &[u8] {
+        let key_len = self.header().key_len as usize;
+        &self.bytes()[..key_len.min(self.header().len)]
+    }
+
     fn weight(&self) -> usize {
         self.header().weight
     }
 
-    /// Dropping the last reference writes the header and the secret section (most entries' fit in the first
-    /// three cache lines), which a delete otherwise finds cold and waits for, line by line, behind the store's
-    /// locks. Prefetched for writing, those loads overlap the store's bookkeeping instead.
+    /// Dropping the last reference writes the header and the secret section, behind the key (most entries' fit
+    /// in the first four cache lines), which a delete otherwise finds cold and waits for, line by line, behind
+    /// the store's locks. Prefetched for writing, those loads overlap the store's bookkeeping instead.
     fn prefetch_for_drop(&self) {
-        prefetch(self.header.as_ptr().cast(), 3 * 64, true);
+        prefetch(self.header.as_ptr().cast(), 4 * 64, true);
     }
 }
 
@@ -303,20 +317,24 @@ impl Drop for Packed {
             return;
         }
         fence(Ordering::Acquire);
-        let secret_len = (self.header().secret_len as usize).min(self.header().len);
+        let header = self.header();
+        let secret_at = (header.key_len as usize).min(header.len);
+        let secret_len = (header.secret_len as usize).min(header.len - secret_at);
         // SAFETY: this was the last reference, so nothing else reads the entry. The secret section was never
         // handed out (the VM copies binaries of up to 64 bytes), so no binary refers to it. The header is
         // dropped once, then our reference to the block is given up; binaries may keep the block alive.
         unsafe {
-            wipe(std::slice::from_raw_parts_mut(self.data(), secret_len));
+            wipe(std::slice::from_raw_parts_mut(
+                self.data().add(secret_at),
+                secret_len,
+            ));
             ptr::drop_in_place(self.header.as_ptr());
             bytes::release(self.header.cast());
         }
     }
 }
 
-/// Bytes from the start of an entry's block to its sections: the header, rounded up so that every section
-/// starts aligned to a word (the secret section is wiped a word at a time).
+/// Bytes from the start of an entry's block to its sections: the header, rounded up to a word.
 const HEADER_BYTES: usize = std::mem::size_of::<Header>().next_multiple_of(8);
 
 /// Asks the CPU to start loading the cache lines from `start` to `start + len`, for reading or for writing, so

@@ -22,19 +22,20 @@ const FRAGMENT_SLACK_WORDS: usize = 200;
 const FRAGMENT_HEADER_BYTES: usize = 48;
 /// A held term's `Arc` and header.
 const HELD_HEADER_BYTES: usize = 64;
-/// One entry's fixed cost: its header and the resource around its bytes, its slot in the entry map (a key of up
-/// to 62 bytes included, with the map's spare capacity) and in the slab, and the group index entry of a client
-/// key. The packed bytes, and a key's bytes when they do not fit in its slot, are added separately. Calibrated:
-/// with the benchmark's session, 100k entries grew `erlang:memory(total)` by 1,675 bytes each in two runs.
-const ENTRY_BYTES: usize = 232;
+/// One entry's fixed cost: its header and the resource around its bytes, its slot in the entry map (with the
+/// map's spare capacity) and in the slab, and the group index entry of a client key. The packed bytes (the key's
+/// among them) are added separately. Calibrated: with the benchmark's session, 100k entries grew
+/// `erlang:memory(total)` by 1,657.6 and 1,657.8 bytes each in two runs, against 1,658 computed.
+const ENTRY_BYTES: usize = 155;
+
 /// Binaries up to this size are heap binaries, copied into the term's own heap; larger ones are a reference.
 const HEAP_BINARY_MAX: usize = 64;
 /// A reference to a shared binary on a heap (a ProcBin).
 const REFC_BINARY_WORDS: usize = 6;
 
-/// Bytes an entry of `packed` bytes with `held` references, under a key of `key_bytes`, owns.
-pub fn entry_bytes(packed: usize, held: usize, key_bytes: usize) -> usize {
-    ENTRY_BYTES + packed + held * WORD + session_store::key_heap_bytes(key_bytes)
+/// Bytes an entry of `packed` bytes (its key's included) with `held` references owns.
+pub fn entry_bytes(packed: usize, held: usize) -> usize {
+    ENTRY_BYTES + packed + held * WORD
 }
 
 /// Bytes a held term of `words` heap words costs.

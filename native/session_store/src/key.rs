@@ -48,8 +48,8 @@ impl Key {
     }
 }
 
-/// A key borrowed from the caller's buffer: an insert that replaces allocates nothing for it, and one that adds
-/// copies it once, into the store.
+/// A key borrowed from the caller's buffer. The store keeps no copy of it: the value it is inserted with carries
+/// the same bytes ([`Value::key`](crate::Value::key)).
 #[derive(Clone, PartialEq, Eq)]
 pub struct KeyRef<'a> {
     bytes: &'a [u8],

@@ -13,8 +13,8 @@ mod slab;
 mod small;
 mod stats;
 mod store;
+mod table;
 
 pub use key::{Key, KeyRef};
-pub use small::key_heap_bytes;
 pub use stats::Counts;
 pub use store::{Config, Inserted, Retired, Store, StoreError, Value};

@@ -1,24 +1,14 @@
-//! Byte strings kept in place when short: the stored form of keys and group names.
+//! Byte strings kept in place when short: the stored form of group names.
 //!
-//! A key compared through a pointer costs a dependent cache miss on every lookup, insert and delete of a large
-//! store, and an allocation on every insert. An OTP server key (a 32-byte session id) and a client key
-//! `{{Host, Port}, Id}` with a host name of up to 19 bytes encode to at most `INLINE` bytes, and live inside
-//! the hash table's slot instead.
+//! A name compared through a pointer costs a dependent cache miss on every write of a client key to a large
+//! store, and an allocation for every new group. A group name, `{Host, Port}` in canonical bytes, takes at most
+//! `INLINE` bytes for host names of up to 55 bytes, and lives inside the group index's slot instead.
 
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
 
 /// The longest byte string kept in place; chosen so that the whole value is one 64-byte cache line.
 const INLINE: usize = 62;
-
-/// Bytes a stored key of `len` bytes takes outside the hash table's slot: none when it is kept in place.
-pub fn key_heap_bytes(len: usize) -> usize {
-    if len <= INLINE {
-        0
-    } else {
-        len
-    }
-}
 
 #[derive(Clone)]
 pub(crate) enum SmallBytes {
@@ -88,10 +78,6 @@ mod tests {
             let small = SmallBytes::from(&slice[..]);
             assert_eq!(small.as_slice(), &slice[..]);
             assert_eq!(matches!(small, SmallBytes::Inline { .. }), len <= INLINE);
-            assert_eq!(
-                key_heap_bytes(len) == 0,
-                matches!(small, SmallBytes::Inline { .. })
-            );
             assert_eq!(hash_of(&small), hash_of(&slice[..]));
             assert!(small == SmallBytes::from(&slice[..]));
         }

@@ -1,4 +1,5 @@
-//! The concurrent store: entries by key, an index by group, stable slots for folds, and exact counts.
+//! The concurrent store: entries by key (`table.rs`), an index by group, stable slots for folds, and exact
+//! counts.
 //!
 //! Concurrency model: any number of threads read; writes are serialised by an internal mutex (the NIF layer
 //! further allows only one process to write). Readers take exactly one lock each (an entry shard, a group shard
@@ -21,9 +22,14 @@ use crate::key::{Key, KeyRef};
 use crate::slab::Slab;
 use crate::small::SmallBytes;
 use crate::stats::{Counter, Counts, Stats};
+use crate::table::{Filed, Table};
 
 /// What the store asks of the values it holds. Values are handles (see the module documentation).
 pub trait Value: Clone {
+    /// The key the value is stored under, as the bytes of [`Key`]: the store keeps no copy of its own, and finds
+    /// an entry by comparing with this.
+    fn key(&self) -> &[u8];
+
     /// How much the entry weighs, in bytes of memory it owns, its key included. Feeds [`Store::bytes`].
     fn weight(&self) -> usize;
 
@@ -34,6 +40,10 @@ pub trait Value: Clone {
 }
 
 impl<T: Value> Value for Arc<T> {
+    fn key(&self) -> &[u8] {
+        (**self).key()
+    }
+
     fn weight(&self) -> usize {
         (**self).weight()
     }
@@ -64,6 +74,8 @@ impl Default for Config {
 pub enum StoreError {
     #[error("the store was terminated")]
     Terminated,
+    #[error("the value does not carry the key it was inserted under")]
+    KeyMismatch,
 }
 
 /// What an insert did.
@@ -74,10 +86,22 @@ pub enum Inserted<V> {
 }
 
 struct Slot<V> {
+    /// The hash the entry map filed it under.
+    hash: u64,
     value: V,
     slot: usize,
     /// Where the key's group name lies in the key's bytes.
     group: Option<Range<usize>>,
+}
+
+impl<V: Value> Filed for Slot<V> {
+    fn key(&self) -> &[u8] {
+        self.value.key()
+    }
+
+    fn hash(&self) -> u64 {
+        self.hash
+    }
 }
 
 /// A group's members, by fold slot. A slot number is the cheapest name a member has: hashing it reads no key
@@ -109,7 +133,7 @@ impl Hasher for SlotHasher {
 
 /// A store of `V` handles (see the module documentation) under byte-string keys.
 pub struct Store<V> {
-    entries: DashMap<SmallBytes, Slot<V>>,
+    entries: Table<Slot<V>>,
     groups: DashMap<SmallBytes, Group<V>>,
     slab: RwLock<Slab<V>>,
     writer: Mutex<()>,
@@ -147,7 +171,7 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
     /// If a shard count in `config` is not a power of two (a programming error, caught at construction).
     pub fn new(config: Config) -> Self {
         Store {
-            entries: DashMap::with_shard_amount(config.shards),
+            entries: Table::new(config.shards),
             groups: DashMap::with_shard_amount(config.group_shards),
             slab: RwLock::new(Slab::new()),
             writer: Mutex::new(()),
@@ -163,17 +187,23 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
         self.insert_ref(key.as_ref(), value)
     }
 
-    /// [`insert`](Self::insert) with a borrowed key: its bytes are copied into the store only if it is new.
+    /// [`insert`](Self::insert) with a borrowed key, which `value` must carry ([`Value::key`]); else the store is
+    /// left unchanged and [`StoreError::KeyMismatch`] returned.
     pub fn insert_ref(&self, key: KeyRef<'_>, value: V) -> Result<Inserted<V>, StoreError> {
+        let (bytes, group_range) = (key.bytes(), key.group_range());
+        if value.key() != bytes {
+            return Err(StoreError::KeyMismatch);
+        }
         let _writer = self.write_guard()?;
         let weight = value.weight();
-        let (bytes, group_range) = (key.bytes(), key.group_range());
+        let hash = self.entries.hash(bytes);
 
-        if let Some(mut slot) = self.entries.get_mut(bytes) {
+        let replaced = self.entries.update(hash, bytes, |slot| {
             let old = std::mem::replace(&mut slot.value, value.clone());
+            (old, slot.slot, slot.group.clone())
+        });
+        if let Some((old, index, group)) = replaced {
             old.prefetch_for_drop();
-            let (index, group) = (slot.slot, slot.group.clone());
-            drop(slot);
             write(&self.slab).replace(index, value.clone());
             if let Some(range) = group {
                 if let Some(mut members) = self.groups.get_mut(&bytes[range]) {
@@ -188,19 +218,16 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
             return Ok(Inserted::Replaced(old));
         }
 
-        let key = SmallBytes::from(bytes);
         let index = write(&self.slab).insert(value.clone());
         if let Some(range) = &group_range {
             self.join_group(&bytes[range.clone()], index, &value);
         }
-        self.entries.insert(
-            key,
-            Slot {
-                value,
-                slot: index,
-                group: group_range,
-            },
-        );
+        self.entries.insert_new(Slot {
+            hash,
+            value,
+            slot: index,
+            group: group_range,
+        });
         self.len.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(weight, Ordering::Relaxed);
         self.stats.add(Counter::Insert);
@@ -210,14 +237,14 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
     /// Removes a key; removing a missing key is not an error. O(1).
     pub fn remove(&self, key: &[u8]) -> Result<Option<V>, StoreError> {
         let _writer = self.write_guard()?;
-        let Some((key, slot)) = self.entries.remove(key) else {
+        let Some(slot) = self.entries.remove(self.entries.hash(key), key) else {
             return Ok(None);
         };
         slot.value.prefetch_for_drop();
         self.stats.add(Counter::Delete);
         write(&self.slab).remove(slot.slot);
         if let Some(range) = slot.group.clone() {
-            let group = &key.as_slice()[range];
+            let group = &key[range];
             let emptied = match self.groups.get_mut(group) {
                 Some(mut members) => {
                     members.remove(&slot.slot);
@@ -238,7 +265,9 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
     /// Runs `read` on the value under `key` while its shard is read-locked. `read` must not call the store.
     /// O(1). Prefer it to [`Store::get`] for short reads: it saves two atomic reference-count updates.
     pub fn read<R>(&self, key: &[u8], read: impl FnOnce(&V) -> R) -> Option<R> {
-        let found = self.entries.get(key).map(|slot| read(&slot.value));
+        let found = self
+            .entries
+            .read(self.entries.hash(key), key, |slot| read(&slot.value));
         self.stats.add(if found.is_some() {
             Counter::LookupHit
         } else {
@@ -249,7 +278,9 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
 
     /// The value under `key`, shared. O(1).
     pub fn get(&self, key: &[u8]) -> Option<V> {
-        let found = self.entries.get(key).map(|slot| slot.value.clone());
+        let found = self
+            .entries
+            .read(self.entries.hash(key), key, |slot| slot.value.clone());
         self.stats.add(if found.is_some() {
             Counter::LookupHit
         } else {
@@ -315,9 +346,9 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
     pub fn retire(&self) -> Retired {
         let _writer = lock(&self.writer);
         self.terminated.store(true, Ordering::Release);
-        let mut parts: Vec<Box<dyn Send>> = Vec::with_capacity(self.entries.shards().len() + 2);
-        for shard in self.entries.shards() {
-            parts.push(Box::new(std::mem::take(&mut *shard.write())));
+        let mut parts: Vec<Box<dyn Send>> = Vec::new();
+        for shard in self.entries.take_all() {
+            parts.push(Box::new(shard));
         }
         for shard in self.groups.shards() {
             parts.push(Box::new(std::mem::take(&mut *shard.write())));

@@ -36,6 +36,21 @@ fn insert_then_read_returns_the_value() {
 }
 
 #[test]
+fn an_insert_whose_value_carries_another_key_is_refused() {
+    let store = store();
+    let (key, other) = (client_key(1, 1), client_key(1, 2));
+    assert_eq!(
+        store.insert(key.clone(), val(&other, 1)).err(),
+        Some(StoreError::KeyMismatch)
+    );
+    assert_eq!(store.len(), 0);
+    assert_eq!(store.get(key.bytes()), None);
+    assert_eq!(store.get(other.bytes()), None);
+    assert!(selected(&store, b"h\x01").is_empty());
+    assert!(fold_all(&store).is_empty());
+}
+
+#[test]
 fn insert_on_a_present_key_replaces_and_returns_the_old_value() {
     let store = store();
     let key = client_key(1, 1);

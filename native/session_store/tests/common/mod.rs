@@ -14,6 +14,10 @@ pub struct Val {
 }
 
 impl Value for Val {
+    fn key(&self) -> &[u8] {
+        &self.key
+    }
+
     fn weight(&self) -> usize {
         16
     }

@@ -1,0 +1,114 @@
+//! The entry map: entries found by the key bytes their values carry, in lock shards of hash tables.
+//!
+//! A map from key to value stores every key twice, once in the map and once in the value that must carry it
+//! anyway (a fold hands out `{Key, Session}`), and a lookup of a large store then reads both from cold memory.
+//! Here a table slot holds the entry's hash beside it and nothing of its key: a lookup compares against the key
+//! inside the value, which it reads next in any case, and a shard grows by the stored hashes without reading a
+//! single key.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use hashbrown::HashTable;
+
+/// What a table holds: something that knows its key and the hash the table filed it under.
+pub(crate) trait Filed {
+    fn key(&self) -> &[u8];
+    fn hash(&self) -> u64;
+}
+
+pub(crate) struct Table<T> {
+    shards: Box<[Shard<T>]>,
+    /// SipHash with keys chosen per table: keys come from peers, so their hashes must not be predictable.
+    hasher: RandomState,
+}
+
+/// One lock shard, alone on its cache lines so that readers of neighbouring shards do not contend.
+#[repr(align(128))]
+struct Shard<T>(RwLock<HashTable<T>>);
+
+impl<T: Filed> Table<T> {
+    /// A table of `shards` lock shards.
+    ///
+    /// # Panics
+    /// If `shards` is not a power of two (a programming error, caught at construction).
+    pub(crate) fn new(shards: usize) -> Self {
+        assert!(
+            shards.is_power_of_two(),
+            "shard count must be a power of two"
+        );
+        Table {
+            shards: (0..shards)
+                .map(|_| Shard(RwLock::new(HashTable::new())))
+                .collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    pub(crate) fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// Runs `read` on the entry under `key`, whose hash is `hash`, while its shard is read-locked.
+    pub(crate) fn read<R>(&self, hash: u64, key: &[u8], read: impl FnOnce(&T) -> R) -> Option<R> {
+        let shard = self.read_shard(hash);
+        shard.find(hash, |entry| entry.key() == key).map(read)
+    }
+
+    /// Runs `update` on the entry under `key` while its shard is write-locked: readers see it before or after.
+    pub(crate) fn update<R>(
+        &self,
+        hash: u64,
+        key: &[u8],
+        update: impl FnOnce(&mut T) -> R,
+    ) -> Option<R> {
+        let mut shard = self.write_shard(hash);
+        shard.find_mut(hash, |entry| entry.key() == key).map(update)
+    }
+
+    /// Adds an entry whose key the table does not hold (the caller has checked, and no other writer runs).
+    pub(crate) fn insert_new(&self, entry: T) {
+        let hash = entry.hash();
+        self.write_shard(hash)
+            .insert_unique(hash, entry, |entry| entry.hash());
+    }
+
+    /// Takes out the entry under `key`.
+    pub(crate) fn remove(&self, hash: u64, key: &[u8]) -> Option<T> {
+        let mut shard = self.write_shard(hash);
+        match shard.find_entry(hash, |entry| entry.key() == key) {
+            Ok(found) => Some(found.remove().0),
+            Err(_) => None,
+        }
+    }
+
+    /// Empties every shard, handing back what each held.
+    pub(crate) fn take_all(&self) -> Vec<HashTable<T>> {
+        self.shards
+            .iter()
+            .map(|shard| std::mem::take(&mut *write(&shard.0)))
+            .collect()
+    }
+
+    fn shard(&self, hash: u64) -> &RwLock<HashTable<T>> {
+        // Bits the tables themselves do not use: they index by the low bits and tag by the top seven.
+        &self.shards[(hash >> 32) as usize & (self.shards.len() - 1)].0
+    }
+
+    fn read_shard(&self, hash: u64) -> RwLockReadGuard<'_, HashTable<T>> {
+        self.shard(hash)
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_shard(&self, hash: u64) -> RwLockWriteGuard<'_, HashTable<T>> {
+        write(self.shard(hash))
+    }
+}
+
+// A panic cannot happen while a shard is locked (no code in those scopes panics), but a poisoned lock would
+// still guard a consistent table: recover it rather than turn one bug into a permanent failure.
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
