@@ -54,7 +54,7 @@ impl<T: Value> Value for Arc<T> {
 pub struct Config {
     /// Lock shards of the entry map; a power of two. More shards mean less contention between readers and the
     /// writer, and smaller pauses when one shard's table grows (at a million entries, 64 shards keep a resize
-    /// near 15k entries). Each shard costs one cache line. Default: 64.
+    /// near 15k entries). Each shard takes 128 bytes, apart from its table. Default: 64.
     pub shards: usize,
     /// Lock shards of the group index (client stores only); a power of two. Default: 16.
     pub group_shards: usize,
