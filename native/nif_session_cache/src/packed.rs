@@ -204,8 +204,12 @@ impl Packed {
         })
     }
 
-    /// A new entry of `header` and `sections`, one after another; `None` if the VM has no memory.
+    /// A new entry of `header` and `sections`, one after another; `None` if the VM has no memory, or if the
+    /// sections do not add up to the header's `len`.
     fn new<const N: usize>(header: Header, sections: [&[u8]; N]) -> Option<Packed> {
+        if sections.iter().map(|section| section.len()).sum::<usize>() != header.len {
+            return None;
+        }
         let block = bytes::alloc(HEADER_BYTES + header.len, std::mem::align_of::<Header>())?;
         // SAFETY: the block is `HEADER_BYTES + header.len` bytes, aligned for `Header`, and ours alone; the
         // sections fill exactly `header.len` bytes after the header.
