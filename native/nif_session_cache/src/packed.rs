@@ -96,6 +96,13 @@ pub struct Packed {
     header: NonNull<Header>,
 }
 
+/// Lengths of an entry's first three sections, as packing found them.
+struct Lengths {
+    key: u32,
+    secret: u32,
+    code: u32,
+}
+
 /// The start of an entry's resource object; its bytes follow it.
 #[repr(C)]
 struct Header {
@@ -175,25 +182,19 @@ impl Packed {
                 .pair(key, session)
                 .ok()
                 .and_then(|(session_at, end)| {
+                    let held = std::mem::take(&mut packer.held);
+                    let lengths = Lengths {
+                        key: u32::try_from(key_bytes.len()).ok()?,
+                        secret: end.secret,
+                        code: end.code,
+                    };
                     let sections = [
                         key_bytes,
                         &packer.secrets[..],
                         &packer.out[..],
                         &packer.blobs[..],
                     ];
-                    let len = sections.iter().map(|section| section.len()).sum();
-                    let held = std::mem::take(&mut packer.held);
-                    let header = Header {
-                        refs: AtomicUsize::new(1),
-                        weight: weight::entry_bytes(len, held.len()),
-                        held,
-                        session_at,
-                        key_len: u32::try_from(key_bytes.len()).ok()?,
-                        secret_len: end.secret,
-                        code_len: end.code,
-                        len,
-                    };
-                    Packed::new(header, sections)
+                    Packed::new(held, session_at, lengths, sections)
                 });
             // Only the first `len` bytes were written since the last wipe.
             wipe(packer.secrets);
@@ -204,15 +205,28 @@ impl Packed {
         })
     }
 
-    /// A new entry of `header` and `sections`, one after another; `None` if the VM has no memory, or if the
-    /// sections do not add up to the header's `len`.
-    fn new<const N: usize>(header: Header, sections: [&[u8]; N]) -> Option<Packed> {
-        if sections.iter().map(|section| section.len()).sum::<usize>() != header.len {
-            return None;
-        }
-        let block = bytes::alloc(HEADER_BYTES + header.len, std::mem::align_of::<Header>())?;
-        // SAFETY: the block is `HEADER_BYTES + header.len` bytes, aligned for `Header`, and ours alone; the
-        // sections fill exactly `header.len` bytes after the header.
+    /// A new entry of `sections` (key, secrets, encoding, blobs), one after another, behind its header; `None`
+    /// if the VM has no memory.
+    fn new(
+        held: HeldParts,
+        session_at: Cursor,
+        lengths: Lengths,
+        sections: [&[u8]; 4],
+    ) -> Option<Packed> {
+        let len = sections.iter().map(|section| section.len()).sum();
+        let header = Header {
+            refs: AtomicUsize::new(1),
+            weight: weight::entry_bytes(len, held.len()),
+            held,
+            session_at,
+            key_len: lengths.key,
+            secret_len: lengths.secret,
+            code_len: lengths.code,
+            len,
+        };
+        let block = bytes::alloc(HEADER_BYTES + len, std::mem::align_of::<Header>())?;
+        // SAFETY: the block is `HEADER_BYTES + len` bytes, aligned for `Header`, and ours alone; the sections
+        // fill exactly `len` bytes after the header.
         unsafe {
             let mut at = block.as_ptr().add(HEADER_BYTES);
             for section in sections {

@@ -237,7 +237,7 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
     /// Removes a key; removing a missing key is not an error. O(1).
     pub fn remove(&self, key: &[u8]) -> Result<Option<V>, StoreError> {
         let _writer = self.write_guard()?;
-        let Some(slot) = self.entries.remove(self.entries.hash(key), key) else {
+        let Some(slot) = self.entries.remove(key) else {
             return Ok(None);
         };
         slot.value.prefetch_for_drop();
@@ -265,9 +265,7 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
     /// Runs `read` on the value under `key` while its shard is read-locked. `read` must not call the store.
     /// O(1). Prefer it to [`Store::get`] for short reads: it saves two atomic reference-count updates.
     pub fn read<R>(&self, key: &[u8], read: impl FnOnce(&V) -> R) -> Option<R> {
-        let found = self
-            .entries
-            .read(self.entries.hash(key), key, |slot| read(&slot.value));
+        let found = self.entries.read(key, |slot| read(&slot.value));
         self.stats.add(if found.is_some() {
             Counter::LookupHit
         } else {
@@ -278,9 +276,7 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
 
     /// The value under `key`, shared. O(1).
     pub fn get(&self, key: &[u8]) -> Option<V> {
-        let found = self
-            .entries
-            .read(self.entries.hash(key), key, |slot| slot.value.clone());
+        let found = self.entries.read(key, |slot| slot.value.clone());
         self.stats.add(if found.is_some() {
             Counter::LookupHit
         } else {

@@ -50,13 +50,15 @@ impl<T: Filed> Table<T> {
         self.hasher.hash_one(key)
     }
 
-    /// Runs `read` on the entry under `key`, whose hash is `hash`, while its shard is read-locked.
-    pub(crate) fn read<R>(&self, hash: u64, key: &[u8], read: impl FnOnce(&T) -> R) -> Option<R> {
+    /// Runs `read` on the entry under `key` while its shard is read-locked.
+    pub(crate) fn read<R>(&self, key: &[u8], read: impl FnOnce(&T) -> R) -> Option<R> {
+        let hash = self.hash(key);
         let shard = self.read_shard(hash);
         shard.find(hash, |entry| entry.key() == key).map(read)
     }
 
-    /// Runs `update` on the entry under `key` while its shard is write-locked: readers see it before or after.
+    /// Runs `update` on the entry under `key`, whose hash is `hash` (an insert reuses it to file a new entry),
+    /// while its shard is write-locked: readers see it before or after.
     pub(crate) fn update<R>(
         &self,
         hash: u64,
@@ -75,7 +77,8 @@ impl<T: Filed> Table<T> {
     }
 
     /// Takes out the entry under `key`.
-    pub(crate) fn remove(&self, hash: u64, key: &[u8]) -> Option<T> {
+    pub(crate) fn remove(&self, key: &[u8]) -> Option<T> {
+        let hash = self.hash(key);
         let mut shard = self.write_shard(hash);
         match shard.find_entry(hash, |entry| entry.key() == key) {
             Ok(found) => Some(found.remove().0),
