@@ -2,6 +2,8 @@
 %%% (ETS, OTP's client store) and ssl_server_session_cache_db (gb_trees, OTP's server store).
 %%%
 %%% From a shell: `rebar3 shell`, then nif_session_cache_bench:run(). or run(#{sizes => [1000, 100000]}).
+%%% Operations are timed with both of OTP's key shapes: client keys {{Host, Port}, SessionId}, grouped by
+%%% partial key for select_session, and server keys, a bare SessionId (OTP's server store, gb_trees, holds these).
 %%% `make bench` runs it with the defaults and writes bench/results/ (tables and an SVG chart).
 %%% It prints tables and returns everything as a map. Times are medians of several rounds; read the ratios, since
 %%% absolute times move with the machine's load. Nothing here runs in `make test` except a tiny smoke run.
@@ -10,6 +12,7 @@
 -export([run/0, run/1, sessions/2]).
 
 -type options() :: #{sizes => [pos_integer()],
+                     keys => [key_shape()],
                      measure => [operation()],
                      rounds => pos_integer(),
                      ops => pos_integer(),
@@ -22,7 +25,9 @@
                      print => boolean()}.
 -type operation() :: lookup_hit | lookup_miss | size | select_session | foldl | update_replace | update_new
                    | delete.
--export_type([options/0, operation/0]).
+%% client: {{Host, Port}, SessionId}; server: a bare SessionId.
+-type key_shape() :: client | server.
+-export_type([options/0, operation/0, key_shape/0]).
 
 -define(STORES, [nif_session_cache, ssl_client_session_cache_db, ssl_server_session_cache_db]).
 
@@ -32,13 +37,15 @@ run() ->
 
 -spec run(options()) -> map().
 run(Options) ->
-    O = maps:merge(#{sizes => [1000, 100000, 1000000], measure => operations(), rounds => 5, ops => 20000,
+    O = maps:merge(#{sizes => [1000, 100000, 1000000], keys => [client, server], measure => operations(),
+                     rounds => 5, ops => 20000,
                      hosts => 10000, readers => [1, 2, 4], server_cache_size => 100000, handshakes => 400,
                      monitor_size => 1000000, out => none, print => true}, Options),
     Template = template(),
     Results = #{machine => machine(),
                 session_etf_bytes => byte_size(term_to_binary(element(2, hd(sessions(Template, 1))))),
-                operations => [operations(Template, Size, O) || Size <- maps:get(sizes, O)],
+                operations => [operations(Template, Shape, Size, O)
+                               || Shape <- maps:get(keys, O), Size <- maps:get(sizes, O)],
                 concurrency => concurrency(Template, O),
                 memory => memory(Template, O),
                 server_cache => server_cache(Template, O),
@@ -93,6 +100,9 @@ client_key(Id, Hosts) ->
     <<H:32, _/binary>> = Id,
     {{host(H rem Hosts), 443}, Id}.
 
+key(client, Id, Hosts) -> client_key(Id, Hosts);
+key(server, Id, _Hosts) -> Id.
+
 host(N) ->
     "h" ++ integer_to_list(N) ++ ".example.com".
 
@@ -102,12 +112,12 @@ host(N) ->
 %% the store and nothing else (for gb_trees the tree is that heap, which is OTP's real situation). The three
 %% stores are measured in turn within every round, in a shuffled order, so that a noisy moment of this shared
 %% machine lands on all of them alike. Operations that add or remove entries undo their change, untimed.
-operations(Template, Size, O) ->
+operations(Template, Shape, Size, O) ->
     #{ops := Ops, rounds := Rounds, hosts := Hosts} = O,
-    Entries = [{client_key(Id, Hosts), S} || {Id, S} <- sessions(Template, Size)],
+    Entries = [{key(Shape, Id, Hosts), S} || {Id, S} <- sessions(Template, Size)],
     Keys = list_to_tuple([K || {K, _} <- Entries]),
     Writes = min(Ops, Size),
-    Fresh = [{client_key(Id, Hosts), S} || {Id, S} <- sessions(Template, Writes)],
+    Fresh = [{key(Shape, Id, Hosts), S} || {Id, S} <- sessions(Template, Writes)],
     Sessions = list_to_tuple([S || {_, S} <- lists:sublist(Entries, 1000)]),
     Inputs = fun() ->
                      Sample = [element(rand:uniform(Size), Keys) || _ <- lists:seq(1, Ops)],
@@ -120,14 +130,14 @@ operations(Template, Size, O) ->
                        partials => [{host(rand:uniform(Hosts) - 1), 443} || _ <- lists:seq(1, Ops)],
                        entries => Size}
              end,
-    OpNames = [Op || Op <- operations(), lists:member(Op, maps:get(measure, O))],
+    OpNames = [Op || Op <- operations(), lists:member(Op, maps:get(measure, O)), applies(Op, Shape)],
     Owners = [{Mod, start_owner(Mod, Entries)} || Mod <- ?STORES],
     try
         Samples = [{Op, Mod, run_op(Owner, Op, In)}
                    || _ <- lists:seq(1, Rounds), In <- [Inputs()], Op <- OpNames, {Mod, Owner} <- shuffle(Owners)],
         Rows = [{Op, [{Mod, median_of([T || {Op1, Mod1, T} <- Samples, Op1 =:= Op, Mod1 =:= Mod])} || Mod <- ?STORES]}
                 || Op <- OpNames],
-        #{size => Size, ops_per_round => Ops, writes_per_round => Writes, rows => Rows}
+        #{keys => Shape, size => Size, ops_per_round => Ops, writes_per_round => Writes, rows => Rows}
     after
         [stop_owner(Owner) || {_, Owner} <- Owners]
     end.
@@ -135,6 +145,10 @@ operations(Template, Size, O) ->
 %% Every operation timed at each size, in the order they run and are printed.
 operations() ->
     [lookup_hit, lookup_miss, size, select_session, foldl, update_replace, update_new, delete].
+
+%% OTP calls select_session only on client stores: a bare session id has no partial key.
+applies(select_session, server) -> false;
+applies(_, _) -> true.
 
 shuffle(List) ->
     [X || {_, X} <- lists:sort([{rand:uniform(), X} || X <- List])].
@@ -466,8 +480,9 @@ print(R) ->
     ok = print_handshakes(maps:get(handshakes, R)),
     print_scheduler(maps:get(scheduler, R)).
 
-print_operations(#{size := Size, ops_per_round := N, writes_per_round := W, rows := Rows}) ->
-    io:format("~n~B entries, ~B reads and ~B writes per round (ns per operation, median of rounds):~n", [Size, N, W]),
+print_operations(#{keys := Shape, size := Size, ops_per_round := N, writes_per_round := W, rows := Rows}) ->
+    io:format("~n~B entries, ~s, ~B reads and ~B writes per round (ns per operation, median of rounds):~n",
+              [Size, shape(Shape), N, W]),
     Fmt = "~-16s ~12s ~12s ~12s ~10s ~10s~n",
     io:format(Fmt, ["operation", "ours", "ETS", "gb_trees", "ours/ETS", "ours/gb"]),
     [begin
@@ -524,7 +539,8 @@ write(Dir, R) ->
     ok = file:write_file(filename:join(Dir, "results.term"), io_lib:format("~p.~n", [R])),
     ok = file:write_file(filename:join(Dir, "chart.svg"), chart(maps:get(operations, R))).
 
-%%% Chart: ns per operation against store size, one panel per operation, a line per store.
+%%% Chart: ns per operation against store size, one panel per operation, a line per store and key shape
+%%% (solid: client keys, dashed: server keys).
 
 chart(Operations) ->
     Ops = [lookup_hit, lookup_miss, update_new, delete, select_session, size],
@@ -533,23 +549,27 @@ chart(Operations) ->
     Panels = [panel(Op, Operations, Colours, ((I - 1) rem Cols) * W, ((I - 1) div Cols) * H, W, H)
               || {I, Op} <- lists:zip(lists:seq(1, length(Ops)), Ops)],
     Legend = [io_lib:format("<rect x='~B' y='~B' width='12' height='12' fill='~s'/><text x='~B' y='~B'>~s</text>",
-                            [20 + (I - 1) * 230, Cols * 0 + 2 * H + 18, C, 36 + (I - 1) * 230, 2 * H + 29, label(M)])
+                            [20 + (I - 1) * 230, 2 * H + 18, C, 36 + (I - 1) * 230, 2 * H + 29, label(M)])
               || {I, {M, C}} <- lists:zip(lists:seq(1, 3), Colours)],
-    ["<svg xmlns='http://www.w3.org/2000/svg' width='", integer_to_list(Cols * W), "' height='", integer_to_list(2 * H + 40),
-     "' font-family='sans-serif' font-size='11'><rect width='100%' height='100%' fill='white'/>", Panels, Legend, "</svg>\n"].
+    Dashes = io_lib:format("<text x='20' y='~B'>solid: client keys {{Host, Port}, Id}; dashed: server keys "
+                           "(a bare Id)</text>", [2 * H + 49]),
+    ["<svg xmlns='http://www.w3.org/2000/svg' width='", integer_to_list(Cols * W), "' height='", integer_to_list(2 * H + 60),
+     "' font-family='sans-serif' font-size='11'><rect width='100%' height='100%' fill='white'/>", Panels, Legend, Dashes,
+     "</svg>\n"].
 
 panel(Op, Operations, Colours, X0, Y0, W, H) ->
-    Sizes = [S || #{size := S} <- Operations],
-    Points = [{M, [{S, V} || #{size := S, rows := Rows} <- Operations,
-                             V <- [proplists:get_value(M, proplists:get_value(Op, Rows, []))], is_number(V)]}
-              || {M, _} <- Colours],
-    Max = lists:max([1 | [V || {_, Ps} <- Points, {_, V} <- Ps]]),
+    Sizes = lists:usort([S || #{size := S} <- Operations]),
+    Points = [{M, Shape, [{S, V} || #{keys := Shape1, size := S, rows := Rows} <- Operations, Shape1 =:= Shape,
+                                    V <- [proplists:get_value(M, proplists:get_value(Op, Rows, []))], is_number(V)]}
+              || {M, _} <- Colours, Shape <- [client, server]],
+    Max = lists:max([1 | [V || {_, _, Ps} <- Points, {_, V} <- Ps]]),
     {L, T, PW, PH} = {X0 + 45, Y0 + 25, W - 60, H - 60},
     XS = fun(S) -> L + case length(Sizes) of 1 -> PW div 2; _ -> round(PW * math:log10(S / hd(Sizes)) / max(1.0e-9, math:log10(lists:last(Sizes) / hd(Sizes)))) end end,
     YS = fun(V) -> T + PH - round(PH * V / Max) end,
-    Lines = [io_lib:format("<polyline fill='none' stroke='~s' stroke-width='2' points='~s'/>",
-                           [proplists:get_value(M, Colours), [io_lib:format("~B,~B ", [XS(S), YS(V)]) || {S, V} <- Ps]])
-             || {M, Ps} <- Points, Ps =/= []],
+    Lines = [io_lib:format("<polyline fill='none' stroke='~s' stroke-width='2'~s points='~s'/>",
+                           [proplists:get_value(M, Colours), dashes(Shape),
+                            [io_lib:format("~B,~B ", [XS(S), YS(V)]) || {S, V} <- Ps]])
+             || {M, Shape, Ps} <- Points, Ps =/= []],
     Ticks = [io_lib:format("<text x='~B' y='~B' text-anchor='middle'>~s</text>", [XS(S), T + PH + 14, short(S)]) || S <- Sizes],
     [io_lib:format("<text x='~B' y='~B' font-weight='bold'>~s (ns/op)</text>", [L, Y0 + 15, Op]),
      io_lib:format("<line x1='~B' y1='~B' x2='~B' y2='~B' stroke='black'/><line x1='~B' y1='~B' x2='~B' y2='~B' stroke='black'/>",
@@ -557,6 +577,12 @@ panel(Op, Operations, Colours, X0, Y0, W, H) ->
      io_lib:format("<text x='~B' y='~B' text-anchor='end'>~s</text><text x='~B' y='~B' text-anchor='end'>0</text>",
                    [L - 4, T + 8, num(Max), L - 4, T + PH]),
      Ticks, Lines].
+
+dashes(client) -> "";
+dashes(server) -> " stroke-dasharray='5,3'".
+
+shape(client) -> "client keys {{Host, Port}, Id}";
+shape(server) -> "server keys (a bare Id)".
 
 label(nif_session_cache) -> "nif_session_cache";
 label(ssl_client_session_cache_db) -> "ETS (ssl_client_session_cache_db)";
