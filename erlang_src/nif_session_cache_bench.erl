@@ -114,6 +114,9 @@ host(N) ->
 %% machine lands on all of them alike. Operations that add or remove entries undo their change, untimed.
 operations(Template, Shape, Size, O) ->
     #{ops := Ops, rounds := Rounds, hosts := Hosts} = O,
+    %% The stores of the step before may still be being freed (a large one of ours on a thread, ETS's in
+    %% chunks): time nothing until that is over.
+    _ = settled_memory(),
     Entries = [{key(Shape, Id, Hosts), S} || {Id, S} <- sessions(Template, Size)],
     Keys = list_to_tuple([K || {K, _} <- Entries]),
     Writes = min(Ops, Size),
