@@ -1,11 +1,13 @@
 //! One writer and several readers at once: every read sees a value written for that key, counts stay exact,
-//! and the final contents match what the writer did.
+//! and the final contents match what the writer did. The writer goes on until every reader has made at least
+//! one whole pass while it writes, so the overlap does not depend on how the threads happen to be scheduled
+//! (under valgrind they run one at a time).
 
 mod common;
 
 use common::{client_key, store, val};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 
@@ -13,9 +15,11 @@ use std::thread;
 fn readers_never_see_a_value_of_another_key_while_one_writer_churns() {
     let store = Arc::new(store());
     let stop = Arc::new(AtomicBool::new(false));
+    let passes: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
     let readers: Vec<_> = (0..3)
         .map(|reader| {
-            let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+            let (store, stop, passes) =
+                (Arc::clone(&store), Arc::clone(&stop), Arc::clone(&passes));
             thread::spawn(move || {
                 let mut reads = 0u64;
                 let mut out = Vec::new();
@@ -40,6 +44,7 @@ fn readers_never_see_a_value_of_another_key_while_one_writer_churns() {
                         from = store.scan(start, 16, 64, &mut out);
                     }
                     assert!(out.len() <= 256);
+                    passes[reader].fetch_add(1, Ordering::Relaxed);
                 }
                 reads
             })
@@ -47,7 +52,17 @@ fn readers_never_see_a_value_of_another_key_while_one_writer_churns() {
         .collect();
 
     let mut model = HashMap::new();
-    for round in 0..20_000u64 {
+    // At least 20,000 writes, and more until every reader has passed once (or has died, which join reports).
+    let readers_behind = || {
+        passes
+            .iter()
+            .any(|count| count.load(Ordering::Relaxed) == 0)
+            && !readers.iter().any(|reader| reader.is_finished())
+    };
+    for round in 0u64.. {
+        if round >= 20_000 && !readers_behind() {
+            break;
+        }
         let id = (round * 7919 % 256) as u16;
         let key = client_key((id % 8) as u8, id);
         if round % 3 == 0 {
