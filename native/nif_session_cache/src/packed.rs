@@ -266,6 +266,7 @@ impl Packed {
     }
 
     fn unpack<'a>(&self, env: Env<'a>, from: Cursor) -> Option<Term<'a>> {
+        prefetch(self.header.as_ptr().cast::<u8>().wrapping_sub(64), 64, true);
         let header = self.header();
         let all = self.bytes();
         let secret_at = header.key_len as usize;
@@ -308,8 +309,19 @@ impl Value for Packed {
     /// Dropping the last reference writes the header and the secret section, behind the key (most entries' fit
     /// in the first four cache lines), which a delete otherwise finds cold and waits for, line by line, behind
     /// the store's locks. Prefetched for writing, those loads overlap the store's bookkeeping instead.
+    /// A lookup reads the header and the first sections, and makes binaries that count references in the
+    /// VM's bookkeeping just before the block: start every one of those loads before the key comparison
+    /// waits for the first.
+    fn prefetch_for_read(&self) {
+        let start = self.header.as_ptr().cast::<u8>();
+        prefetch(start.wrapping_sub(64), 64, true);
+        prefetch(start, 4 * 64, false);
+    }
+
     fn prefetch_for_drop(&self) {
-        prefetch(self.header.as_ptr().cast(), 4 * 64, true);
+        let start = self.header.as_ptr().cast::<u8>();
+        prefetch(start.wrapping_sub(64), 5 * 64, true);
+        prefetch(self.data().wrapping_add(self.header().len), 64, true);
     }
 }
 

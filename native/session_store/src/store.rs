@@ -37,6 +37,11 @@ pub trait Value: Clone {
     /// own bookkeeping for the removal: a value whose drop touches memory of its own (a wipe, a free) may start
     /// loading that memory here, so that the loads overlap that bookkeeping. A hint; the default does nothing.
     fn prefetch_for_drop(&self) {}
+
+    /// Called when a lookup is about to compare `key` with this value's: a value whose reads span cold memory
+    /// may start loading it here, so that those loads overlap the comparison's. A hint; the default does
+    /// nothing.
+    fn prefetch_for_read(&self) {}
 }
 
 impl<T: Value> Value for Arc<T> {
@@ -101,6 +106,10 @@ impl<V: Value> Filed for Slot<V> {
 
     fn hash(&self) -> u64 {
         self.hash
+    }
+
+    fn prefetch(&self) {
+        self.value.prefetch_for_read();
     }
 }
 

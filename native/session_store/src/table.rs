@@ -16,6 +16,8 @@ use hashbrown::HashTable;
 pub(crate) trait Filed {
     fn key(&self) -> &[u8];
     fn hash(&self) -> u64;
+    /// A hint that the entry is about to be read: see [`crate::Value::prefetch_for_read`].
+    fn prefetch(&self) {}
 }
 
 pub(crate) struct Table<T> {
@@ -54,7 +56,12 @@ impl<T: Filed> Table<T> {
     pub(crate) fn read<R>(&self, key: &[u8], read: impl FnOnce(&T) -> R) -> Option<R> {
         let hash = self.hash(key);
         let shard = self.read_shard(hash);
-        shard.find(hash, |entry| entry.key() == key).map(read)
+        shard
+            .find(hash, |entry| {
+                entry.prefetch();
+                entry.key() == key
+            })
+            .map(read)
     }
 
     /// Runs `update` on the entry under `key`, whose hash is `hash` (an insert reuses it to file a new entry),
