@@ -125,7 +125,9 @@ operations(Template, Shape, Size, O) ->
     Inputs = fun() ->
                      Sample = [element(rand:uniform(Size), Keys) || _ <- lists:seq(1, Ops)],
                      #{sample => Sample,
-                       unique => lists:sublist(lists:usort(Sample), Writes),
+                       %% Distinct keys, deleted in random order as OTP deletes them (oldest first). In
+                       %% usort's order, each gb_trees delete would walk the path the one before had loaded.
+                       unique => shuffle(lists:sublist(lists:usort(Sample), Writes)),
                        replacements => [{K, element(rand:uniform(tuple_size(Sessions)), Sessions)}
                                         || K <- lists:sublist(Sample, Writes)],
                        fresh => Fresh,
