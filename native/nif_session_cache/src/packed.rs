@@ -250,6 +250,13 @@ impl Packed {
         unsafe { std::slice::from_raw_parts(self.data(), self.header().len) }
     }
 
+    /// The cache line before the header: the VM's bookkeeping of the resource object, whose reference count
+    /// every binary made of the entry increments and whose allocator header freeing it writes. Only ever
+    /// prefetched, never dereferenced.
+    fn vm_line(&self) -> *const u8 {
+        self.header.as_ptr().cast::<u8>().wrapping_sub(64)
+    }
+
     fn data(&self) -> *mut u8 {
         // SAFETY: in bounds of the block (`new`).
         unsafe { self.header.as_ptr().cast::<u8>().add(HEADER_BYTES) }
@@ -266,7 +273,8 @@ impl Packed {
     }
 
     fn unpack<'a>(&self, env: Env<'a>, from: Cursor) -> Option<Term<'a>> {
-        prefetch(self.header.as_ptr().cast::<u8>().wrapping_sub(64), 64, true);
+        // The certificate's binary will count a reference there (a fold or select comes here directly).
+        prefetch(self.vm_line(), 64, true);
         let header = self.header();
         let all = self.bytes();
         let secret_at = header.key_len as usize;
@@ -306,21 +314,19 @@ impl Value for Packed {
         self.header().weight
     }
 
-    /// Dropping the last reference writes the header and the secret section, behind the key (most entries' fit
-    /// in the first four cache lines), which a delete otherwise finds cold and waits for, line by line, behind
-    /// the store's locks. Prefetched for writing, those loads overlap the store's bookkeeping instead.
-    /// A lookup reads the header and the first sections, and makes binaries that count references in the
-    /// VM's bookkeeping just before the block: start every one of those loads before the key comparison
-    /// waits for the first.
+    /// A lookup compares the key behind the header, reads the first sections and makes binaries that count
+    /// a reference in the VM's bookkeeping: start all of those loads before the comparison waits for the first.
     fn prefetch_for_read(&self) {
-        let start = self.header.as_ptr().cast::<u8>();
-        prefetch(start.wrapping_sub(64), 64, true);
-        prefetch(start, 4 * 64, false);
+        prefetch(self.vm_line(), 64, true);
+        prefetch(self.header.as_ptr().cast(), 4 * 64, false);
     }
 
+    /// Dropping the last reference writes the header and the secret section, behind the key (most entries' fit
+    /// in the first four cache lines), then the VM's bookkeeping before the block and the allocator's header
+    /// of the block after it, as it frees this one. A delete otherwise finds each cold and waits for them line
+    /// by line, behind the store's locks. Prefetched for writing, those loads overlap the store's bookkeeping.
     fn prefetch_for_drop(&self) {
-        let start = self.header.as_ptr().cast::<u8>();
-        prefetch(start.wrapping_sub(64), 5 * 64, true);
+        prefetch(self.vm_line(), 5 * 64, true);
         prefetch(self.data().wrapping_add(self.header().len), 64, true);
     }
 }

@@ -52,6 +52,14 @@ impl<T: Value> Value for Arc<T> {
     fn weight(&self) -> usize {
         (**self).weight()
     }
+
+    fn prefetch_for_drop(&self) {
+        (**self).prefetch_for_drop();
+    }
+
+    fn prefetch_for_read(&self) {
+        (**self).prefetch_for_read();
+    }
 }
 
 /// Tuning of a store. Every field has a default that suits OTP's session caches.
