@@ -116,7 +116,7 @@ impl<V: Value> Filed for Slot<V> {
         self.hash
     }
 
-    fn prefetch(&self) {
+    fn prefetch_for_read(&self) {
         self.value.prefetch_for_read();
     }
 }

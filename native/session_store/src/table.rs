@@ -17,7 +17,7 @@ pub(crate) trait Filed {
     fn key(&self) -> &[u8];
     fn hash(&self) -> u64;
     /// A hint that the entry is about to be read: see [`crate::Value::prefetch_for_read`].
-    fn prefetch(&self) {}
+    fn prefetch_for_read(&self) {}
 }
 
 pub(crate) struct Table<T> {
@@ -58,7 +58,7 @@ impl<T: Filed> Table<T> {
         let shard = self.read_shard(hash);
         shard
             .find(hash, |entry| {
-                entry.prefetch();
+                entry.prefetch_for_read();
                 entry.key() == key
             })
             .map(read)
