@@ -1,14 +1,38 @@
-//! Stable slots for every live entry, so that a fold can walk the store in small resumable steps.
+//! Stable slots for every live entry, so that a fold can walk the store in small resumable steps, and chains
+//! of slots, so that a group's members can be listed without a table of their own.
 //!
 //! A hash table moves entries when it grows, so a position in it means nothing between two calls. A slot here
 //! keeps its entry from insert to delete (a replace reuses it), which gives folds their guarantee: an entry
 //! present for the whole fold is visited exactly once. Slots live in fixed blocks, so growing never copies
 //! the live ones and no single insert pays for a reallocation of the whole index.
+//!
+//! Each slot also carries the previous and the next slot of its chain, a doubly linked list threaded through
+//! the slots. Joining a chain at its front writes two links and leaving it at most two, where a table of
+//! members per chain is probed, and now and then grown, on every insert and delete. Whoever names a chain
+//! keeps its first slot: [`Slab::insert`] and [`Slab::remove`] say when that changes.
 
 const BLOCK: usize = 1024;
 
+/// No slot: the end of a chain. Slot indices stay far below it (each slot takes memory).
+const NONE: usize = usize::MAX;
+
+struct Slot<V> {
+    value: Option<V>,
+    prev: usize,
+    next: usize,
+}
+
+/// What removing a slot did to its chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unlinked {
+    /// The slot was not its chain's first, which is unchanged.
+    Inside,
+    /// The slot was its chain's first: the chain now starts at this slot, or is empty.
+    First(Option<usize>),
+}
+
 pub(crate) struct Slab<V> {
-    blocks: Vec<Box<[Option<V>]>>,
+    blocks: Vec<Box<[Slot<V>]>>,
     free: Vec<usize>,
     /// Slots ever handed out; every slot at or above it is empty.
     high_water: usize,
@@ -23,36 +47,97 @@ impl<V: Clone> Slab<V> {
         }
     }
 
-    /// Places `value` in a free slot and returns the slot's index. O(1) amortised; a new block costs one
-    /// allocation of `BLOCK` pointers.
-    pub(crate) fn insert(&mut self, value: V) -> usize {
+    /// Places `value` in a free slot and returns the slot's index, which is the first of its chain: a chain
+    /// of its own, or, with `first`, the chain that started at slot `first`. O(1) amortised; a new block
+    /// costs one allocation of `BLOCK` slots.
+    pub(crate) fn insert(&mut self, value: V, first: Option<usize>) -> usize {
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
                 let index = self.high_water;
                 if index / BLOCK == self.blocks.len() {
-                    self.blocks.push((0..BLOCK).map(|_| None).collect());
+                    self.blocks.push(
+                        (0..BLOCK)
+                            .map(|_| Slot {
+                                value: None,
+                                prev: NONE,
+                                next: NONE,
+                            })
+                            .collect(),
+                    );
                 }
                 self.high_water += 1;
                 index
             }
         };
-        self.blocks[index / BLOCK][index % BLOCK] = Some(value);
+        let mut next = NONE;
+        if let Some(first) = first.filter(|&first| first != index) {
+            if let Some(slot) = self.link_mut(first) {
+                slot.prev = index;
+                next = first;
+            }
+        }
+        let slot = &mut self.blocks[index / BLOCK][index % BLOCK];
+        *slot = Slot {
+            value: Some(value),
+            prev: NONE,
+            next,
+        };
         index
     }
 
-    /// Puts `value` in an occupied slot, returning what was there.
+    /// Puts `value` in an occupied slot, returning what was there. The slot keeps its place in its chain.
     pub(crate) fn replace(&mut self, index: usize, value: V) -> Option<V> {
-        self.slot_mut(index)?.replace(value)
+        self.live_mut(index)?.value.replace(value)
     }
 
-    /// Empties a slot and makes it reusable.
-    pub(crate) fn remove(&mut self, index: usize) -> Option<V> {
-        let old = self.slot_mut(index)?.take();
-        if old.is_some() {
-            self.free.push(index);
+    /// Empties a slot, takes it out of its chain and makes it reusable.
+    pub(crate) fn remove(&mut self, index: usize) -> Option<(V, Unlinked)> {
+        let slot = self.live_mut(index)?;
+        let old = slot.value.take()?;
+        let (prev, next) = (slot.prev, slot.next);
+        (slot.prev, slot.next) = (NONE, NONE);
+        if let Some(after) = self.link_mut(next) {
+            after.prev = prev;
         }
-        old
+        let unlinked = match self.link_mut(prev) {
+            Some(before) => {
+                before.next = next;
+                Unlinked::Inside
+            }
+            None => Unlinked::First((next != NONE).then_some(next)),
+        };
+        self.free.push(index);
+        Some((old, unlinked))
+    }
+
+    /// Empties slot `index` as [`remove`](Self::remove) does, but only if it is not its chain's first, so that
+    /// the chain's first is known to stay the same. Returns the slot's value, or `None` if it was left alone.
+    pub(crate) fn remove_inside(&mut self, index: usize) -> Option<V> {
+        if self.live(index)?.prev == NONE {
+            return None;
+        }
+        self.remove(index).map(|(value, _)| value)
+    }
+
+    /// Calls `visit` on the values of the chain that starts at slot `first`, in chain order (newest first). A
+    /// chain is as long as its members; the walk also stops after as many steps as there are slots, so that
+    /// even a broken chain cannot hold the caller for long.
+    pub(crate) fn chain(&self, first: usize, mut visit: impl FnMut(&V)) {
+        let mut index = first;
+        for _ in 0..self.high_water {
+            match self.live(index) {
+                Some(Slot {
+                    value: Some(value),
+                    next,
+                    ..
+                }) => {
+                    visit(value);
+                    index = *next;
+                }
+                _ => break,
+            }
+        }
     }
 
     /// Clones up to `max` live values from slot `from` on, examining at most `budget` slots so that a
@@ -68,7 +153,7 @@ impl<V: Clone> Slab<V> {
         let mut index = from;
         let mut taken = 0;
         while index < end && taken < max {
-            if let Some(value) = &self.blocks[index / BLOCK][index % BLOCK] {
+            if let Some(value) = &self.blocks[index / BLOCK][index % BLOCK].value {
                 out.push(value.clone());
                 taken += 1;
             }
@@ -79,12 +164,27 @@ impl<V: Clone> Slab<V> {
 
     /// The memory the slot index itself takes, in bytes (not counting the values).
     pub(crate) fn index_bytes(&self) -> usize {
-        self.blocks.len() * BLOCK * std::mem::size_of::<Option<V>>()
+        self.blocks.len() * BLOCK * std::mem::size_of::<Slot<V>>()
             + self.free.capacity() * std::mem::size_of::<usize>()
     }
 
-    fn slot_mut(&mut self, index: usize) -> Option<&mut Option<V>> {
-        self.blocks.get_mut(index / BLOCK)?.get_mut(index % BLOCK)
+    /// The slot at `index` if it holds a value (`NONE`, like any index past the end, finds nothing).
+    fn live(&self, index: usize) -> Option<&Slot<V>> {
+        let slot = self.blocks.get(index / BLOCK)?.get(index % BLOCK)?;
+        slot.value.is_some().then_some(slot)
+    }
+
+    fn live_mut(&mut self, index: usize) -> Option<&mut Slot<V>> {
+        let slot = self.blocks.get_mut(index / BLOCK)?.get_mut(index % BLOCK)?;
+        slot.value.is_some().then_some(slot)
+    }
+
+    /// The slot at `index`, to be relinked: the neighbour a chain names. It is live, and not asked, so that
+    /// relinking writes it without first waiting for it to be read from memory.
+    fn link_mut(&mut self, index: usize) -> Option<&mut Slot<V>> {
+        let slot = self.blocks.get_mut(index / BLOCK)?.get_mut(index % BLOCK)?;
+        debug_assert!(slot.value.is_some(), "a chain names an empty slot");
+        Some(slot)
     }
 }
 
@@ -101,20 +201,26 @@ mod tests {
         out
     }
 
+    fn chain(slab: &Slab<u32>, first: usize) -> Vec<u32> {
+        let mut out = Vec::new();
+        slab.chain(first, |value| out.push(*value));
+        out
+    }
+
     #[test]
     fn freed_slots_are_reused_before_the_slab_grows() {
         let mut slab = Slab::new();
-        let a = slab.insert(1);
-        let _b = slab.insert(2);
-        assert_eq!(slab.remove(a), Some(1));
-        assert_eq!(slab.insert(3), a);
+        let a = slab.insert(1, None);
+        let _b = slab.insert(2, None);
+        assert_eq!(slab.remove(a), Some((1, Unlinked::First(None))));
+        assert_eq!(slab.insert(3, None), a);
         assert_eq!(slab.high_water, 2);
     }
 
     #[test]
     fn removing_twice_frees_the_slot_once() {
         let mut slab = Slab::new();
-        let a = slab.insert(1);
+        let a = slab.insert(1, None);
         assert!(slab.remove(a).is_some());
         assert!(slab.remove(a).is_none());
         assert_eq!(slab.free, vec![a]);
@@ -123,7 +229,9 @@ mod tests {
     #[test]
     fn scan_visits_every_live_value_across_blocks_in_small_steps() {
         let mut slab = Slab::new();
-        let slots: Vec<usize> = (0..3 * BLOCK as u32).map(|v| slab.insert(v)).collect();
+        let slots: Vec<usize> = (0..3 * BLOCK as u32)
+            .map(|v| slab.insert(v, None))
+            .collect();
         for slot in slots.iter().step_by(3) {
             slab.remove(*slot);
         }
@@ -137,7 +245,7 @@ mod tests {
     fn scan_respects_its_slot_budget() {
         let mut slab = Slab::new();
         for v in 0..100 {
-            slab.insert(v);
+            slab.insert(v, None);
         }
         let mut out = Vec::new();
         assert_eq!(slab.scan(0, 1000, 10, &mut out), Some(10));
@@ -145,10 +253,74 @@ mod tests {
     }
 
     #[test]
-    fn replace_keeps_the_slot() {
+    fn replace_keeps_the_slot_and_its_place_in_the_chain() {
         let mut slab = Slab::new();
-        let a = slab.insert(1);
-        assert_eq!(slab.replace(a, 2), Some(1));
-        assert_eq!(scan_all(&slab, 10, 10), vec![2]);
+        let a = slab.insert(1, None);
+        let b = slab.insert(2, Some(a));
+        assert_eq!(slab.replace(a, 3), Some(1));
+        assert_eq!(scan_all(&slab, 10, 10), vec![3, 2]);
+        assert_eq!(chain(&slab, b), vec![2, 3]);
+    }
+
+    #[test]
+    fn a_chain_lists_its_members_newest_first_and_survives_removal_anywhere() {
+        let mut slab = Slab::new();
+        let other = slab.insert(100, None);
+        let mut first = slab.insert(0, None);
+        let mut slots = vec![first];
+        for v in 1..6 {
+            first = slab.insert(v, Some(first));
+            slots.push(first);
+        }
+        assert_eq!(chain(&slab, first), vec![5, 4, 3, 2, 1, 0]);
+
+        // Inside (3), the last (0), then the first (5): only the last of these moves the chain's start.
+        assert_eq!(slab.remove(slots[3]), Some((3, Unlinked::Inside)));
+        assert_eq!(slab.remove(slots[0]), Some((0, Unlinked::Inside)));
+        assert_eq!(chain(&slab, first), vec![5, 4, 2, 1]);
+        assert_eq!(
+            slab.remove(slots[5]),
+            Some((5, Unlinked::First(Some(slots[4]))))
+        );
+        first = slots[4];
+        assert_eq!(chain(&slab, first), vec![4, 2, 1]);
+
+        // A freed slot is reused, and joins the front with no trace of its old links.
+        let again = slab.insert(9, Some(first));
+        assert!(slots.contains(&again));
+        assert_eq!(chain(&slab, again), vec![9, 4, 2, 1]);
+        assert_eq!(slab.remove(slots[4]), Some((4, Unlinked::Inside)));
+        assert_eq!(slab.remove(slots[2]), Some((2, Unlinked::Inside)));
+        assert_eq!(
+            slab.remove(again),
+            Some((9, Unlinked::First(Some(slots[1]))))
+        );
+        assert_eq!(slab.remove(slots[1]), Some((1, Unlinked::First(None))));
+        assert_eq!(chain(&slab, other), vec![100]);
+        assert_eq!(scan_all(&slab, 10, 10), vec![100]);
+    }
+
+    #[test]
+    fn remove_inside_leaves_a_chains_first_alone() {
+        let mut slab = Slab::new();
+        let last = slab.insert(1, None);
+        let middle = slab.insert(2, Some(last));
+        let first = slab.insert(3, Some(middle));
+        assert_eq!(slab.remove_inside(first), None);
+        assert_eq!(slab.remove_inside(middle), Some(2));
+        assert_eq!(slab.remove_inside(middle), None);
+        assert_eq!(chain(&slab, first), vec![3, 1]);
+        assert_eq!(slab.remove_inside(last), Some(1));
+        assert_eq!(chain(&slab, first), vec![3]);
+        assert_eq!(slab.remove(first), Some((3, Unlinked::First(None))));
+    }
+
+    #[test]
+    fn a_chain_that_starts_at_an_empty_slot_lists_nothing() {
+        let mut slab = Slab::new();
+        let a = slab.insert(1, None);
+        slab.remove(a);
+        assert!(chain(&slab, a).is_empty());
+        assert!(chain(&slab, NONE).is_empty());
     }
 }

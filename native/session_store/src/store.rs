@@ -1,25 +1,27 @@
-//! The concurrent store: entries by key (`table.rs`), an index by group, stable slots for folds, and exact
-//! counts.
+//! The concurrent store: entries by key (`table.rs`), stable slots for folds (`slab.rs`), an index by group,
+//! and exact counts.
+//!
+//! A group's members are a chain through their fold slots, and the group index names each group's first slot:
+//! an insert links its slot in front of that one, and a delete unlinks its own.
 //!
 //! Concurrency model: any number of threads read; writes are serialised by an internal mutex (the NIF layer
-//! further allows only one process to write). Readers take exactly one lock each (an entry shard, a group shard
-//! or the slot index), and never call back into the store while holding it, so no lock order exists to violate.
-//! A writer takes the locks one after another and releases each before the next.
+//! further allows only one process to write). There is one lock order: a group's shard of the group index, then
+//! the fold slots. A select takes both in that order, as does a write that joins or leaves a group; every other
+//! read or write holds one lock at a time. Nothing calls back into the store while holding a lock.
 //!
-//! Values are handles: the store keeps a clone of each in the entry map, the fold slots and the group index, and
-//! hands clones out, so a value's clone must be cheap and share what it points to (an `Arc`, or the NIF layer's
-//! counted reference to a packed entry).
+//! Values are handles: the store keeps a clone of each in the entry map and in the fold slots, and hands clones
+//! out, so a value's clone must be cheap and share what it points to (an `Arc`, or the NIF layer's counted
+//! reference to a packed entry).
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
 use crate::key::{Key, KeyRef};
-use crate::slab::Slab;
+use crate::slab::{Slab, Unlinked};
 use crate::small::SmallBytes;
 use crate::stats::{Counter, Counts, Stats};
 use crate::table::{Filed, Table};
@@ -121,37 +123,11 @@ impl<V: Value> Filed for Slot<V> {
     }
 }
 
-/// A group's members, by fold slot. A slot number is the cheapest name a member has: hashing it reads no key
-/// bytes, and rehashing the table touches none of them (a group loses and gains members all the time).
-type Group<V> = HashMap<usize, V, BuildHasherDefault<SlotHasher>>;
-
-/// Hashes a fold slot number by multiplication (Fibonacci hashing), spreading consecutive numbers over the
-/// high bits the table's probe uses. Slot numbers are chosen by the store, never by a peer, so a keyless hash
-/// cannot be flooded.
-#[derive(Default)]
-struct SlotHasher(u64);
-
-impl Hasher for SlotHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_usize` is called (slot numbers are `usize`); bytes are folded in the same way.
-        for &byte in bytes {
-            self.write_usize(usize::from(byte));
-        }
-    }
-
-    fn write_usize(&mut self, value: usize) {
-        self.0 = (self.0.rotate_left(8) ^ value as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
 /// A store of `V` handles (see the module documentation) under byte-string keys.
 pub struct Store<V> {
     entries: Table<Slot<V>>,
-    groups: DashMap<SmallBytes, Group<V>>,
+    /// Each group's first fold slot.
+    groups: DashMap<SmallBytes, usize>,
     slab: RwLock<Slab<V>>,
     writer: Mutex<()>,
     len: AtomicUsize,
@@ -217,28 +193,22 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
 
         let replaced = self.entries.update(hash, bytes, |slot| {
             let old = std::mem::replace(&mut slot.value, value.clone());
-            (old, slot.slot, slot.group.clone())
+            (old, slot.slot)
         });
-        if let Some((old, index, group)) = replaced {
+        if let Some((old, index)) = replaced {
             old.prefetch_for_drop();
-            write(&self.slab).replace(index, value.clone());
-            if let Some(range) = group {
-                if let Some(mut members) = self.groups.get_mut(&bytes[range]) {
-                    if let Some(member) = members.get_mut(&index) {
-                        *member = value;
-                    }
-                }
-            }
+            // The slot keeps its place in its group's chain.
+            let _replaced = write(&self.slab).replace(index, value);
             self.bytes.fetch_add(weight, Ordering::Relaxed);
             self.bytes.fetch_sub(old.weight(), Ordering::Relaxed);
             self.stats.add(Counter::Replace);
             return Ok(Inserted::Replaced(old));
         }
 
-        let index = write(&self.slab).insert(value.clone());
-        if let Some(range) = &group_range {
-            self.join_group(&bytes[range.clone()], index, &value);
-        }
+        let index = match &group_range {
+            Some(range) => self.join_group(&bytes[range.clone()], value.clone()),
+            None => write(&self.slab).insert(value.clone(), None),
+        };
         self.entries.insert_new(Slot {
             hash,
             value,
@@ -259,21 +229,11 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
         };
         slot.value.prefetch_for_drop();
         self.stats.add(Counter::Delete);
-        write(&self.slab).remove(slot.slot);
-        if let Some(range) = slot.group.clone() {
-            let group = &key[range];
-            let emptied = match self.groups.get_mut(group) {
-                Some(mut members) => {
-                    members.remove(&slot.slot);
-                    members.is_empty()
-                }
-                None => false,
-            };
-            if emptied {
-                self.groups
-                    .remove_if(group, |_, members| members.is_empty());
-            }
-        }
+        // The slot's clone of the value is dropped here, after the locks (the entry map's is returned).
+        let _unslotted = match slot.group.clone() {
+            Some(range) => self.leave_group(&key[range], slot.slot),
+            None => write(&self.slab).remove(slot.slot).map(|(value, _)| value),
+        };
         self.len.fetch_sub(1, Ordering::Relaxed);
         self.bytes.fetch_sub(slot.value.weight(), Ordering::Relaxed);
         Ok(Some(slot.value))
@@ -302,11 +262,16 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
         found
     }
 
-    /// Appends every value whose key belongs to `group` to `out`. O(matches): one lookup in the group index.
+    /// Appends every value whose key belongs to `group` to `out`, newest first. O(matches): one lookup in the
+    /// group index, then a walk of the group's chain.
     pub fn select(&self, group: &[u8], out: &mut Vec<V>) {
         match self.groups.get(group) {
-            Some(members) => {
-                out.extend(members.values().cloned());
+            Some(first) => {
+                let slots = read(&self.slab);
+                // Two walks: the first starts loading every member while it follows the chain's links, so that
+                // the clones' reference counts, and the caller's reads, do not each wait for memory in turn.
+                slots.chain(*first, V::prefetch_for_read);
+                slots.chain(*first, |value| out.push(value.clone()));
                 self.stats.add(Counter::SelectHit);
             }
             None => self.stats.add(Counter::SelectMiss),
@@ -345,7 +310,7 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// Bytes taken by the fold slot index, which does not shrink when entries are removed.
+    /// Bytes taken by the fold slots and their group links, which do not shrink when entries are removed.
     pub fn index_bytes(&self) -> usize {
         read(&self.slab).index_bytes()
     }
@@ -383,17 +348,46 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
         Ok(guard)
     }
 
-    /// Adds the entry in fold slot `index` to its group, creating the group if needed, in one lookup of the
-    /// index when the group exists.
-    fn join_group(&self, group: &[u8], index: usize, value: &V) {
-        if let Some(mut members) = self.groups.get_mut(group) {
-            members.insert(index, value.clone());
-            return;
+    /// Files `value` in a new fold slot at the front of its group's chain, creating the group if needed, and
+    /// returns the slot. Takes the group's shard, then the slots.
+    fn join_group(&self, group: &[u8], value: V) -> usize {
+        match self.groups.entry(SmallBytes::from(group)) {
+            Entry::Occupied(mut first) => {
+                let index = write(&self.slab).insert(value, Some(*first.get()));
+                *first.get_mut() = index;
+                index
+            }
+            Entry::Vacant(vacant) => {
+                let index = write(&self.slab).insert(value, None);
+                vacant.insert(index);
+                index
+            }
         }
-        self.groups
-            .entry(SmallBytes::from(group))
-            .or_default()
-            .insert(index, value.clone());
+    }
+
+    /// Empties fold slot `index`, unlinking it from its group's chain, and drops the group with its last
+    /// member. Returns the slot's value.
+    fn leave_group(&self, group: &[u8], index: usize) -> Option<V> {
+        // Most members are not their group's first, and unlinking one changes only the slots, whose lock a
+        // select holds while it walks: the group's shard is needed only when the first leaves.
+        if let Some(value) = write(&self.slab).remove_inside(index) {
+            return Some(value);
+        }
+        // The first: the group's shard, then the slots, as a select takes them. No other writer runs between.
+        let mut first = match self.groups.entry(SmallBytes::from(group)) {
+            Entry::Occupied(first) => first,
+            // A member's group exists while it does; should that fail, the slot is still freed.
+            Entry::Vacant(_) => return write(&self.slab).remove(index).map(|(value, _)| value),
+        };
+        let (value, unlinked) = write(&self.slab).remove(index)?;
+        match unlinked {
+            Unlinked::Inside => {}
+            Unlinked::First(Some(next)) => *first.get_mut() = next,
+            Unlinked::First(None) => {
+                first.remove();
+            }
+        }
+        Some(value)
     }
 }
 
