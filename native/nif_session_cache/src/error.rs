@@ -24,7 +24,8 @@ pub enum CacheError {
     /// The key is a term the store does not accept (see `key.rs`). Raised as `{badarg, bad_key}`.
     #[error("the key is not a supported term")]
     BadKey,
-    /// The VM could not allocate memory for the entry (its bytes, or a held part). Raised as `{badarg, enomem}`.
+    /// The VM could not allocate memory for the entry (its bytes, or a held part), or the store already holds
+    /// 2^32 - 1 entries, as many as it can index. Raised as `{badarg, enomem}`.
     #[error("out of memory")]
     OutOfMemory,
 }
@@ -48,6 +49,8 @@ impl From<StoreError> for CacheError {
             StoreError::Terminated => CacheError::Terminated,
             // The entry is packed from the very key it is inserted under, so this is unreachable from Erlang.
             StoreError::KeyMismatch => CacheError::BadKey,
+            // Four billion entries: terabytes of sessions, memory that no machine gives the VM.
+            StoreError::Full => CacheError::OutOfMemory,
         }
     }
 }

@@ -13,13 +13,20 @@
 
 const BLOCK: usize = 1024;
 
-/// No slot: the end of a chain. Slot indices stay far below it (each slot takes memory).
-const NONE: usize = usize::MAX;
+/// A slot index as a chain's link stores it: 32 bits keep a slot of an 8-byte value within 16 bytes.
+type Link = u32;
+
+/// No slot: the end of a chain.
+const NONE: Link = Link::MAX;
+
+/// Slots a slab hands out at most: every index below `NONE`. Four billion entries of a kilobyte or more, terabytes
+/// of sessions, lie beyond any store this serves.
+const LIMIT: usize = NONE as usize;
 
 struct Slot<V> {
     value: Option<V>,
-    prev: usize,
-    next: usize,
+    prev: Link,
+    next: Link,
 }
 
 /// What removing a slot did to its chain.
@@ -36,6 +43,8 @@ pub(crate) struct Slab<V> {
     free: Vec<usize>,
     /// Slots ever handed out; every slot at or above it is empty.
     high_water: usize,
+    /// Slots it may hand out: [`LIMIT`], lowered by tests.
+    limit: usize,
 }
 
 impl<V: Clone> Slab<V> {
@@ -44,17 +53,22 @@ impl<V: Clone> Slab<V> {
             blocks: Vec::new(),
             free: Vec::new(),
             high_water: 0,
+            limit: LIMIT,
         }
     }
 
     /// Places `value` in a free slot and returns the slot's index, which is the first of its chain: a chain
     /// of its own, or, with `first`, the chain that started at slot `first`. O(1) amortised; a new block
-    /// costs one allocation of `BLOCK` slots.
-    pub(crate) fn insert(&mut self, value: V, first: Option<usize>) -> usize {
+    /// costs one allocation of `BLOCK` slots. `None`, and nothing changed, if every slot up to the limit
+    /// holds a value.
+    pub(crate) fn insert(&mut self, value: V, first: Option<usize>) -> Option<usize> {
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
                 let index = self.high_water;
+                if index >= self.limit {
+                    return None;
+                }
                 if index / BLOCK == self.blocks.len() {
                     self.blocks.push(
                         (0..BLOCK)
@@ -72,9 +86,9 @@ impl<V: Clone> Slab<V> {
         };
         let mut next = NONE;
         if let Some(first) = first.filter(|&first| first != index) {
-            if let Some(slot) = self.link_mut(first) {
-                slot.prev = index;
-                next = first;
+            if let Some(slot) = self.link_mut(link(first)) {
+                slot.prev = link(index);
+                next = link(first);
             }
         }
         let slot = &mut self.blocks[index / BLOCK][index % BLOCK];
@@ -83,7 +97,7 @@ impl<V: Clone> Slab<V> {
             prev: NONE,
             next,
         };
-        index
+        Some(index)
     }
 
     /// Puts `value` in an occupied slot, returning what was there. The slot keeps its place in its chain.
@@ -105,7 +119,7 @@ impl<V: Clone> Slab<V> {
                 before.next = next;
                 Unlinked::Inside
             }
-            None => Unlinked::First((next != NONE).then_some(next)),
+            None => Unlinked::First((next != NONE).then_some(next as usize)),
         };
         self.free.push(index);
         Some((old, unlinked))
@@ -133,7 +147,7 @@ impl<V: Clone> Slab<V> {
                     ..
                 }) => {
                     visit(value);
-                    index = *next;
+                    index = *next as usize;
                 }
                 _ => break,
             }
@@ -168,7 +182,8 @@ impl<V: Clone> Slab<V> {
             + self.free.capacity() * std::mem::size_of::<usize>()
     }
 
-    /// The slot at `index` if it holds a value (`NONE`, like any index past the end, finds nothing).
+    /// The slot at `index` if it holds a value (`NONE`, like any index past the end, finds nothing: no block
+    /// is that far).
     fn live(&self, index: usize) -> Option<&Slot<V>> {
         let slot = self.blocks.get(index / BLOCK)?.get(index % BLOCK)?;
         slot.value.is_some().then_some(slot)
@@ -181,11 +196,21 @@ impl<V: Clone> Slab<V> {
 
     /// The slot at `index`, to be relinked: the neighbour a chain names. It is live, and not asked, so that
     /// relinking writes it without first waiting for it to be read from memory.
-    fn link_mut(&mut self, index: usize) -> Option<&mut Slot<V>> {
+    fn link_mut(&mut self, link: Link) -> Option<&mut Slot<V>> {
+        if link == NONE {
+            return None;
+        }
+        let index = link as usize;
         let slot = self.blocks.get_mut(index / BLOCK)?.get_mut(index % BLOCK)?;
         debug_assert!(slot.value.is_some(), "a chain names an empty slot");
         Some(slot)
     }
+}
+
+/// Slot `index` as a link. Every index a slab hands out is below [`LIMIT`]; any other becomes [`NONE`], which
+/// names no slot.
+fn link(index: usize) -> Link {
+    Link::try_from(index).unwrap_or(NONE)
 }
 
 #[cfg(test)]
@@ -201,6 +226,10 @@ mod tests {
         out
     }
 
+    fn put(slab: &mut Slab<u32>, value: u32, first: Option<usize>) -> usize {
+        slab.insert(value, first).expect("a slot below the limit")
+    }
+
     fn chain(slab: &Slab<u32>, first: usize) -> Vec<u32> {
         let mut out = Vec::new();
         slab.chain(first, |value| out.push(*value));
@@ -210,17 +239,17 @@ mod tests {
     #[test]
     fn freed_slots_are_reused_before_the_slab_grows() {
         let mut slab = Slab::new();
-        let a = slab.insert(1, None);
-        let _b = slab.insert(2, None);
+        let a = put(&mut slab, 1, None);
+        let _b = put(&mut slab, 2, None);
         assert_eq!(slab.remove(a), Some((1, Unlinked::First(None))));
-        assert_eq!(slab.insert(3, None), a);
+        assert_eq!(put(&mut slab, 3, None), a);
         assert_eq!(slab.high_water, 2);
     }
 
     #[test]
     fn removing_twice_frees_the_slot_once() {
         let mut slab = Slab::new();
-        let a = slab.insert(1, None);
+        let a = put(&mut slab, 1, None);
         assert!(slab.remove(a).is_some());
         assert!(slab.remove(a).is_none());
         assert_eq!(slab.free, vec![a]);
@@ -230,7 +259,7 @@ mod tests {
     fn scan_visits_every_live_value_across_blocks_in_small_steps() {
         let mut slab = Slab::new();
         let slots: Vec<usize> = (0..3 * BLOCK as u32)
-            .map(|v| slab.insert(v, None))
+            .map(|v| put(&mut slab, v, None))
             .collect();
         for slot in slots.iter().step_by(3) {
             slab.remove(*slot);
@@ -245,7 +274,7 @@ mod tests {
     fn scan_respects_its_slot_budget() {
         let mut slab = Slab::new();
         for v in 0..100 {
-            slab.insert(v, None);
+            put(&mut slab, v, None);
         }
         let mut out = Vec::new();
         assert_eq!(slab.scan(0, 1000, 10, &mut out), Some(10));
@@ -255,8 +284,8 @@ mod tests {
     #[test]
     fn replace_keeps_the_slot_and_its_place_in_the_chain() {
         let mut slab = Slab::new();
-        let a = slab.insert(1, None);
-        let b = slab.insert(2, Some(a));
+        let a = put(&mut slab, 1, None);
+        let b = put(&mut slab, 2, Some(a));
         assert_eq!(slab.replace(a, 3), Some(1));
         assert_eq!(scan_all(&slab, 10, 10), vec![3, 2]);
         assert_eq!(chain(&slab, b), vec![2, 3]);
@@ -265,11 +294,11 @@ mod tests {
     #[test]
     fn a_chain_lists_its_members_newest_first_and_survives_removal_anywhere() {
         let mut slab = Slab::new();
-        let other = slab.insert(100, None);
-        let mut first = slab.insert(0, None);
+        let other = put(&mut slab, 100, None);
+        let mut first = put(&mut slab, 0, None);
         let mut slots = vec![first];
         for v in 1..6 {
-            first = slab.insert(v, Some(first));
+            first = put(&mut slab, v, Some(first));
             slots.push(first);
         }
         assert_eq!(chain(&slab, first), vec![5, 4, 3, 2, 1, 0]);
@@ -286,7 +315,7 @@ mod tests {
         assert_eq!(chain(&slab, first), vec![4, 2, 1]);
 
         // A freed slot is reused, and joins the front with no trace of its old links.
-        let again = slab.insert(9, Some(first));
+        let again = put(&mut slab, 9, Some(first));
         assert!(slots.contains(&again));
         assert_eq!(chain(&slab, again), vec![9, 4, 2, 1]);
         assert_eq!(slab.remove(slots[4]), Some((4, Unlinked::Inside)));
@@ -303,9 +332,9 @@ mod tests {
     #[test]
     fn remove_inside_leaves_a_chains_first_alone() {
         let mut slab = Slab::new();
-        let last = slab.insert(1, None);
-        let middle = slab.insert(2, Some(last));
-        let first = slab.insert(3, Some(middle));
+        let last = put(&mut slab, 1, None);
+        let middle = put(&mut slab, 2, Some(last));
+        let first = put(&mut slab, 3, Some(middle));
         assert_eq!(slab.remove_inside(first), None);
         assert_eq!(slab.remove_inside(middle), Some(2));
         assert_eq!(slab.remove_inside(middle), None);
@@ -318,9 +347,30 @@ mod tests {
     #[test]
     fn a_chain_that_starts_at_an_empty_slot_lists_nothing() {
         let mut slab = Slab::new();
-        let a = slab.insert(1, None);
+        let a = put(&mut slab, 1, None);
         slab.remove(a);
         assert!(chain(&slab, a).is_empty());
-        assert!(chain(&slab, NONE).is_empty());
+        assert!(chain(&slab, NONE as usize).is_empty());
+    }
+
+    #[test]
+    fn a_full_slab_refuses_an_insert_and_takes_one_again_once_a_slot_is_freed() {
+        let mut slab = Slab {
+            limit: 2,
+            ..Slab::new()
+        };
+        let a = put(&mut slab, 1, None);
+        let b = put(&mut slab, 2, Some(a));
+        assert_eq!(slab.insert(3, Some(b)), None);
+        assert_eq!(chain(&slab, b), vec![2, 1]);
+        assert_eq!(scan_all(&slab, 10, 10), vec![1, 2]);
+        slab.remove(a);
+        assert_eq!(slab.insert(3, Some(b)), Some(a));
+        assert_eq!(chain(&slab, a), vec![3, 2]);
+    }
+
+    #[test]
+    fn a_slot_of_a_pointer_sized_value_takes_16_bytes() {
+        assert_eq!(std::mem::size_of::<Slot<Box<u8>>>(), 16);
     }
 }

@@ -91,6 +91,9 @@ pub enum StoreError {
     Terminated,
     #[error("the value does not carry the key it was inserted under")]
     KeyMismatch,
+    /// Every fold slot, 2^32 - 1 of them, holds an entry.
+    #[error("the store holds as many entries as it can")]
+    Full,
 }
 
 /// What an insert did.
@@ -208,7 +211,8 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
         let index = match &group_range {
             Some(range) => self.join_group(&bytes[range.clone()], value.clone()),
             None => write(&self.slab).insert(value.clone(), None),
-        };
+        }
+        .ok_or(StoreError::Full)?;
         self.entries.insert_new(Slot {
             hash,
             value,
@@ -349,18 +353,18 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
     }
 
     /// Files `value` in a new fold slot at the front of its group's chain, creating the group if needed, and
-    /// returns the slot. Takes the group's shard, then the slots.
-    fn join_group(&self, group: &[u8], value: V) -> usize {
+    /// returns the slot (`None` if the store is full). Takes the group's shard, then the slots.
+    fn join_group(&self, group: &[u8], value: V) -> Option<usize> {
         match self.groups.entry(SmallBytes::from(group)) {
             Entry::Occupied(mut first) => {
-                let index = write(&self.slab).insert(value, Some(*first.get()));
+                let index = write(&self.slab).insert(value, Some(*first.get()))?;
                 *first.get_mut() = index;
-                index
+                Some(index)
             }
             Entry::Vacant(vacant) => {
-                let index = write(&self.slab).insert(value, None);
+                let index = write(&self.slab).insert(value, None)?;
                 vacant.insert(index);
-                index
+                Some(index)
             }
         }
     }
