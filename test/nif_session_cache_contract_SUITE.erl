@@ -16,6 +16,7 @@
          size_is_exact_through_inserts_replaces_and_deletes/1,
          select_session_returns_exactly_the_partial_key_matches/1,
          select_session_spans_many_chunks/1,
+         select_session_across_chunks_keeps_its_promise_while_the_owner_writes/1,
          foldl_passes_key_session_pairs_and_accumulates/1,
          foldl_on_an_empty_store_returns_acc0/1,
          foldl_tolerates_deletes_from_the_fun/1,
@@ -36,6 +37,7 @@ groups() ->
              size_is_exact_through_inserts_replaces_and_deletes,
              select_session_returns_exactly_the_partial_key_matches,
              select_session_spans_many_chunks,
+             select_session_across_chunks_keeps_its_promise_while_the_owner_writes,
              foldl_passes_key_session_pairs_and_accumulates,
              foldl_on_an_empty_store_returns_acc0,
              foldl_tolerates_deletes_from_the_fun,
@@ -150,6 +152,51 @@ select_session_spans_many_chunks(Config) ->
     ok = nif_session_cache:update(Store, {{"other.example", 443}, <<1:256>>}, session(0)),
     ?assertEqual([session(I) || I <- lists:seq(1, 1000)],
                  lists:sort(nif_session_cache:select_session(Store, PK))).
+
+%% Drives the cursor of a select of 1,000 sessions by hand. Between chunks the owner deletes the session the
+%% select would hand out next (the newest not yet handed out), puts half of them back, files a session of
+%% another partial key, and adds a new one of this partial key. Every session present throughout comes out
+%% exactly once, and none of another partial key. Then the store is terminated under an open cursor: the
+%% select ends.
+select_session_across_chunks_keeps_its_promise_while_the_owner_writes(Config) ->
+    Store = nif_session_cache:init([{role, ?config(role, Config)}]),
+    PK = {"many.example", 443},
+    Other = {"other.example", 443},
+    [ok = nif_session_cache:update(Store, {PK, <<I:256>>}, session(I)) || I <- lists:seq(1, 1000)],
+    {First, Cursor} = nif_session_cache_nif:select(Store, PK),
+    {Out, Deleted} = drive(Store, PK, Other, First, Cursor, [], 2000),
+    Ids = [I || {session, I, _} <- Out],
+    ?assertEqual(length(Out), length(Ids)),
+    ?assert(length(Deleted) > 5),
+    Counts = lists:foldl(fun(I, Acc) -> maps:update_with(I, fun(C) -> C + 1 end, 1, Acc) end, #{}, Ids),
+    [?assertEqual({I, 1}, {I, maps:get(I, Counts, 0)}) || I <- lists:seq(1, 1000), not lists:member(I, Deleted)],
+    [?assert(C =< 2) || C <- maps:values(Counts)],
+    ?assertEqual([], [I || I <- Ids, I >= 10000]),
+    {_, Open} = nif_session_cache_nif:select(Store, PK),
+    ok = nif_session_cache:terminate(Store),
+    ?assertMatch({_, done}, nif_session_cache_nif:next(Open)).
+
+drive(_Store, _PK, _Other, Items, done, Out, _New) ->
+    {Items ++ Out, []};
+drive(Store, PK, Other, Items, Cursor, Out, New) ->
+    Given = [I || {session, I, _} <- Items ++ Out],
+    Deleted =
+        case [I || I <- lists:seq(1000, 1, -1), not lists:member(I, Given),
+                   nif_session_cache:lookup(Store, {PK, <<I:256>>}) =:= session(I)] of
+            [Next | _] ->
+                ok = nif_session_cache:delete(Store, {PK, <<Next:256>>}),
+                [ok = nif_session_cache:update(Store, {PK, <<Next:256>>}, session(Next)) || Next rem 2 =:= 0],
+                [Next];
+            [] ->
+                []
+        end,
+    ok = nif_session_cache:update(Store, {Other, <<New:256>>}, session(New + 10000)),
+    ok = nif_session_cache:update(Store, {PK, <<(New + 1000):256>>}, session(New + 1000)),
+    {More, Deleted1} =
+        case nif_session_cache_nif:next(Cursor) of
+            {NextItems, NextCursor} -> drive(Store, PK, Other, NextItems, NextCursor, Items ++ Out, New + 1)
+        end,
+    {More, Deleted ++ Deleted1}.
 
 foldl_passes_key_session_pairs_and_accumulates(Config) ->
     Role = ?config(role, Config),

@@ -99,14 +99,24 @@ fn size<'a>(_env: Env<'a>, [store]: [Term<'a>; 1]) -> NifResult<usize> {
 }
 
 /// The sessions whose key is `{PartialKey, _}`, as `{Sessions, done}`, or `{FirstSessions, Cursor}` when there
-/// are more than one chunk. Normal scheduler, O(matches) to find them, at most one chunk copied per call.
+/// are more than one chunk. Normal scheduler: one lookup, then, as every call of `next` on the cursor, at most
+/// `CHUNK` sessions copied and a bounded walk of the group (see `session_store::Selection`).
 fn select<'a>(env: Env<'a>, [store, partial_key]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
     let store = StoreResource::from_term(store)?;
     let mut pending = Vec::new();
     // A partial key the store could not hold has no sessions.
-    let _ = with_group(partial_key, |group| store.store.select(group, &mut pending));
+    let selection = with_group(partial_key, |group| {
+        store.store.select(group, CHUNK, &mut pending)
+    });
+    let source = match selection {
+        Ok(Some(selection)) => Source::Group {
+            store: KeptStore::new(store),
+            selection,
+        },
+        Ok(None) | Err(_) => Source::Exhausted,
+    };
     let mut state = CursorState {
-        source: Source::Exhausted,
+        source,
         emit: Emit::Session,
         pending,
     };
@@ -133,7 +143,7 @@ fn fold_start(store: Term) -> NifResult<ResourceArc<Cursor>> {
 }
 
 /// The next chunk of a cursor: `{Items, done}` or `{Items, Cursor}`. Normal scheduler: at most `SCAN_BUDGET`
-/// slots examined and `CHUNK` entries copied.
+/// slots (a fold) or a bounded walk of a group (a select) examined, and `CHUNK` entries copied.
 fn next<'a>(env: Env<'a>, [cursor]: [Term<'a>; 1]) -> NifResult<Term<'a>> {
     let handle = Cursor::from_term(cursor)?;
     let chunk = handle.with_state(|state| step(env, state))?;
@@ -154,12 +164,23 @@ struct Chunk<'a> {
 /// Copies out one chunk. If the VM has no memory for a copy, raises `enomem` and keeps the chunk pending.
 fn step<'a>(env: Env<'a>, state: &mut CursorState) -> NifResult<Chunk<'a>> {
     if state.pending.is_empty() {
-        if let Source::Fold { store, next } = &mut state.source {
-            if let Some(from) = *next {
-                *next = store
-                    .store
-                    .scan(from, CHUNK, SCAN_BUDGET, &mut state.pending);
+        match &mut state.source {
+            Source::Fold { store, next } => {
+                if let Some(from) = *next {
+                    *next = store
+                        .store
+                        .scan(from, CHUNK, SCAN_BUDGET, &mut state.pending);
+                }
             }
+            Source::Group { store, selection } => {
+                if !store
+                    .store
+                    .select_more(selection, CHUNK, &mut state.pending)
+                {
+                    state.source = Source::Exhausted;
+                }
+            }
+            Source::Exhausted => {}
         }
     }
     let emit = state.emit;

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rustler::{Atom, Env, LocalPid, Resource, Term};
-use session_store::{Config, Store};
+use session_store::{Config, Selection, Store};
 
 use crate::atoms;
 use crate::error::CacheError;
@@ -131,7 +131,12 @@ pub enum Source {
         store: KeptStore,
         next: Option<usize>,
     },
-    /// Nothing more to fetch: everything is already pending (a select).
+    /// Selecting a group too large for one call. The cursor keeps the store alive, as a fold's does.
+    Group {
+        store: KeptStore,
+        selection: Selection<Packed>,
+    },
+    /// Nothing more to fetch: everything left is pending.
     Exhausted,
 }
 

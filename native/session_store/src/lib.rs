@@ -6,6 +6,7 @@
 //! - `len` is exact and O(1): OTP evicts only when size equals its maximum, so an estimate would break it.
 //! - The store never drops an entry on its own. Bounds and lifetimes belong to OTP.
 //! - Reads never block on each other, and no read holds a lock while calling out of the store.
+//! - A select hands out a group a bounded number of members at a time, however large the group.
 //! - Terminating is O(shards): the contents are handed back to be freed wherever the caller likes.
 
 mod key;
@@ -17,4 +18,4 @@ mod table;
 
 pub use key::{Key, KeyRef};
 pub use stats::Counts;
-pub use store::{Config, Inserted, Retired, Store, StoreError, Value};
+pub use store::{Config, Inserted, Retired, Selection, Store, StoreError, Value};

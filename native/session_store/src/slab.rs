@@ -134,24 +134,36 @@ impl<V: Clone> Slab<V> {
         self.remove(index).map(|(value, _)| value)
     }
 
-    /// Calls `visit` on the values of the chain that starts at slot `first`, in chain order (newest first). A
-    /// chain is as long as its members; the walk also stops after as many steps as there are slots, so that
-    /// even a broken chain cannot hold the caller for long.
-    pub(crate) fn chain(&self, first: usize, mut visit: impl FnMut(&V)) {
-        let mut index = first;
-        for _ in 0..self.high_water {
-            match self.live(index) {
-                Some(Slot {
-                    value: Some(value),
-                    next,
-                    ..
-                }) => {
-                    visit(value);
-                    index = *next as usize;
-                }
-                _ => break,
+    /// Walks the chain from slot `from`, in chain order (newest first), calling `visit` with each member's slot
+    /// and value for at most `steps` members, and stopping before a member for which `visit` returns false.
+    /// Returns the slot the walk stopped at, which it did not visit, or `None` at the chain's end.
+    pub(crate) fn walk(
+        &self,
+        from: usize,
+        steps: usize,
+        mut visit: impl FnMut(usize, &V) -> bool,
+    ) -> Option<usize> {
+        let mut index = from;
+        for _ in 0..steps {
+            let Some(Slot {
+                value: Some(value),
+                next,
+                ..
+            }) = self.live(index)
+            else {
+                return None;
+            };
+            if !visit(index, value) {
+                return Some(index);
             }
+            index = *next as usize;
         }
+        self.live(index).map(|_| index)
+    }
+
+    /// The value in slot `index`, if it holds one.
+    pub(crate) fn get(&self, index: usize) -> Option<&V> {
+        self.live(index)?.value.as_ref()
     }
 
     /// Clones up to `max` live values from slot `from` on, examining at most `budget` slots so that a
@@ -232,7 +244,11 @@ mod tests {
 
     fn chain(slab: &Slab<u32>, first: usize) -> Vec<u32> {
         let mut out = Vec::new();
-        slab.chain(first, |value| out.push(*value));
+        let end = slab.walk(first, usize::MAX, |_, value| {
+            out.push(*value);
+            true
+        });
+        assert_eq!(end, None);
         out
     }
 
@@ -351,6 +367,30 @@ mod tests {
         slab.remove(a);
         assert!(chain(&slab, a).is_empty());
         assert!(chain(&slab, NONE as usize).is_empty());
+    }
+
+    #[test]
+    fn a_walk_stops_where_told_and_says_where_to_resume() {
+        let mut slab = Slab::new();
+        let mut first = put(&mut slab, 0, None);
+        let mut slots = vec![first];
+        for v in 1..5 {
+            first = put(&mut slab, v, Some(first));
+            slots.push(first);
+        }
+        let mut seen = Vec::new();
+        let stop = slab.walk(first, 2, |index, value| {
+            seen.push((index, *value));
+            true
+        });
+        assert_eq!(seen, vec![(slots[4], 4), (slots[3], 3)]);
+        assert_eq!(stop, Some(slots[2]));
+        let stop = slab.walk(slots[2], 10, |_, value| *value != 1);
+        assert_eq!(stop, Some(slots[1]));
+        assert_eq!(slab.get(slots[1]), Some(&1));
+        assert_eq!(slab.walk(slots[1], 10, |_, _| true), None);
+        // Two steps from the second-to-last: both visited, and nothing left to resume.
+        assert_eq!(slab.walk(slots[1], 2, |_, _| true), None);
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //!
 //! Concurrency model: any number of threads read; writes are serialised by an internal mutex (the NIF layer
 //! further allows only one process to write). There is one lock order: a group's shard of the group index, then
-//! the fold slots. A select takes both in that order, as does a write that joins or leaves a group; every other
-//! read or write holds one lock at a time. Nothing calls back into the store while holding a lock.
+//! the fold slots. A select takes both in that order, as does a write that changes which slot is a group's
+//! first; every other read or write holds one lock at a time. Nothing calls back into the store while holding
+//! a lock.
 //!
 //! Values are handles: the store keeps a clone of each in the entry map and in the fold slots, and hands clones
 //! out, so a value's clone must be cheap and share what it points to (an `Arc`, or the NIF layer's counted
@@ -123,6 +124,61 @@ impl<V: Value> Filed for Slot<V> {
 
     fn prefetch_for_read(&self) {
         self.value.prefetch_for_read();
+    }
+}
+
+/// Slots a select looks at in one call at most: a walk of a chain waits for memory at every step, so this
+/// bounds a call to a few hundred microseconds however large the group.
+const SELECT_STEPS: usize = 4096;
+
+/// A select of a group that did not fit in one call, between calls ([`Store::select_more`]).
+///
+/// It hands out every member present for the whole select exactly once; members inserted or removed meanwhile
+/// may or may not be. It remembers the slots of the members it has handed out: a member keeps its slot while
+/// it is in the store, and a slot takes another member only after its member is removed, so a member seen
+/// by slot is never handed out twice, and none present throughout is taken for one already seen. It resumes
+/// at the member it stopped before, if that slot still holds a value with the same key (a member removed and
+/// inserted again under its key heads its group's chain, so resuming there misses nothing), and otherwise
+/// walks the group's chain again from its first slot, skipping what it has handed out.
+pub struct Selection<V> {
+    group: SmallBytes,
+    /// The member it stopped before, and its slot; `None` once the walk is complete.
+    next: Option<(usize, V)>,
+    /// Slots of the members handed out.
+    seen: SlotSet,
+}
+
+/// A set of slot numbers, a bit each: a member costs the same to add however many came before (a hash set
+/// would pause to rehash them all now and then), and a set of every slot of a million-entry store takes 128 KB.
+#[derive(Default)]
+struct SlotSet(Vec<u64>);
+
+impl SlotSet {
+    fn contains(&self, slot: usize) -> bool {
+        self.0
+            .get(slot / 64)
+            .is_some_and(|word| word & (1 << (slot % 64)) != 0)
+    }
+
+    fn insert(&mut self, slot: usize) {
+        let word = slot / 64;
+        if word >= self.0.len() {
+            self.0.resize(word + 1, 0);
+        }
+        self.0[word] |= 1 << (slot % 64);
+    }
+
+    fn len(&self) -> usize {
+        self.0.iter().map(|word| word.count_ones() as usize).sum()
+    }
+}
+
+impl<V> std::fmt::Debug for Selection<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Selection")
+            .field("done", &self.next.is_none())
+            .field("seen", &self.seen.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -266,20 +322,42 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
         found
     }
 
-    /// Appends every value whose key belongs to `group` to `out`, newest first. O(matches): one lookup in the
-    /// group index, then a walk of the group's chain.
-    pub fn select(&self, group: &[u8], out: &mut Vec<V>) {
-        match self.groups.get(group) {
-            Some(first) => {
-                let slots = read(&self.slab);
-                // Two walks: the first starts loading every member while it follows the chain's links, so that
-                // the clones' reference counts, and the caller's reads, do not each wait for memory in turn.
-                slots.chain(*first, V::prefetch_for_read);
-                slots.chain(*first, |value| out.push(value.clone()));
-                self.stats.add(Counter::SelectHit);
-            }
-            None => self.stats.add(Counter::SelectMiss),
-        }
+    /// Appends up to `max` values whose keys belong to `group` to `out`, newest first. Returns `None` if that was
+    /// the whole group, else a [`Selection`] that [`Store::select_more`] goes on with. O(matches handed out): one
+    /// lookup in the group index, then a walk of the group's chain.
+    pub fn select(&self, group: &[u8], max: usize, out: &mut Vec<V>) -> Option<Selection<V>> {
+        let Some(first) = self.groups.get(group) else {
+            self.stats.add(Counter::SelectMiss);
+            return None;
+        };
+        self.stats.add(Counter::SelectHit);
+        let mut selection = Selection {
+            group: SmallBytes::from(group),
+            next: None,
+            seen: SlotSet::default(),
+        };
+        let slots = read(&self.slab);
+        take_members(&slots, *first, max, &mut selection, out);
+        selection.next.is_some().then_some(selection)
+    }
+
+    /// Appends up to `max` more values of a [`Selection`]'s group to `out`. Returns whether any may remain.
+    pub fn select_more(&self, selection: &mut Selection<V>, max: usize, out: &mut Vec<V>) -> bool {
+        // Dropped last, after the locks: this may be the last reference to its value.
+        let Some((index, member)) = selection.next.take() else {
+            return false;
+        };
+        // A group without an entry has lost every member, and with them any still to hand out.
+        let Some(first) = self.groups.get(selection.group.as_slice()) else {
+            return false;
+        };
+        let slots = read(&self.slab);
+        let from = match slots.get(index) {
+            Some(value) if value.key() == member.key() => index,
+            _ => *first,
+        };
+        take_members(&slots, from, max, selection, out);
+        selection.next.is_some()
     }
 
     /// Every operation counter, summed now. Lookups count [`Store::read`] and [`Store::get`]; a select is a hit
@@ -392,6 +470,52 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
             }
         }
         Some(value)
+    }
+}
+
+/// Hands out up to `max` (at least one) members of a chain, from slot `from`, that `selection` has not, looking at no more than
+/// [`SELECT_STEPS`] slots, and records where it stopped. Called with the group's shard and the slots locked.
+fn take_members<V: Value>(
+    slots: &Slab<V>,
+    from: usize,
+    max: usize,
+    selection: &mut Selection<V>,
+    out: &mut Vec<V>,
+) {
+    let max = max.max(1);
+    let seen = &selection.seen;
+    // Two walks over the same stretch: the first follows the links and starts loading every member it will hand
+    // out, so that the second's clones, which write their reference counts, and the caller's reads of them, do
+    // not each wait for memory in turn.
+    let mut wanted = 0;
+    let stop = slots.walk(from, SELECT_STEPS, |index, value| {
+        if seen.contains(index) {
+            return true;
+        }
+        if wanted == max {
+            return false;
+        }
+        value.prefetch_for_read();
+        wanted += 1;
+        true
+    });
+    let mut taken = Vec::with_capacity(wanted);
+    slots.walk(from, SELECT_STEPS, |index, value| {
+        if Some(index) == stop {
+            return false;
+        }
+        if !seen.contains(index) {
+            out.push(value.clone());
+            taken.push(index);
+        }
+        true
+    });
+    selection.next = stop.and_then(|index| Some((index, slots.get(index)?.clone())));
+    // A selection that ends here is never asked again: only one that goes on needs to remember.
+    if selection.next.is_some() {
+        for index in taken {
+            selection.seen.insert(index);
+        }
     }
 }
 

@@ -36,7 +36,11 @@ fn readers_never_see_a_value_of_another_key_while_one_writer_churns() {
                         reads += 1;
                     }
                     out.clear();
-                    store.select(&[b'h', (reads % 8) as u8], &mut out);
+                    if let Some(mut selection) =
+                        store.select(&[b'h', (reads % 8) as u8], 4, &mut out)
+                    {
+                        while store.select_more(&mut selection, 4, &mut out) {}
+                    }
                     assert!(out.iter().all(|v| v.key[..2] == [b'h', (reads % 8) as u8]));
                     out.clear();
                     let mut from = Some(0);

@@ -17,9 +17,12 @@ fn fold_all(store: &session_store::Store<Stored>) -> Vec<Stored> {
     out
 }
 
+/// Every member of `group`, taken three at a time so that a group of more spans several calls.
 fn selected(store: &session_store::Store<Stored>, group: &[u8]) -> Vec<Stored> {
     let mut out = Vec::new();
-    store.select(group, &mut out);
+    if let Some(mut selection) = store.select(group, 3, &mut out) {
+        while store.select_more(&mut selection, 3, &mut out) {}
+    }
     out.sort_by(|a, b| a.key.cmp(&b.key));
     out
 }
@@ -137,6 +140,73 @@ fn a_group_disappears_with_its_last_member() {
         .insert(again.clone(), val(&again, 0))
         .expect("live store");
     assert_eq!(selected(&store, b"h\x05"), vec![val(&again, 0)]);
+}
+
+/// A select of 100 members, 7 at a time. Before each further call the member it is to resume at is removed, and
+/// its slot taken at once: half the time by the same key inserted again (which heads the chain), half the time
+/// by a key of another group; and a new member joins. Every member present throughout comes out exactly once,
+/// nothing else twice, and nothing of another group.
+#[test]
+fn a_select_over_several_calls_survives_losing_its_place() {
+    let store = store();
+    let key = |id: u16| client_key(1, id);
+    for id in 0..100 {
+        store.insert(key(id), val(&key(id), 0)).expect("live store");
+    }
+    store
+        .insert(server_key(1), val(&server_key(1), 0))
+        .expect("live store");
+    let mut out = Vec::new();
+    let mut selection = store.select(b"h\x01", 7, &mut out).expect("more than 7");
+    assert_eq!(out.len(), 7);
+    let (mut removed, mut next_new) = (Vec::new(), 1000u16);
+    loop {
+        // The chain runs newest first, and nothing older than what came out has: the resume point is the
+        // newest of the first 100 members not yet handed out nor removed.
+        let given: Vec<u16> = out
+            .iter()
+            .map(|v| u16::from_be_bytes([v.key[2], v.key[3]]))
+            .collect();
+        if let Some(resume) = (0..100)
+            .rev()
+            .find(|id| !given.contains(id) && !removed.contains(id))
+        {
+            store.remove(key(resume).bytes()).expect("live store");
+            removed.push(resume);
+            let taker = if resume % 2 == 0 {
+                key(resume)
+            } else {
+                client_key(2, resume)
+            };
+            store
+                .insert(taker.clone(), val(&taker, 1))
+                .expect("live store");
+        }
+        store
+            .insert(key(next_new), val(&key(next_new), 0))
+            .expect("live store");
+        next_new += 1;
+        if !store.select_more(&mut selection, 7, &mut out) {
+            break;
+        }
+    }
+    assert!(out.iter().all(|v| v.key[..2] == *b"h\x01"));
+    for id in 0..100 {
+        let times = out.iter().filter(|v| v.key == key(id).bytes()).count();
+        if removed.contains(&id) {
+            assert!(times <= 2, "member {id} came out {times} times");
+        } else {
+            assert_eq!(times, 1, "member {id}, present throughout");
+        }
+    }
+    for id in 1000..next_new {
+        assert!(out.iter().filter(|v| v.key == key(id).bytes()).count() <= 1);
+    }
+    assert!(
+        removed.len() > 5,
+        "the select lost its place {} times",
+        removed.len()
+    );
 }
 
 #[test]
