@@ -194,8 +194,8 @@ impl<V: Clone> Slab<V> {
             + self.free.capacity() * std::mem::size_of::<usize>()
     }
 
-    /// The slot at `index` if it holds a value (`NONE`, like any index past the end, finds nothing: no block
-    /// is that far).
+    /// The slot at `index` if it holds a value. `NONE` finds nothing, as no slot at or past the limit is ever
+    /// handed out.
     fn live(&self, index: usize) -> Option<&Slot<V>> {
         let slot = self.blocks.get(index / BLOCK)?.get(index % BLOCK)?;
         slot.value.is_some().then_some(slot)
@@ -206,8 +206,8 @@ impl<V: Clone> Slab<V> {
         slot.value.is_some().then_some(slot)
     }
 
-    /// The slot at `index`, to be relinked: the neighbour a chain names. It is live, and not asked, so that
-    /// relinking writes it without first waiting for it to be read from memory.
+    /// The slot at `link`, to be relinked: a neighbour that a chain names, so a live one. That is checked only
+    /// in debug builds: relinking then writes the slot without first waiting to read it from memory.
     fn link_mut(&mut self, link: Link) -> Option<&mut Slot<V>> {
         if link == NONE {
             return None;
