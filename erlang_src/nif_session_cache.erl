@@ -11,7 +11,9 @@
 %%%                     64 KiB) raises {badarg, bad_key}; anything but a store raises badarg.
 %%%   lookup/2, select_session/2, size/1, foldl/3
 %%%                     any process, concurrently with the owner's writes. lookup and select_session never raise
-%%%                     on a junk key; they find nothing.
+%%%                     on a junk key; they find nothing. select_session and foldl take 64 entries per NIF call,
+%%%                     however many match; an entry present for the whole call is returned or visited exactly
+%%%                     once, and one added or removed meanwhile may or may not be.
 %%%
 %%% The store never evicts on its own: OTP's session_cache_client_max, session_cache_server_max and
 %%% session_lifetime bound it, and OTP crashes its cache processes if entries vanish behind its back.
