@@ -331,14 +331,13 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
             return None;
         };
         self.stats.add(Counter::SelectHit);
-        let mut selection = Selection {
+        let mut seen = SlotSet::default();
+        let next = take_members(&read(&self.slab), *first, max, &mut seen, out)?;
+        Some(Selection {
             group: SmallBytes::from(group),
-            next: None,
-            seen: SlotSet::default(),
-        };
-        let slots = read(&self.slab);
-        take_members(&slots, *first, max, &mut selection, out);
-        selection.next.is_some().then_some(selection)
+            next: Some(next),
+            seen,
+        })
     }
 
     /// Appends up to `max` more values of a [`Selection`]'s group to `out`. Returns whether any may remain.
@@ -356,7 +355,7 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
             Some(value) if value.key() == member.key() => index,
             _ => *first,
         };
-        take_members(&slots, from, max, selection, out);
+        selection.next = take_members(&slots, from, max, &mut selection.seen, out);
         selection.next.is_some()
     }
 
@@ -473,17 +472,18 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
     }
 }
 
-/// Hands out up to `max` (at least one) members of a chain, from slot `from`, that `selection` has not, looking at no more than
-/// [`SELECT_STEPS`] slots, and records where it stopped. Called with the group's shard and the slots locked.
+/// Hands out up to `max` (at least one) members of a chain, from slot `from`, that are not in `seen`, looking at
+/// no more than [`SELECT_STEPS`] slots. Returns the member it stopped before and its slot, `None` at the chain's
+/// end; only when it stopped short does it add the slots it handed out to `seen` (a selection that ends here is
+/// never asked again). Called with the group's shard and the slots locked.
 fn take_members<V: Value>(
     slots: &Slab<V>,
     from: usize,
     max: usize,
-    selection: &mut Selection<V>,
+    seen: &mut SlotSet,
     out: &mut Vec<V>,
-) {
+) -> Option<(usize, V)> {
     let max = max.max(1);
-    let seen = &selection.seen;
     // Two walks over the same stretch: the first follows the links and starts loading every member it will hand
     // out, so that the second's clones, which write their reference counts, and the caller's reads of them, do
     // not each wait for memory in turn.
@@ -499,24 +499,19 @@ fn take_members<V: Value>(
         wanted += 1;
         true
     });
-    let mut taken = Vec::with_capacity(wanted);
     slots.walk(from, SELECT_STEPS, |index, value| {
         if Some(index) == stop {
             return false;
         }
         if !seen.contains(index) {
             out.push(value.clone());
-            taken.push(index);
+            if stop.is_some() {
+                seen.insert(index);
+            }
         }
         true
     });
-    selection.next = stop.and_then(|index| Some((index, slots.get(index)?.clone())));
-    // A selection that ends here is never asked again: only one that goes on needs to remember.
-    if selection.next.is_some() {
-        for index in taken {
-            selection.seen.insert(index);
-        }
-    }
+    stop.and_then(|index| Some((index, slots.get(index)?.clone())))
 }
 
 // A panic cannot happen while these locks are held (no code in their scope panics), but a poisoned lock would
