@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{client_key, store, val};
+use common::{client_key, select_all, store, val};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,13 +35,10 @@ fn readers_never_see_a_value_of_another_key_while_one_writer_churns() {
                         }
                         reads += 1;
                     }
-                    out.clear();
-                    if let Some(mut selection) =
-                        store.select(&[b'h', (reads % 8) as u8], 4, &mut out)
-                    {
-                        while store.select_more(&mut selection, 4, &mut out) {}
-                    }
-                    assert!(out.iter().all(|v| v.key[..2] == [b'h', (reads % 8) as u8]));
+                    let group = [b'h', (reads % 8) as u8];
+                    assert!(select_all(&store, &group, 4)
+                        .iter()
+                        .all(|v| v.key[..2] == group));
                     out.clear();
                     let mut from = Some(0);
                     while let Some(start) = from {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{client_key, server_key, store, val, Stored};
+use common::{client_key, select_all, server_key, store, val, Stored};
 use session_store::{Inserted, StoreError};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -17,12 +17,9 @@ fn fold_all(store: &session_store::Store<Stored>) -> Vec<Stored> {
     out
 }
 
-/// Every member of `group`, taken three at a time so that a group of more spans several calls.
+/// Every member of `group`, sorted, taken three at a time so that a group of more spans several calls.
 fn selected(store: &session_store::Store<Stored>, group: &[u8]) -> Vec<Stored> {
-    let mut out = Vec::new();
-    if let Some(mut selection) = store.select(group, 3, &mut out) {
-        while store.select_more(&mut selection, 3, &mut out) {}
-    }
+    let mut out = select_all(store, group, 3);
     out.sort_by(|a, b| a.key.cmp(&b.key));
     out
 }

@@ -47,3 +47,12 @@ pub fn val(key: &Key, version: u64) -> Stored {
         version,
     })
 }
+
+/// Every member of `group`, taken `max` at a time, so that a larger group spans several calls.
+pub fn select_all(store: &Store<Stored>, group: &[u8], max: usize) -> Vec<Stored> {
+    let mut out = Vec::new();
+    if let Some(mut selection) = store.select(group, max, &mut out) {
+        while store.select_more(&mut selection, max, &mut out) {}
+    }
+    out
+}
