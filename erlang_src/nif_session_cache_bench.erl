@@ -145,9 +145,13 @@ operations(Template, Shape, Size, O) ->
                    || _ <- lists:seq(1, Rounds), In <- [Inputs()], Op <- OpNames, {Mod, Owner} <- shuffle(Owners)],
         %% Every operation undid its change: each store still holds exactly the entries it was filled with.
         [Size = in_owner(Owner, fun(Mod, Store) -> {Mod:size(Store), Store} end) || {_, Owner} <- Owners],
-        Rows = [{Op, [{Mod, median_of([T || {Op1, Mod1, T} <- Samples, Op1 =:= Op, Mod1 =:= Mod])} || Mod <- ?STORES]}
-                || Op <- OpNames],
-        #{keys => Shape, size => Size, ops_per_round => Ops, writes_per_round => Writes, rows => Rows}
+        Medians = fun(Field) ->
+                          [{Op, [{Mod, median_of([Field(S) || {Op1, Mod1, S} <- Samples, Op1 =:= Op, Mod1 =:= Mod])}
+                                 || Mod <- ?STORES]}
+                           || Op <- OpNames]
+                  end,
+        #{keys => Shape, size => Size, ops_per_round => Ops, writes_per_round => Writes,
+          rows => Medians(fun(S) -> field(ns, S) end), faults => Medians(fun(S) -> field(faults, S) end)}
     after
         [stop_owner(Owner) || {_, Owner} <- Owners]
     end.
@@ -164,7 +168,10 @@ shuffle(List) ->
     [X || {_, X} <- lists:sort([{rand:uniform(), X} || X <- List])].
 
 median_of([n_a | _]) -> n_a;
-median_of(Times) -> median(Times).
+median_of(Values) -> median(Values).
+
+field(_, n_a) -> n_a;
+field(Name, Sample) -> maps:get(Name, Sample).
 
 %% Starts an owner process for a store of Mod filled with Entries, runs Fun(Owner), stops the owner.
 with_owner(Mod, Entries, Fun) ->
@@ -200,19 +207,19 @@ chunks([], _) -> [];
 chunks(List, N) when length(List) =< N -> [List];
 chunks(List, N) -> {Chunk, Rest} = lists:split(N, List), [Chunk | chunks(Rest, N)].
 
-%% ns per operation of one round of Op, or n_a where OTP's store lacks the operation. The owner receives only
+%% One round of Op (`measured/2`), or n_a where OTP's store lacks the operation. The owner receives only
 %% the input Op uses: the others (40k sessions for the writes) would sit in its heap as live data, which every
 %% collection the operation's garbage triggers would copy again.
 run_op(Owner, Op, AllInputs) ->
     Inputs = maps:with([input(Op)], AllInputs),
-    Ns = in_owner(Owner, fun(Mod, Store) ->
-                                 case supported(Op, Mod) of
-                                     true -> ns_per_op(Op, Mod, Store, Inputs);
-                                     false -> {n_a, Store}
-                                 end
-                         end),
+    Sample = in_owner(Owner, fun(Mod, Store) ->
+                                     case supported(Op, Mod) of
+                                         true -> measure(Op, Mod, Store, Inputs);
+                                         false -> {n_a, Store}
+                                     end
+                             end),
     restore(Owner, Op, AllInputs),
-    Ns.
+    Sample.
 
 %% Puts back what a delete took out, untimed, with the sessions sent only now: in the owner's heap during the
 %% timing they would be live data to collect. (Saving them by lookups in the owner instead, as this benchmark
@@ -237,29 +244,51 @@ input(delete) -> unique.
 supported(Op, ssl_server_session_cache_db) -> not lists:member(Op, [update_replace, select_session, foldl]);
 supported(_, _) -> true.
 
-ns_per_op(lookup_hit, Mod, Store, #{sample := Sample}) ->
-    {timed(length(Sample), fun() -> lookup_loop(Mod, Store, Sample) end), Store};
-ns_per_op(lookup_miss, Mod, Store, #{missing := Missing}) ->
-    {timed(length(Missing), fun() -> lookup_loop(Mod, Store, Missing) end), Store};
-ns_per_op(size, Mod, Store, #{sample := Sample}) ->
+measure(lookup_hit, Mod, Store, #{sample := Sample}) ->
+    read(Store, length(Sample), fun() -> lookup_loop(Mod, Store, Sample) end);
+measure(lookup_miss, Mod, Store, #{missing := Missing}) ->
+    read(Store, length(Missing), fun() -> lookup_loop(Mod, Store, Missing) end);
+measure(size, Mod, Store, #{sample := Sample}) ->
     %% Ten times the calls of the other reads: a call takes tens of nanoseconds, and fewer would time noise.
     Calls = 10 * length(Sample),
-    {timed(Calls, fun() -> size_loop(Mod, Store, Calls) end), Store};
-ns_per_op(select_session, Mod, Store, #{partials := Partials}) ->
-    {timed(length(Partials), fun() -> select_loop(Mod, Store, Partials) end), Store};
-ns_per_op(foldl, Mod, Store, #{entries := Entries}) ->
-    {timed(Entries, fun() -> Mod:foldl(fun(_, Acc) -> Acc + 1 end, 0, Store) end), Store};
-ns_per_op(update_replace, Mod, Store, #{replacements := Replacements}) ->
-    timed_store(length(Replacements), fun() -> update_loop(Mod, Store, Replacements) end);
-ns_per_op(update_new, Mod, Store, #{fresh := Fresh}) ->
-    {Ns, Store1} = timed_store(length(Fresh), fun() -> update_loop(Mod, Store, Fresh) end),
-    {Ns, delete_loop(Mod, Store1, [K || {K, _} <- Fresh])};
-ns_per_op(delete, Mod, Store, #{unique := Unique}) ->
-    timed_store(length(Unique), fun() -> delete_loop(Mod, Store, Unique) end).
+    read(Store, Calls, fun() -> size_loop(Mod, Store, Calls) end);
+measure(select_session, Mod, Store, #{partials := Partials}) ->
+    read(Store, length(Partials), fun() -> select_loop(Mod, Store, Partials) end);
+measure(foldl, Mod, Store, #{entries := Entries}) ->
+    read(Store, Entries, fun() -> Mod:foldl(fun(_, Acc) -> Acc + 1 end, 0, Store) end);
+measure(update_replace, Mod, Store, #{replacements := Replacements}) ->
+    measured(length(Replacements), fun() -> update_loop(Mod, Store, Replacements) end);
+measure(update_new, Mod, Store, #{fresh := Fresh}) ->
+    {Sample, Store1} = measured(length(Fresh), fun() -> update_loop(Mod, Store, Fresh) end),
+    {Sample, delete_loop(Mod, Store1, [K || {K, _} <- Fresh])};
+measure(delete, Mod, Store, #{unique := Unique}) ->
+    measured(length(Unique), fun() -> delete_loop(Mod, Store, Unique) end).
 
-timed_store(N, Fun) ->
-    {Us, Store} = timer:tc(Fun),
-    {Us * 1000 / max(N, 1), Store}.
+read(Store, N, Fun) ->
+    {element(1, measured(N, Fun)), Store}.
+
+%% Runs Fun, N operations, and returns {#{ns, faults}, Fun's result}: ns and minor page faults per operation.
+%% Faults are counted for the whole OS process (an Erlang process cannot name the scheduler thread it runs on):
+%% while an owner runs its timed loop, the others wait, so they are that loop's, give or take the VM's own
+%% housekeeping. n_a where there is no /proc/self/stat.
+measured(N, Fun) ->
+    Faults0 = minor_faults(),
+    {Us, Result} = timer:tc(Fun),
+    Faults = case {Faults0, minor_faults()} of
+                 {F0, F1} when is_integer(F0), is_integer(F1) -> (F1 - F0) / max(N, 1);
+                 _ -> n_a
+             end,
+    {#{ns => Us * 1000 / max(N, 1), faults => Faults}, Result}.
+
+%% minflt, the tenth field of /proc/self/stat; the second, the command name, may hold spaces.
+minor_faults() ->
+    case file:read_file("/proc/self/stat") of
+        {ok, Stat} ->
+            [_, AfterName] = string:split(Stat, ") ", trailing),
+            binary_to_integer(lists:nth(8, string:lexemes(AfterName, " ")));
+        {error, _} ->
+            n_a
+    end.
 
 %% gb_trees' update and delete return the new store; the others are mutable and return ok or true.
 store_after(ssl_server_session_cache_db, _Old, New) -> New;
@@ -511,14 +540,17 @@ print(R) ->
     ok = print_handshakes(maps:get(handshakes, R)),
     print_scheduler(maps:get(scheduler, R)).
 
-print_operations(#{keys := Shape, size := Size, ops_per_round := N, writes_per_round := W, rows := Rows}) ->
-    io:format("~n~B entries, ~s, ~B reads and ~B writes per round (ns per operation, median of rounds):~n",
-              [Size, shape(Shape), N, W]),
-    Fmt = "~-16s ~12s ~12s ~12s ~10s ~10s~n",
-    io:format(Fmt, ["operation", "ours", "ETS", "gb_trees", "ours/ETS", "ours/gb"]),
+print_operations(#{keys := Shape, size := Size, ops_per_round := N, writes_per_round := W, rows := Rows,
+                   faults := Faults}) ->
+    io:format("~n~B entries, ~s, ~B reads and ~B writes per round (ns per operation, median of rounds;~n"
+              "pf: minor page faults per operation, the VM's as a whole):~n", [Size, shape(Shape), N, W]),
+    Fmt = "~-16s ~12s ~12s ~12s ~10s ~10s ~8s ~8s ~8s~n",
+    io:format(Fmt, ["operation", "ours", "ETS", "gb_trees", "ours/ETS", "ours/gb", "pf ours", "pf ETS", "pf gb"]),
     [begin
          [Ours, Ets, Gb] = [proplists:get_value(Mod, Row) || Mod <- ?STORES],
-         io:format(Fmt, [atom_to_list(Op), num(Ours), num(Ets), num(Gb), ratio(Ours, Ets), ratio(Ours, Gb)])
+         [PfOurs, PfEts, PfGb] = [fault_num(proplists:get_value(Mod, proplists:get_value(Op, Faults))) || Mod <- ?STORES],
+         io:format(Fmt, [atom_to_list(Op), num(Ours), num(Ets), num(Gb), ratio(Ours, Ets), ratio(Ours, Gb),
+                         PfOurs, PfEts, PfGb])
      end || {Op, Row} <- Rows],
     ok.
 
@@ -666,6 +698,9 @@ num(n_a) -> "n/a";
 num(V) when is_integer(V) -> integer_to_list(V);
 num(V) when is_float(V), V >= 100 -> integer_to_list(round(V));
 num(V) when is_float(V) -> float_to_list(V, [{decimals, 2}]).
+
+fault_num(V) when is_float(V) -> float_to_list(V, [{decimals, 2}]);
+fault_num(V) -> num(V).
 
 ratio(A, B) when is_number(A), is_number(B), B > 0 -> float_to_list(A / B, [{decimals, 2}]) ++ "x";
 ratio(_, _) -> "-".

@@ -44,6 +44,11 @@ the_benchmark_runs_at_a_tiny_size_and_returns_well_formed_results(Config) ->
          [?assertEqual(?STORES, [M || {M, _} <- Row]) || {_, Row} <- Rows],
          [?assert(is_number(T) andalso T > 0) || {_, Row} <- Rows, {_, T} <- Row, T =/= n_a]
      end || #{rows := Rows} <- Ops],
+    %% Page faults per operation beside every time, where the OS counts them (/proc/self/stat).
+    Counted = filelib:is_regular("/proc/self/stat"),
+    [?assertEqual([{Op, [{M, is_number(T) andalso Counted} || {M, T} <- Row]} || {Op, Row} <- Rows],
+                  [{Op, [{M, is_number(F) andalso F >= 0} || {M, F} <- Row]} || {Op, Row} <- Faults])
+     || #{rows := Rows, faults := Faults} <- Ops],
     #{rows := ConcRows} = Conc,
     ?assertEqual([1, 2], [N || {N, _} <- ConcRows]),
     #{stores := MemRows} = Mem,
