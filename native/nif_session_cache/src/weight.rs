@@ -1,7 +1,8 @@
 //! What stored entries cost in memory, for `info/1`'s `bytes`.
 //!
 //! The figures are computed, not sampled. An entry is its packed bytes (see `packed.rs`), a reference per held
-//! part, the entry's own header and the store's structures for it. A held term is an environment (the
+//! part, and the resource object around them with the entry's own header; the store's structures (its maps and
+//! fold slots) are `info/1`'s `index_bytes`, which `Store::index_bytes` computes. A held term is an environment (the
 //! environment and the phony process the VM gives it) whose heap fragment holds the term's heap words plus the
 //! slack the VM adds to every fragment of such an environment; a shared one is counted once per store, however
 //! many entries use it. Payloads of reference-counted binaries (over 64 bytes) inside held terms are not
@@ -22,10 +23,10 @@ const FRAGMENT_SLACK_WORDS: usize = 200;
 const FRAGMENT_HEADER_BYTES: usize = 48;
 /// A held term's `Arc` and header.
 const HELD_HEADER_BYTES: usize = 64;
-/// One entry's fixed cost: its header and the resource around its bytes, its slot in the entry map (with the
-/// map's spare capacity) and in the slab, and the group index entry of a client key. The packed bytes (the key's
-/// among them) are added separately. Calibrated: with the benchmark's session, 100k entries grew
-/// `erlang:memory(total)` by 1,657.6 and 1,657.8 bytes each in two runs, against 1,658 computed.
+/// One entry's fixed cost: its header and the VM's resource object around its bytes, allocator block header
+/// included. The packed bytes (the key's among them) are added separately. Calibrated against
+/// `erlang:memory(binary)`, where resource objects are counted: with the benchmark's session, 100k entries grew
+/// it by 1,656.0 bytes each with client keys and 1,608.0 with server keys, against 1,657.8 and 1,606.1 computed.
 const ENTRY_BYTES: usize = 155;
 
 /// Binaries up to this size are heap binaries, copied into the term's own heap; larger ones are a reference.

@@ -391,9 +391,20 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// Bytes taken by the fold slots and their group links, which do not shrink when entries are removed.
+    /// Bytes the store's own structures take, at their capacity, which removals do not shrink: the entry map,
+    /// the group index and the fold slots with their group links. Not the entries (see [`Store::bytes`]), nor
+    /// the names of groups too long to be kept in place (over 62 bytes). O(shards).
     pub fn index_bytes(&self) -> usize {
-        read(&self.slab).index_bytes()
+        let groups: usize = self
+            .groups
+            .shards()
+            .iter()
+            .map(|shard| shard.read().allocation_info().1.size())
+            .sum();
+        self.entries.bytes()
+            + groups
+            + std::mem::size_of_val(self.groups.shards())
+            + read(&self.slab).index_bytes()
     }
 
     pub fn is_terminated(&self) -> bool {
