@@ -116,7 +116,7 @@ operations(Template, Shape, Size, O) ->
     #{ops := Ops, rounds := Rounds, hosts := Hosts} = O,
     %% The stores of the step before may still be being freed (a large one of ours on a thread, ETS's in
     %% chunks): time nothing until that is over.
-    _ = settled_memory(),
+    _ = settled_memory(total),
     Entries = [{key(Shape, Id, Hosts), S} || {Id, S} <- sessions(Template, Size)],
     Sessions = maps:from_list(Entries),
     Keys = list_to_tuple([K || {K, _} <- Entries]),
@@ -364,34 +364,41 @@ memory(Template, O) ->
     Size = min(100000, lists:max(maps:get(sizes, O))),
     Entries = [{client_key(Id, maps:get(hosts, O)), S} || {Id, S} <- sessions(Template, Size)],
     Etf = lists:sum([byte_size(term_to_binary(S)) || {_, S} <- lists:sublist(Entries, 1000)]) / min(1000, Size),
+    %% Measured: what the VM holds outside process heaps (ETS tables, binaries, resource objects, NIF
+    %% allocations), plus the owner's own memory (for gb_trees, the tree is its heap). The benchmark process's
+    %% heap, which holds the sessions and resizes with every collection, is left out.
     Measure = fun(Mod) ->
-                      Before = settled_memory(),
+                      Before = settled_memory(system),
                       with_owner(Mod, Entries, fun(Owner) ->
-                          Reported = in_owner(Owner, fun(M, Store) ->
-                                                             erlang:garbage_collect(),
-                                                             {reported_bytes(M, Store), Store}
-                                                     end),
-                          {(settled_memory() - Before) / Size, Reported / Size}
+                          {Reported, Owned} =
+                              in_owner(Owner, fun(M, Store) ->
+                                                      erlang:garbage_collect(),
+                                                      {memory, Own} = process_info(self(), memory),
+                                                      {{reported_bytes(M, Store), Own}, Store}
+                                              end),
+                          {(settled_memory(system) - Before + Owned) / Size, Reported / Size}
                       end)
               end,
     #{size => Size, etf_bytes => Etf, stores => [{Mod, Measure(Mod)} || Mod <- ?STORES]}.
 
-%% erlang:memory(total) once it has stopped moving: stores of earlier steps are freed in the background (a
+%% erlang:memory(Type) once it has stopped moving: stores of earlier steps are freed in the background (a
 %% large store on a thread of its own), and a measurement taken meanwhile would count their release.
-settled_memory() ->
+settled_memory(Type) ->
     erlang:garbage_collect(),
-    settled_memory(erlang:memory(total), 50).
+    settled_memory(Type, erlang:memory(Type), 50).
 
-settled_memory(Last, 0) ->
+settled_memory(_, Last, 0) ->
     Last;
-settled_memory(Last, Tries) ->
+settled_memory(Type, Last, Tries) ->
     timer:sleep(200),
-    case erlang:memory(total) of
+    case erlang:memory(Type) of
         Now when abs(Now - Last) =< Last div 1000 -> Now;
-        Now -> settled_memory(Now, Tries - 1)
+        Now -> settled_memory(Type, Now, Tries - 1)
     end.
 
-reported_bytes(nif_session_cache, Store) -> maps:get(bytes, nif_session_cache:info(Store));
+reported_bytes(nif_session_cache, Store) ->
+    #{bytes := Entries, index_bytes := Structures} = nif_session_cache:info(Store),
+    Entries + Structures;
 reported_bytes(ssl_client_session_cache_db, Table) -> ets:info(Table, memory) * erlang:system_info(wordsize);
 reported_bytes(ssl_server_session_cache_db, Tree) -> erts_debug:flat_size(Tree) * erlang:system_info(wordsize).
 
@@ -563,7 +570,7 @@ print_concurrency(#{size := Size, rows := Rows}) ->
     ok.
 
 print_memory(#{size := Size, etf_bytes := Etf, stores := Stores}) ->
-    io:format("~nMemory per session at ~B entries (bytes; erlang:memory(total) delta, and the store's own figure):~n", [Size]),
+    io:format("~nMemory per session at ~B entries (bytes; measured: growth of erlang:memory(system) plus the owner process's memory; reported: the store's own figure):~n", [Size]),
     io:format("term_to_binary size: ~s~n", [num(Etf)]),
     [io:format("~-28s measured ~10s   reported ~10s~n", [atom_to_list(Mod), num(Measured), num(Reported)])
      || {Mod, {Measured, Reported}} <- Stores],
