@@ -4,7 +4,8 @@
 # Both install what is missing first (scripts/setup.sh, idempotent).
 
 export REBAR_OFFLINE := 1
-ERL_RUN = erl -noshell -kernel logger_level warning -pa _build/default/lib/nif_session_cache/ebin
+ERL_RUN = erl -noshell -kernel logger_level warning -pa _build/default/lib/nif_session_cache/ebin \
+          -pa _build/default/lib/nif_session_cache/dev
 
 .PHONY: all setup build demo test test-rust test-erlang lint bench valgrind clean
 

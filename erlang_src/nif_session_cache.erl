@@ -1,7 +1,9 @@
 %%% A TLS session cache for OTP's ssl whose entries live in a Rust store, off every process heap.
 %%%
-%%% Configure it with {ssl, [{session_cb, nif_session_cache}]} (and client_session_cb / server_session_cb for
-%%% OTP releases that read them). OTP then calls the callbacks below; their contract, as OTP really uses it, is:
+%%% Configure it with {ssl, [{session_cb, nif_session_cache}, {client_session_cb, nif_session_cache},
+%%% {server_session_cb, nif_session_cache}]}: OTP 25 and 27 read only the first, OTP 29's connections and listeners
+%%% read the other two (check_config/0). OTP then calls the callbacks below; their contract, as OTP really uses
+%%% it, is:
 %%%
 %%%   init/1            every call returns a fresh, empty, isolated store owned by the caller.
 %%%   update/3, delete/2, terminate/1
@@ -24,16 +26,18 @@
 -behaviour(ssl_session_cache_api).
 
 -export([init/1, terminate/1, lookup/2, update/3, delete/2, foldl/3, select_session/2, size/1]).
--export([info/1, stores/0]).
+-export([info/1, stores/0, check_config/0]).
 -export_type([store/0]).
 
 -type store() :: nif_session_cache_nif:store().
 
 %% Returns a new empty store owned by the calling process. Args is OTP's option list: a {role, client | server}
 %% property when OTP says which (it does not when it re-creates a client store), and session_cb_init_args,
-%% which are accepted and ignored. O(1).
+%% which are accepted and ignored. O(1). The first init in a VM whose ssl configuration cannot work on this OTP
+%% release logs a warning naming the keys to set (check_config/0).
 -spec init(term()) -> store().
 init(Args) ->
+    ok = nif_session_cache_config:warn_once(),
     nif_session_cache_nif:new(role(Args)).
 
 %% Empties the store for good and releases its memory (a large store is freed on a background thread). Owner
@@ -88,6 +92,14 @@ info(Store) ->
 -spec stores() -> [nif_session_cache_nif:info()].
 stores() ->
     nif_session_cache_nif:stores().
+
+%% Which module ssl uses on this node for each of its three kinds of caller (ssl_manager's client store, client
+%% connections, listeners), which ssl key each came from, and what cannot work. The keys each OTP release reads
+%% differ: OTP 29's connections and listeners read client_session_cb and server_session_cb, where 25 and 27 read
+%% only session_cb. Setting all three to nif_session_cache works everywhere.
+-spec check_config() -> nif_session_cache_config:report().
+check_config() ->
+    nif_session_cache_config:check().
 
 %%% Internal
 

@@ -263,8 +263,10 @@ info_counts_every_kind_of_operation(_Config) ->
 info_bytes_agree_with_the_growth_the_vm_measures(_Config) ->
     in_other_process(
       fun() ->
-              %% The benchmark's sessions: a fresh id, 1.2 KB peer certificate and master secret each.
-              Sessions = nif_session_cache_bench:sessions(otp_session(), 20000),
+              %% The benchmark's sessions, of this release's #session{} as a TLS 1.2 handshake made it: a fresh id,
+              %% 1.2 KB peer certificate and master secret each, one shared chain and private key.
+              Sessions = nif_session_cache_sessions:sessions(
+                           nif_session_cache_sessions:busy(1024, nif_session_cache_sessions:server_template()), 20000),
               Store = nif_session_cache:init([{role, server}]),
               Before = settled_memory(),
               lists:foreach(fun({K, S}) -> ok = nif_session_cache:update(Store, K, S) end, Sessions),
@@ -296,11 +298,6 @@ not_stores() ->
 
 key(N) -> {{"h", 1}, <<N:256>>}.
 
-%% OTP 25's #session{} as a server stores it, with the listener's certificate chain and private key; the id,
-%% peer certificate and master secret are placeholders that nif_session_cache_bench:sessions/2 replaces.
-otp_session() ->
-    {session, <<0:256>>, undefined, <<>>, [crypto:strong_rand_bytes(1100)], public_key:generate_key({rsa, 1024, 65537}),
-     <<0, 0>>, 0, <<>>, <<0, 47>>, 0, new, false, 1764000000, {3, 3}}.
 
 %% erlang:memory(system) once it has stopped moving (stores of earlier cases may still be being freed).
 settled_memory() ->

@@ -70,10 +70,12 @@ run(Backend, Options) ->
 tls_options() ->
     SAN = #'Extension'{extnID = ?'id-ce-subjectAltName', critical = false,
                        extnValue = [{dNSName, "localhost"}]},
+    %% SHA-256 signatures: pkix_test_data/1 signs with SHA-1 by default, which TLS 1.2 refuses since OTP 26.
+    Sha256 = {digest, sha256},
     #{server_config := Server, client_config := Client} =
-        public_key:pkix_test_data(#{server_chain => #{root => [], intermediates => [],
-                                                      peer => [{extensions, [SAN]}]},
-                                    client_chain => #{root => [], intermediates => [], peer => []}}),
+        public_key:pkix_test_data(#{server_chain => #{root => [Sha256], intermediates => [],
+                                                      peer => [Sha256, {extensions, [SAN]}]},
+                                    client_chain => #{root => [Sha256], intermediates => [], peer => [Sha256]}}),
     Common = [{versions, ['tlsv1.2']}, {active, false}],
     {Common ++ Server ++ [{reuseaddr, true}],
      Common ++ Client ++ [{verify, verify_peer}, {server_name_indication, "localhost"}]}.

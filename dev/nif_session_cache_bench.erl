@@ -9,7 +9,7 @@
 %%% absolute times move with the machine's load. Nothing here runs in `make test` except a tiny smoke run.
 -module(nif_session_cache_bench).
 
--export([run/0, run/1, sessions/2]).
+-export([run/0, run/1]).
 
 -type options() :: #{sizes => [pos_integer()],
                      keys => [key_shape()],
@@ -41,7 +41,8 @@ run(Options) ->
                      rounds => 5, ops => 20000,
                      hosts => 10000, readers => [1, 2, 4], server_cache_size => 100000, handshakes => 400,
                      monitor_size => 1000000, out => none, print => true}, Options),
-    Template = template(),
+    %% A real #session{} of this OTP release, from a TLS 1.2 handshake, filled to the shape of a busy server's.
+    Template = nif_session_cache_sessions:busy_server_template(),
     Results = #{machine => machine(),
                 session_etf_bytes => byte_size(term_to_binary(element(2, hd(sessions(Template, 1))))),
                 operations => [operations(Template, Shape, Size, O)
@@ -57,43 +58,8 @@ run(Options) ->
 
 %%% Sessions
 
-%% A real #session{} from this OTP release, taken from a TLS 1.2 handshake through our own cache (so its layout
-%% is right for whatever OTP runs this), then filled to the shape of a busy server's session: a peer certificate
-%% of 1.2 KB, an own certificate list, an RSA private key term and a 48-byte master secret.
-template() ->
-    {ServerOpts, ClientOpts} = nif_session_cache_demo:tls_options(),
-    nif_session_cache_demo:restart_ssl(nif_session_cache),
-    {Listener, Port} = nif_session_cache_demo:start_listener(ServerOpts, []),
-    {Id, _} = nif_session_cache_demo:connect(Port, ClientOpts, []),
-    ok = nif_session_cache_demo:wait_until(fun() -> client_sessions() =/= [] end, 2000),
-    [Session] = client_sessions(),
-    ok = ssl:close(Listener),
-    Id = element(2, Session),
-    PrivateKey = public_key:generate_key({rsa, 2048, 65537}),
-    case tuple_size(Session) of
-        15 -> % OTP 25's #session{}: own_certificates, private_key and master_secret at 5, 6 and 9.
-            setelement(5, setelement(6, Session, PrivateKey), [crypto:strong_rand_bytes(1100)]);
-        _ ->
-            Session
-    end.
-
-client_sessions() ->
-    State = sys:get_state(ssl_manager),
-    [S || Store <- tuple_to_list(State), is_reference(Store), is_store(Store),
-          S <- nif_session_cache:foldl(fun({_, S}, Acc) -> [S | Acc] end, [], Store)].
-
-is_store(Ref) ->
-    try nif_session_cache:size(Ref) >= 0 catch error:badarg -> false end.
-
-%% N distinct sessions as {Id, Session}: fresh 32-byte id, 48-byte master secret and 1.2 KB peer certificate each.
--spec sessions(tuple(), non_neg_integer()) -> [{binary(), tuple()}].
 sessions(Template, N) ->
-    [begin
-         Id = crypto:strong_rand_bytes(32),
-         S1 = setelement(2, Template, Id),
-         S2 = setelement(4, S1, crypto:strong_rand_bytes(1200)),
-         {Id, setelement(9, S2, crypto:strong_rand_bytes(48))}
-     end || _ <- lists:seq(1, N)].
+    nif_session_cache_sessions:sessions(Template, N).
 
 %% The client key shape, spreading sessions over Hosts partial keys.
 client_key(Id, Hosts) ->
@@ -492,7 +458,8 @@ scheduler(Template, #{monitor_size := N, hosts := Hosts}) ->
         Store = nif_session_cache:init([{role, client}]),
         Big = {"one.example", 443},
         [ok = nif_session_cache:update(Store, client_key(Id, Hosts), S) || {Id, S} <- sessions(Template, N)],
-        [ok = nif_session_cache:update(Store, {Big, <<I:256>>}, Template) || I <- lists:seq(1, 5000)],
+        {Session, _} = Template,
+        [ok = nif_session_cache:update(Store, {Big, <<I:256>>}, Session) || I <- lists:seq(1, 5000)],
         Dropper = large_store_owner(Template, N, Hosts),
         Steps = [{foldl, fun() -> nif_session_cache:foldl(fun(_, A) -> A + 1 end, 0, Store) end},
                  {select_session_5000, fun() -> nif_session_cache:select_session(Store, Big) end},
