@@ -1,13 +1,19 @@
 # nif_session_cache. Two commands do everything on a fresh Debian 12 machine with Rust:
 #   make demo   TLS 1.2 resumption through our cache, beside OTP's default stores, with a report
-#   make test   every test: cargo test (the Rust store) and rebar3 ct (NIF, contract, TLS, properties)
-# Both install what is missing first (scripts/setup.sh, idempotent).
+#   make test   every test: cargo test (the Rust store), rebar3 ct (NIF, contract, TLS, configuration,
+#               properties) and the Elixir test
+# Both run on the Erlang/OTP first on PATH (25 or later) and install what is missing first (scripts/setup.sh,
+# idempotent). PATH="$(scripts/otp.sh 29):$PATH" make test runs them on OTP 29; make test-matrix on 25, 27, 29.
 
 export REBAR_OFFLINE := 1
-ERL_RUN = erl -noshell -kernel logger_level warning -pa _build/default/lib/nif_session_cache/ebin \
-          -pa _build/default/lib/nif_session_cache/dev
+# One build folder per OTP release: beams compiled by one release are not for another. Expanded when a recipe
+# runs, so after setup has installed an OTP on a fresh machine.
+OTP_RELEASE = $(shell erl -noshell -eval 'io:format("~s", [erlang:system_info(otp_release)]), halt().' 2>/dev/null)
+export REBAR_BASE_DIR = _build/otp$(OTP_RELEASE)
+APP_DIR = $(REBAR_BASE_DIR)/default/lib/nif_session_cache
+ERL_RUN = erl -noshell -kernel logger_level warning -pa $(APP_DIR)/ebin -pa $(APP_DIR)/dev
 
-.PHONY: all setup build demo test test-rust test-erlang lint bench valgrind clean
+.PHONY: all setup build demo test test-rust test-erlang test-elixir test-matrix lint bench valgrind clean
 
 all: build
 
@@ -20,13 +26,20 @@ build: setup
 demo: build
 	$(ERL_RUN) -eval 'nif_session_cache_demo:main().'
 
-test: setup test-rust test-erlang
+test: setup test-rust test-erlang test-elixir
 
 test-rust:
 	cargo test -p session_store
 
 test-erlang: setup
 	rebar3 ct
+
+test-elixir: setup
+	@scripts/elixir_test.sh
+
+# make test and make demo on OTP 25 (Debian's), 27 and 29 (built once by scripts/otp.sh), one after another.
+test-matrix:
+	@scripts/matrix.sh 25 27 29
 
 # Benchmarks, side by side with OTP's own stores in one VM; tables on stdout, results.term and chart.svg in
 # bench/results/. Never part of `make test`. BENCH_OPTS overrides options, e.g. BENCH_OPTS='#{sizes => [1000]}'.
@@ -53,4 +66,4 @@ lint: setup
 
 clean:
 	cargo clean
-	rm -rf _build priv/*.so
+	rm -rf _build priv/*.so test/elixir/_build

@@ -1,34 +1,81 @@
 #!/bin/sh
-# Installs what nif_session_cache needs on a fresh Debian 12 machine that has only Rust: Erlang/OTP with its
-# headers, rebar3, common_test, dialyzer, eunit and PropEr (with its headers), all from Debian. Idempotent: apt runs only when
+# Makes sure the Erlang/OTP first on PATH has what nif_session_cache's build and tests need: OTP 25 or later with
+# its NIF headers, ssl, common_test, dialyzer, eunit and PropEr (with its headers), and a rebar3 that runs on it.
+# With no erl on PATH it installs Debian's OTP. For Debian's OTP it installs what is missing with apt, Elixir
+# included (for the Elixir test). For any other OTP it names what is missing and how to get it:
+# scripts/otp.sh NN builds OTP NN with PropEr and a rebar3 that runs on it. Idempotent: apt runs only when
 # something is missing.
 set -eu
 
-missing=""
-need_command() { command -v "$1" >/dev/null 2>&1 || missing="$missing $2"; }
-need_file() { [ -e "$1" ] || missing="$missing $2"; }
-need_app() { ls -d /usr/lib/erlang/lib/"$1"-* >/dev/null 2>&1 || missing="$missing $2"; }
-need_header() { ls /usr/lib/erlang/lib/"$1"-*/include/"$2" >/dev/null 2>&1 || missing="$missing $3"; }
-
-command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found; install Rust with rustup first" >&2; exit 1; }
-need_command erl erlang-nox
-need_file /usr/lib/erlang/usr/include/erl_nif.h erlang-dev
-need_command rebar3 rebar3
-need_app common_test erlang-common-test
-need_app dialyzer erlang-dialyzer
-need_app eunit erlang-eunit
-need_app proper erlang-proper
-need_header proper proper.hrl erlang-proper-dev
-
-if [ -z "$missing" ]; then
-    echo "setup: everything is installed"
-    exit 0
-fi
-
-echo "setup: installing$missing"
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo=sudo
-$sudo apt-get update -qq
-# shellcheck disable=SC2086 # $missing is a list of package names
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
-echo "setup: done"
+apt_install() {
+    echo "setup: installing $*"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found; install Rust with rustup first" >&2; exit 1; }
+
+debian_otp="erlang-nox erlang-dev erlang-common-test erlang-dialyzer erlang-eunit erlang-proper erlang-proper-dev"
+if ! command -v erl >/dev/null 2>&1; then
+    # shellcheck disable=SC2086 # a list of package names
+    apt_install $debian_otp rebar3
+fi
+
+# What the OTP on PATH is, and which of the pieces it lacks, as Debian package names where it is Debian's own.
+probe() {
+    erl -noshell -eval '
+        Root = code:root_dir(),
+        Lib = fun(App) -> is_list(code:lib_dir(App)) end,
+        Hrl = fun(App, File) -> Lib(App) andalso filelib:is_regular(filename:join([code:lib_dir(App), "include", File])) end,
+        Nif = filelib:wildcard(filename:join(Root, "usr/include/erl_nif.h")) ++
+              filelib:wildcard(filename:join(Root, "erts-*/include/erl_nif.h")) =/= [],
+        Missing = [Pkg || {Ok, Pkg} <- [{Nif, "erlang-dev"}, {Lib(ssl), "erlang-ssl"}, {Lib(common_test), "erlang-common-test"},
+                                        {Lib(dialyzer), "erlang-dialyzer"}, {Lib(eunit), "erlang-eunit"},
+                                        {Lib(proper), "erlang-proper"}, {Hrl(proper, "proper.hrl"), "erlang-proper-dev"}],
+                         not Ok],
+        io:format("~s ~s ~s~n", [erlang:system_info(otp_release), Root, lists:join(",", Missing)]),
+        halt().'
+}
+read -r release root missing <<EOF
+$(probe)
+EOF
+missing=$(echo "${missing:-}" | tr ',' ' ')
+
+[ "$release" -ge 25 ] || { echo "setup: OTP $release at $root is too old: nif_session_cache needs OTP 25 or later" >&2; exit 1; }
+
+debian=false
+[ "$root" = /usr/lib/erlang ] && debian=true
+
+if [ -n "$missing" ]; then
+    if $debian; then
+        # shellcheck disable=SC2086 # a list of package names
+        apt_install $missing
+    else
+        echo "setup: OTP $release at $root lacks:$(echo " $missing" | sed 's/ erlang-/ /g')" >&2
+        echo "setup: scripts/otp.sh $release builds OTP $release with all of it; put its bin folder first on PATH." >&2
+        exit 1
+    fi
+fi
+
+if ! rebar3 version >/dev/null 2>&1; then
+    if $debian && ! command -v rebar3 >/dev/null 2>&1; then
+        apt_install rebar3
+    else
+        echo "setup: no rebar3 on PATH runs on OTP $release (OTP 29 needs rebar3 3.24 or later)." >&2
+        echo "setup: scripts/otp.sh $release puts one in its bin folder; put that folder first on PATH." >&2
+        exit 1
+    fi
+fi
+
+# Elixir, for the Elixir test: Debian's elixir runs on Debian's OTP only.
+elixir=none
+if $debian; then
+    command -v elixir >/dev/null 2>&1 || apt_install elixir
+fi
+if command -v elixir >/dev/null 2>&1 && command -v mix >/dev/null 2>&1 && elixir -e ':ok' >/dev/null 2>&1; then
+    elixir=$(elixir --short-version 2>/dev/null || echo present)
+fi
+
+echo "setup: OTP $release at $root, $(rebar3 version 2>/dev/null | awk '{ print $1, $2 }'), Elixir $elixir: everything is installed"
