@@ -42,7 +42,7 @@ capture() ->
                   server_key => proplists:get_value(key, ServerOpts)},
         #{client => Client, server => Server, layout => layout({Client, Server}, Known)}
     after
-        ssl:close(Listener),
+        _ = ssl:close(Listener),
         _ = application:stop(ssl),
         [application:unset_env(ssl, K) || K <- [session_cb, client_session_cb, server_session_cb]]
     end.
