@@ -72,7 +72,8 @@ warn_once() ->
                                "{server_session_cb, nif_session_cache}]}.~n"
                                "nif_session_cache:check_config() shows what each caller uses.",
                                [[explain(P, Report) || P <- Problems]],
-                               #{domain => [nif_session_cache]});
+                               %% No domain: OTP's default handler drops events of domains other than [otp].
+                               #{nif_session_cache => config_check});
             _ ->
                 ok
         end

@@ -132,21 +132,27 @@ run() {
 
 otp=$(fetch src erlang "^$major\.")
 otp_vsn=${otp%% *}
-rm -rf "$build" "$prefix"
-mkdir -p "$build/otp"
-log "building OTP $otp_vsn into $prefix (about 15 minutes on 2 cores)"
-tar -xf "${otp#* }" -C "$build/otp" --strip-components=1
+mkdir -p "$build"
+# A build that got as far as installing is kept: only the steps after it run again.
+if [ "$(cat "$build/otp.built" 2>/dev/null)" != "$otp_vsn" ]; then
+    rm -rf "$build/otp"
+    mkdir -p "$build/otp"
+    log "building OTP $otp_vsn into $prefix (about 15 minutes on 2 cores)"
+    tar -xf "${otp#* }" -C "$build/otp" --strip-components=1
+    # The +dfsg tarballs leave out common_test's copies of jQuery: link Debian's, as Debian's own package does.
+    ln -sf /usr/share/javascript/jquery/jquery.min.js "$build/otp/lib/common_test/priv/jquery-latest.js"
+    ln -sf /usr/share/javascript/jquery-tablesorter/jquery.tablesorter.min.js \
+        "$build/otp/lib/common_test/priv/jquery.tablesorter.min.js"
+    cd "$build/otp"
+    # No --without-wx: without it the debugger is not built, and common_test needs the debugger.
+    run configure ./configure --prefix="$prefix" --without-javac --without-jinterface --without-odbc \
+        --without-megaco --without-diameter
+    run make make -j"$(nproc)"
+    echo "$otp_vsn" >"$build/otp.built"
+fi
+rm -rf "$prefix"
 cd "$build/otp"
-# No --without-wx: without it the debugger is not built, and common_test needs the debugger.
-run configure ./configure --prefix="$prefix" --without-javac --without-jinterface --without-odbc --without-megaco \
-    --without-diameter
-run make make -j"$(nproc)"
 run install make install
-
-# The +dfsg tarballs leave out common_test's copies of jQuery: link Debian's, as Debian's own package does.
-ct_priv=$(ls -d "$prefix"/lib/erlang/lib/common_test-*/priv)
-ln -sf /usr/share/javascript/jquery/jquery.min.js "$ct_priv/jquery-latest.js"
-ln -sf /usr/share/javascript/jquery-tablesorter/jquery.tablesorter.min.js "$ct_priv/jquery.tablesorter.min.js"
 
 PATH="$bin:$PATH"
 export PATH

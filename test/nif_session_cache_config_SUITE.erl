@@ -11,6 +11,7 @@
 -export([all_three_keys_put_every_caller_on_our_cache_and_resume/1,
          only_session_cb_is_flagged_exactly_when_client_resumption_breaks/1,
          the_warning_is_logged_once_per_vm_and_names_the_keys/1,
+         a_plain_node_prints_the_warning_through_otps_default_handler/1,
          on_a_release_that_reads_role_keys_only_session_cb_is_two_problems/1,
          on_a_release_that_reads_only_session_cb_the_role_keys_change_nothing/1,
          nothing_set_is_otps_defaults_and_no_problem/1]).
@@ -23,6 +24,7 @@ all() ->
     [all_three_keys_put_every_caller_on_our_cache_and_resume,
      only_session_cb_is_flagged_exactly_when_client_resumption_breaks,
      the_warning_is_logged_once_per_vm_and_names_the_keys,
+     a_plain_node_prints_the_warning_through_otps_default_handler,
      on_a_release_that_reads_role_keys_only_session_cb_is_two_problems,
      on_a_release_that_reads_only_session_cb_the_role_keys_change_nothing,
      nothing_set_is_otps_defaults_and_no_problem].
@@ -55,11 +57,10 @@ end_per_testcase(_Case, _Config) ->
     ok.
 
 %% logger handler callback: forwards our warnings to the test process.
-log(#{meta := Meta} = Event, #{config := #{pid := Pid}}) ->
-    case maps:get(domain, Meta, []) of
-        [nif_session_cache | _] -> Pid ! {logged, Event};
-        _ -> ok
-    end.
+log(#{meta := #{nif_session_cache := config_check}} = Event, #{config := #{pid := Pid}}) ->
+    Pid ! {logged, Event};
+log(_Event, _Config) ->
+    ok.
 
 %%% Cases
 
@@ -93,6 +94,19 @@ the_warning_is_logged_once_per_vm_and_names_the_keys(_Config) ->
     _ = nif_session_cache:init([{role, server}]),
     ?assertEqual([], warnings()),
     ok = nif_session_cache:terminate(Store).
+
+%% A user's node, with OTP's own logger configuration: the warning must pass the default handler's filters and
+%% reach standard output when ssl starts. The node pretends to read the role keys, so that this holds on every
+%% release.
+a_plain_node_prints_the_warning_through_otps_default_handler(_Config) ->
+    Erl = filename:join([code:root_dir(), "bin", "erl"]),
+    Ebin = filename:dirname(code:which(nif_session_cache)),
+    Eval = "persistent_term:put({nif_session_cache_config, role_keys_read}, true), "
+           "ok = application:set_env(ssl, session_cb, nif_session_cache), ok = ssl:start(), "
+           "timer:sleep(200), halt().",
+    Out = os:cmd(lists:flatten(io_lib:format("~ts -noshell -pa ~ts -eval '~ts' 2>&1", [Erl, Ebin, Eval]))),
+    [?assertNotEqual(nomatch, string:find(Out, Text), {Text, Out})
+     || Text <- ["WARNING", "client sessions are never resumed", "{client_session_cb, nif_session_cache}"]].
 
 on_a_release_that_reads_role_keys_only_session_cb_is_two_problems(_Config) ->
     force_role_keys_read(true),
