@@ -45,7 +45,7 @@ init(Args) ->
 %% the last reference is garbage-collected. Later writes raise {badarg, terminated}; reads find nothing.
 -spec terminate(store()) -> ok.
 terminate(Store) ->
-    written(nif_session_cache_nif:terminate(Store)).
+    ok_or_raise(nif_session_cache_nif:terminate(Store)).
 
 %% The session stored under Key, exactly as stored (=:=), or undefined. Never raises for any Key. O(1).
 -spec lookup(store(), term()) -> ssl_session_cache_api:session() | undefined.
@@ -54,14 +54,14 @@ lookup(Store, Key) ->
 
 %% Inserts or replaces. Owner only. Keys are opaque terms (maps and funs excepted: {badarg, bad_key}).
 %% Returns ok; OTP ignores the result and keeps using Store, which is mutable. O(size of the session).
--spec update(store(), term(), ssl_session_cache_api:session() | term()) -> ok.
+-spec update(store(), term(), term()) -> ok.
 update(Store, Key, Session) ->
-    written(nif_session_cache_nif:update(Store, Key, Session)).
+    ok_or_raise(nif_session_cache_nif:update(Store, Key, Session)).
 
 %% Removes Key. Idempotent: deleting a missing key returns ok. Owner only. O(1).
 -spec delete(store(), term()) -> ok.
 delete(Store, Key) ->
-    written(nif_session_cache_nif:delete(Store, Key)).
+    ok_or_raise(nif_session_cache_nif:delete(Store, Key)).
 
 %% Fun({Key, Session}, Acc) over every entry; Acc0 when empty. The walk is done in chunks of at most 64
 %% entries, with no native lock held while Fun runs, so Fun may delete (OTP's validator does). An entry present
@@ -105,10 +105,10 @@ check_config() ->
 
 %% Writes report failure as an atom and are raised here, with erlang:error/1: its stack trace names the
 %% function's arity, not its arguments, so a session passed to update/3 never reaches a crash report.
--spec written(nif_session_cache_nif:write_result()) -> ok.
-written(ok) -> ok;
-written(badarg) -> erlang:error(badarg);
-written(Reason) -> erlang:error({badarg, Reason}).
+-spec ok_or_raise(nif_session_cache_nif:write_result()) -> ok.
+ok_or_raise(ok) -> ok;
+ok_or_raise(badarg) -> erlang:error(badarg);
+ok_or_raise(Reason) -> erlang:error({badarg, Reason}).
 
 -spec role(term()) -> client | server | undefined.
 role([{role, Role} | _]) when Role =:= client; Role =:= server -> Role;

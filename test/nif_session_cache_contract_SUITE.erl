@@ -1,5 +1,7 @@
-%%% The ssl_session_cache_api contract, callback by callback, for both roles: what OTP's ssl relies on
-%%% (../shared/CONTRACT.md). No TLS here; nif_session_cache_tls_SUITE proves the same through real handshakes.
+%%% The ssl_session_cache_api contract, callback by callback, for both roles: what OTP's ssl relies on, as the
+%%% header of erlang_src/nif_session_cache.erl states it (read from ssl's own ssl_manager, ssl_server_session_cache
+%%% and ssl_client_session_cache_db). No TLS here; nif_session_cache_tls_SUITE proves the same through real
+%%% handshakes.
 -module(nif_session_cache_contract_SUITE).
 
 -include_lib("common_test/include/ct.hrl").
