@@ -104,10 +104,12 @@ candidates() {
     done | sort -r -V
 }
 
-# fetch KIND PKG PATTERN: downloads into the cache the newest candidate that the archive serves (an index can name
-# a file its pool no longer holds), checks its digest against the signed index, and prints "version local-path".
+# fetch KIND PKG PATTERN [CHECK]: downloads into the cache the newest candidate that the archive serves (an index
+# can name a file its pool no longer holds) and, if given, that the command CHECK accepts when given its path;
+# checks its digest against the signed index, and prints "version local-path".
 fetch() {
-    found=$(candidates "$@")
+    check=${4:-true}
+    found=$(candidates "$1" "$2" "$3")
     [ -n "$found" ] || { log "no $2 matching $3 in trixie, forky, sid or experimental"; return 1; }
     mkdir -p "$cache/dl"
     echo "$found" | while read -r ver path sha; do
@@ -117,6 +119,7 @@ fetch() {
             echo "$sha  $out.part" | sha256sum -c --status || { log "${path##*/}: digest mismatch"; rm -f "$out.part"; continue; }
             mv "$out.part" "$out"
         fi
+        "$check" "$out" </dev/null || continue
         echo "$ver $out"
         break
     done | grep . || { log "the archive serves none of $2 $(echo "$found" | awk '{ printf "%s ", $1 }')"; return 1; }
@@ -157,11 +160,15 @@ run install make install
 PATH="$bin:$PATH"
 export PATH
 
-# rebar3: Debian's package holds a self-contained escript.
-rebar=$(fetch bin rebar3 '^3\.(2[4-9]|[3-9][0-9])')
+# rebar3: Debian's package holds a self-contained escript, compiled by the OTP it was built on, and a newer OTP's
+# beams do not load on an older one (sid's 3.28, built on OTP 28, does not run on 27). So the newest that runs.
+rebar3_runs() {
+    rm -rf "$build/rebar3"
+    mkdir -p "$build/rebar3"
+    dpkg-deb -x "$1" "$build/rebar3" && "$build/rebar3/usr/bin/rebar3" version >/dev/null 2>&1
+}
+rebar=$(fetch bin rebar3 '^3\.(2[4-9]|[3-9][0-9])' rebar3_runs)
 log "rebar3 ${rebar%% *}"
-mkdir -p "$build/rebar3"
-dpkg-deb -x "${rebar#* }" "$build/rebar3"
 cp "$build/rebar3/usr/bin/rebar3" "$bin/rebar3"
 
 # PropEr, compiled on this OTP and installed among its libraries, where code:lib_dir(proper) finds it.
