@@ -6,7 +6,7 @@
 //! the entry that has them. Large fields of a session (`packed::SHARE_MIN_BYTES` and up, or holding such parts)
 //! are *shared*: every session of one listener carries the same certificate chain and private key term, so a
 //! store keeps one copy of each and its entries count references to it. The [`Interner`] finds an identical
-//! copy (`enif_is_identical`, exact as `=:=`) by the term's hash; it holds its copies weakly, so a copy is
+//! copy (`enif_is_identical`, and the external format where a float may tell the two zeros apart) by the term's hash; it holds its copies weakly, so a copy is
 //! freed with the last entry that uses it.
 
 use std::collections::HashMap;
@@ -20,6 +20,7 @@ use rustler::sys::{
 };
 use rustler::Term;
 
+use crate::raw;
 use crate::weight;
 
 /// A term in an environment of its own. Nothing writes to it after `new`; any thread may copy it out.
@@ -27,6 +28,8 @@ pub struct Held {
     env: NonNull<ErlNifEnv>,
     term: ERL_NIF_TERM,
     bytes: usize,
+    /// The term may hold a float, so an identical-looking term may differ from it in the sign of a zero (`is`).
+    may_hold_float: bool,
     ledger: Arc<AtomicUsize>,
 }
 
@@ -39,7 +42,8 @@ unsafe impl Sync for Held {}
 impl Held {
     /// Copies `term` into a new environment and adds its cost to `ledger`. `None` if the VM has no memory.
     fn new(term: Term, ledger: &Arc<AtomicUsize>) -> Option<Held> {
-        let bytes = weight::held_bytes(weight::heap_words(term));
+        let measure = weight::measure(term);
+        let bytes = weight::held_bytes(measure.words);
         // SAFETY: a fresh environment or null, checked; the copy lives in it until `drop` frees it.
         let (env, term) = unsafe {
             let env = NonNull::new(enif_alloc_env())?;
@@ -50,6 +54,7 @@ impl Held {
             env,
             term,
             bytes,
+            may_hold_float: measure.may_hold_float,
             ledger: Arc::clone(ledger),
         })
     }
@@ -62,9 +67,21 @@ impl Held {
         enif_make_copy(env, self.term)
     }
 
+    /// Whether `term` is exactly this one, as a session's lookup must give it back. `enif_is_identical`, like
+    /// `=:=` before OTP 27, takes 0.0 and -0.0 for the same, so where a float may be inside, the external formats,
+    /// which tell the two zeros apart, decide too (a session's shared fields, a certificate chain and a private
+    /// key, hold none). No memory for that comparison reads as different: the term is then stored as its own copy.
     fn is(&self, term: Term) -> bool {
-        // SAFETY: both terms are live; enif_is_identical only reads them.
-        unsafe { enif_is_identical(self.term, term.as_c_arg()) != 0 }
+        // SAFETY: both terms are live and only read; `term`'s environment is that of the running NIF call.
+        unsafe {
+            enif_is_identical(self.term, term.as_c_arg()) != 0
+                && (!self.may_hold_float
+                    || raw::same_external_format(
+                        term.get_env().as_c_arg(),
+                        self.term,
+                        term.as_c_arg(),
+                    ) == Some(true))
+        }
     }
 }
 

@@ -67,22 +67,43 @@ pub fn is_small(term: Term) -> bool {
 
 /// The size of `term` in the external term format, or `None` if the VM has no memory for the encoding.
 pub fn external_size(term: Term) -> Option<usize> {
+    // SAFETY: the term and its environment are live for this call.
+    unsafe { with_external(term.get_env().as_c_arg(), term.as_c_arg(), <[u8]>::len) }
+}
+
+/// Whether `a` and `b`, two terms of any environments, have the same external term format: exact where `=:=`
+/// and `enif_is_identical` are not before OTP 27, which take 0.0 and -0.0 for the same. `None` if the VM has no
+/// memory for the encodings.
+///
+/// # Safety
+/// `env` must be the live environment of the running NIF call, and `a` and `b` live terms.
+pub unsafe fn same_external_format(
+    env: *mut ErlNifEnv,
+    a: ERL_NIF_TERM,
+    b: ERL_NIF_TERM,
+) -> Option<bool> {
+    with_external(env, a, |a| with_external(env, b, |b| a == b)).flatten()
+}
+
+/// `f` applied to `term`'s external term format, made in a VM binary that is released at once. `None` if the VM
+/// has no memory for it.
+///
+/// # Safety
+/// `env` must be the live environment of the running NIF call, and `term` a live term.
+unsafe fn with_external<R>(
+    env: *mut ErlNifEnv,
+    term: ERL_NIF_TERM,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Option<R> {
     let mut binary = std::mem::MaybeUninit::<ErlNifBinary>::uninit();
-    // SAFETY: on success enif_term_to_binary initialises `binary`, which we release at once.
-    unsafe {
-        if enif_term_to_binary(
-            term.get_env().as_c_arg(),
-            term.as_c_arg(),
-            binary.as_mut_ptr(),
-        ) == 0
-        {
-            return None;
-        }
-        let mut binary = binary.assume_init();
-        let size = binary.size;
-        enif_release_binary(&mut binary);
-        Some(size)
+    // On success enif_term_to_binary initialises `binary`: `size` bytes at `data`, ours until released.
+    if enif_term_to_binary(env, term, binary.as_mut_ptr()) == 0 {
+        return None;
     }
+    let mut binary = binary.assume_init();
+    let result = f(std::slice::from_raw_parts(binary.data, binary.size));
+    enif_release_binary(&mut binary);
+    Some(result)
 }
 
 /// A resource destructor, as the VM calls it.

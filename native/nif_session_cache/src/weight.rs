@@ -44,16 +44,27 @@ pub fn held_bytes(words: usize) -> usize {
     HELD_HEADER_BYTES + ENV_BYTES + FRAGMENT_HEADER_BYTES + (words + FRAGMENT_SLACK_WORDS) * WORD
 }
 
-/// The heap words `term` occupies, what `erts_debug:flat_size/1` reports, give or take a word for kinds the NIF
-/// API does not show (maps, funs, references and bignums are sized from their external format). Walks the
-/// whole term, with a stack of its own: a held term may be nested arbitrarily deep.
-pub fn heap_words(term: Term) -> usize {
+/// What a walk of a held term finds.
+pub struct Measure {
+    /// The heap words the term occupies, what `erts_debug:flat_size/1` reports, give or take a word for kinds the
+    /// NIF API does not show (maps, funs, references and bignums are sized from their external format).
+    pub words: usize,
+    /// Whether the term may hold a float: it has one, or a map or fun, whose insides the walk does not see.
+    pub may_hold_float: bool,
+}
+
+/// Walks the whole term, with a stack of its own: a held term may be nested arbitrarily deep.
+pub fn measure(term: Term) -> Measure {
     let mut words = 0;
+    let mut may_hold_float = false;
     let mut todo = vec![term];
     while let Some(term) = todo.pop() {
         words += match term.get_type() {
             TermType::Atom | TermType::Pid | TermType::Port => 0,
-            TermType::Float => 2,
+            TermType::Float => {
+                may_hold_float = true;
+                2
+            }
             TermType::Integer if raw::is_small(term) => 0,
             TermType::Binary => match Binary::from_term(term) {
                 Ok(binary) if binary.len() <= HEAP_BINARY_MAX => 2 + binary.len().div_ceil(WORD),
@@ -76,8 +87,14 @@ pub fn heap_words(term: Term) -> usize {
                 Err(_) => 0,
             },
             // Bignums, maps, funs, references: about their external size, which packs about as densely.
-            _ => 1 + raw::external_size(term).unwrap_or(0).div_ceil(WORD),
+            kind => {
+                may_hold_float |= matches!(kind, TermType::Map | TermType::Fun);
+                1 + raw::external_size(term).unwrap_or(0).div_ceil(WORD)
+            }
         };
     }
-    words
+    Measure {
+        words,
+        may_hold_float,
+    }
 }
