@@ -12,13 +12,14 @@
 use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use rustler::sys::{
     enif_alloc_env, enif_free_env, enif_hash, enif_is_identical, enif_make_copy, ErlNifEnv,
     ErlNifHash, ERL_NIF_TERM,
 };
 use rustler::Term;
+use session_store::sync::lock;
 
 use crate::raw;
 use crate::weight;
@@ -133,7 +134,7 @@ impl Interner {
     /// is none. O(size of `term`) for a comparison with the copy last used at `position`, and if that differs,
     /// for a hash and comparisons with the copies of that hash; the copy is made once per distinct term.
     pub fn share(&self, term: Term, position: usize) -> Option<Arc<Held>> {
-        let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut shared = lock(&self.shared);
         if let Some(recent) = shared.recent.get(position).and_then(Weak::upgrade) {
             if recent.is(term) {
                 return Some(recent);
@@ -156,7 +157,7 @@ impl Interner {
 
     /// Forgets every shared copy (each is freed with the last entry that uses it). For a retired store.
     pub fn clear(&self) {
-        *self.shared.lock().unwrap_or_else(PoisonError::into_inner) = Shared::default();
+        *lock(&self.shared) = Shared::default();
     }
 }
 

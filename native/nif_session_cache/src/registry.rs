@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use once_cell::sync::Lazy;
 
@@ -30,5 +30,5 @@ pub fn live() -> Vec<Arc<StoreInner>> {
 }
 
 fn lock() -> std::sync::MutexGuard<'static, BTreeMap<u64, Weak<StoreInner>>> {
-    STORES.lock().unwrap_or_else(PoisonError::into_inner)
+    session_store::sync::lock(&STORES)
 }

@@ -1,6 +1,6 @@
 //! The two resource types Erlang holds: a store, and a cursor over a fold or a large select.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use rustler::{Atom, Env, LocalPid, Resource, Term};
 use session_store::{Config, Selection, Store};
@@ -170,6 +170,6 @@ impl Cursor {
 
     /// Runs `step` on the cursor's state. A cursor is normally used by one process, so this never waits long.
     pub fn with_state<R>(&self, step: impl FnOnce(&mut CursorState) -> R) -> R {
-        step(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
+        step(&mut session_store::sync::lock(&self.state))
     }
 }

@@ -12,7 +12,7 @@
 use std::ffi::c_void;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use rustler::sys::{
     enif_alloc_resource, enif_get_resource, enif_keep_resource, enif_make_resource,
@@ -142,7 +142,7 @@ fn count(resource_type: usize, delta: isize) {
 }
 
 fn lock() -> std::sync::MutexGuard<'static, Vec<Generation>> {
-    GENERATIONS.lock().unwrap_or_else(PoisonError::into_inner)
+    session_store::sync::lock(&GENERATIONS)
 }
 
 /// A counted reference to a store resource, for native code that must keep a store alive while Erlang may

@@ -14,6 +14,7 @@ mod slab;
 mod small;
 mod stats;
 mod store;
+pub mod sync;
 mod table;
 
 pub use key::{Key, KeyRef};

@@ -16,7 +16,7 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
@@ -25,6 +25,7 @@ use crate::key::{Key, KeyRef};
 use crate::slab::{Slab, Unlinked};
 use crate::small::SmallBytes;
 use crate::stats::{Counter, Counts, Stats};
+use crate::sync::{lock, read, write};
 use crate::table::{Filed, Table};
 
 /// What the store asks of the values it holds. Values are handles (see the module documentation).
@@ -523,18 +524,4 @@ fn take_members<V: Value>(
         true
     });
     stop.and_then(|index| Some((index, slots.get(index)?.clone())))
-}
-
-// A panic cannot happen while these locks are held (no code in their scope panics), but a poisoned lock would
-// still guard consistent data: recover it rather than turn one bug into a permanent failure.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(PoisonError::into_inner)
 }

@@ -8,9 +8,11 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use hashbrown::HashTable;
+
+use crate::sync::{read, write};
 
 /// What a table holds: something that knows its key and the hash the table filed it under.
 pub(crate) trait Filed {
@@ -151,16 +153,6 @@ fn table_bytes<T>(capacity: usize) -> usize {
     };
     let slots = buckets * std::mem::size_of::<T>();
     slots.next_multiple_of(std::mem::align_of::<T>().max(GROUP_WIDTH)) + buckets + GROUP_WIDTH
-}
-
-// A panic cannot happen while a shard is locked (no code in those scopes panics), but a poisoned lock would
-// still guard a consistent table: recover it rather than turn one bug into a permanent failure.
-fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
