@@ -9,6 +9,7 @@
 -export([all/0]).
 -export([readers_and_a_fold_never_see_a_mismatched_value_while_the_owner_writes/1,
          copies_handed_out_survive_delete_replace_and_terminate/1,
+         readers_copying_shared_fields_and_keeping_certificates_while_the_owner_replaces_and_deletes/1,
          a_million_insert_delete_cycles_leave_no_bytes/1]).
 
 -define(WRITE_MS, 3000).
@@ -18,6 +19,7 @@
 all() ->
     [readers_and_a_fold_never_see_a_mismatched_value_while_the_owner_writes,
      copies_handed_out_survive_delete_replace_and_terminate,
+     readers_copying_shared_fields_and_keeping_certificates_while_the_owner_replaces_and_deletes,
      a_million_insert_delete_cycles_leave_no_bytes].
 
 %%% Cases
@@ -56,6 +58,34 @@ copies_handed_out_survive_delete_replace_and_terminate(_Config) ->
     [?assert(Copy =:= Expected) || Copy <- [First, Second, Third, Session]],
     ?assert(Big =:= BigBefore).
 
+%% The paths OTP-shaped sessions take, under concurrency: every session shares one certificate chain and one
+%% private key term (held once by the store, copied out by every lookup), and has its own 1.2 KB peer certificate
+%% (handed out by reference into the entry's bytes). Readers check every field of what they read and keep the
+%% peer certificates; the owner replaces and deletes meanwhile, then empties the store. Every kept certificate
+%% must still hold its bytes afterwards.
+readers_copying_shared_fields_and_keeping_certificates_while_the_owner_replaces_and_deletes(_Config) ->
+    Chain = [crypto:strong_rand_bytes(900), crypto:strong_rand_bytes(700)],
+    PrivateKey = public_key:generate_key({rsa, 1024, 65537}),
+    Shared = {Chain, PrivateKey},
+    Store = nif_session_cache:init([{role, server}]),
+    Ids = [<<I:256>> || I <- lists:seq(1, 200)],
+    [ok = nif_session_cache:update(Store, Id, otp_shaped(Id, 0, Shared)) || Id <- Ids],
+    Parent = self(),
+    Readers = [spawn_link(fun() -> keeping_reader(Parent, Store, list_to_tuple(Ids), Shared, 0, 0, []) end)
+               || _ <- lists:seq(1, 3)],
+    churn(Store, list_to_tuple(Ids), Shared, erlang:monotonic_time(millisecond) + ?WRITE_MS, 1),
+    Kept = [begin P ! stop, receive {P, Checked, Bad, K} -> {Checked, Bad, K} end end || P <- Readers],
+    [ok = nif_session_cache:delete(Store, Id) || Id <- Ids],
+    ?assertEqual(0, nif_session_cache:size(Store)),
+    erlang:garbage_collect(),
+    Certificates = lists:append([K || {_, _, K} <- Kept]),
+    ct:pal("reads checked and mismatches per reader: ~p; certificates kept: ~B",
+           [[{C, B} || {C, B, _} <- Kept], length(Certificates)]),
+    ?assertEqual([0], lists:usort([B || {_, B, _} <- Kept])),
+    ?assert(lists:all(fun({C, _, _}) -> C > 0 end, Kept)),
+    ?assert(length(Certificates) > 0),
+    ?assertEqual([], [{Id, V} || {Id, V, Peer} <- Certificates, Peer =/= peer_certificate(Id, V)]).
+
 a_million_insert_delete_cycles_leave_no_bytes(_Config) ->
     Store = nif_session_cache:init([{role, client}]),
     Session = {session, <<1:256>>, crypto:strong_rand_bytes(48), crypto:strong_rand_bytes(1200)},
@@ -73,6 +103,49 @@ a_million_insert_delete_cycles_leave_no_bytes(_Config) ->
     ?assert(After - Before < 64 * 1024 * 1024).
 
 %%% Helpers
+
+%% A server session shaped like OTP's: id, peer certificate, the listener's chain and key, a secret, a version.
+otp_shaped(Id, Version, {Chain, PrivateKey}) ->
+    {session, Id, undefined, peer_certificate(Id, Version), Chain, PrivateKey, <<0, 47>>,
+     crypto:hash(sha384, <<Id/binary, Version:64>>), Version}.
+
+%% 1,200 bytes that name their session and version.
+peer_certificate(Id, Version) ->
+    binary:copy(<<Id/binary, Version:64>>, 30).
+
+churn(Store, Ids, Shared, Deadline, Version) ->
+    case Version rem 256 =:= 0 andalso erlang:monotonic_time(millisecond) >= Deadline of
+        true ->
+            ok;
+        false ->
+            Id = element(rand:uniform(tuple_size(Ids)), Ids),
+            ok = case rand:uniform(3) of
+                     1 -> nif_session_cache:delete(Store, Id);
+                     _ -> nif_session_cache:update(Store, Id, otp_shaped(Id, Version, Shared))
+                 end,
+            churn(Store, Ids, Shared, Deadline, Version + 1)
+    end.
+
+%% Looks sessions up, checks each against what its id and version say it must hold, and keeps the peer
+%% certificate of one read in 16 (a bounded number of them), with the id and version it must still match.
+keeping_reader(Parent, Store, Ids, Shared, Checked, Bad, Kept) ->
+    receive
+        stop -> Parent ! {self(), Checked, Bad, Kept}
+    after 0 ->
+        Id = element(rand:uniform(tuple_size(Ids)), Ids),
+        {Mismatch, Keep} =
+            case nif_session_cache:lookup(Store, Id) of
+                undefined ->
+                    {0, []};
+                {session, Id, _, Peer, _, _, _, _, Version} = Session ->
+                    Intact = Session =:= otp_shaped(Id, Version, Shared),
+                    {case Intact of true -> 0; false -> 1 end,
+                     [{Id, Version, Peer} || Intact, rand:uniform(16) =:= 1, length(Kept) < 5000]};
+                _ ->
+                    {1, []}
+            end,
+        keeping_reader(Parent, Store, Ids, Shared, Checked + 1, Bad + Mismatch, Keep ++ Kept)
+    end.
 
 cycles(_, _, 0) -> ok;
 cycles(Store, Session, N) ->
