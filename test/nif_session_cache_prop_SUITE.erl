@@ -8,14 +8,16 @@
 -include_lib("proper/include/proper.hrl").
 
 -export([all/0]).
--export([the_store_matches_a_model_under_random_commands/1]).
+-export([the_store_matches_a_model_under_random_commands/1,
+         keys_at_representation_boundaries_are_the_same_key_exactly_when_they_are_equal/1]).
 -export([initial_state/0, command/1, precondition/2, next_state/3, postcondition/3]).
 -export([update/2, update_junk/2, delete/1, lookup/1, select_session/1, size/0, fold/0]).
 
 -define(MIN_COMMANDS, 10000).
 
 all() ->
-    [the_store_matches_a_model_under_random_commands].
+    [the_store_matches_a_model_under_random_commands,
+     keys_at_representation_boundaries_are_the_same_key_exactly_when_they_are_equal].
 
 the_store_matches_a_model_under_random_commands(_Config) ->
     put(commands_run, 0),
@@ -32,6 +34,49 @@ the_store_matches_a_model_under_random_commands(_Config) ->
     ?assert(proper:quickcheck(Property, [{numtests, 800}, {max_size, 80}, {to_file, user}])),
     ct:pal("~B commands run", [get(commands_run)]),
     ?assert(get(commands_run) >= ?MIN_COMMANDS, {too_few_commands, get(commands_run)}).
+
+%% The key encoder takes different paths on either side of a few boundaries: integers that fit 64 bits and
+%% bignums, small and large integers, strings read in one call (up to 255 characters) and cell by cell, Latin-1
+%% and wider characters, 0.0 and -0.0. Keys drawn around those boundaries, each inserted with its own value:
+%% the store holds exactly as many entries as there are distinct keys, and every key, and a copy of it made
+%% through the external format, finds the last value written for it. Distinct means =:= as OTP 27 and later
+%% have it, where 0.0 and -0.0 differ (OTP 25's =:=, and so its maps, take them for one): the model is keyed by
+%% the external format, the same on every release.
+keys_at_representation_boundaries_are_the_same_key_exactly_when_they_are_equal(_Config) ->
+    Property =
+        ?FORALL(Keys, non_empty(list(boundary_key())),
+                begin
+                    Store = nif_session_cache:init([]),
+                    Writes = lists:zip(Keys, lists:seq(1, length(Keys))),
+                    [ok = nif_session_cache:update(Store, K, {session, V}) || {K, V} <- Writes],
+                    Model = maps:from_list([{term_to_binary(K), {session, V}} || {K, V} <- Writes]),
+                    Found = [{term_to_binary(K), nif_session_cache:lookup(Store, binary_to_term(term_to_binary(K)))}
+                             || K <- Keys],
+                    Size = nif_session_cache:size(Store),
+                    ok = nif_session_cache:terminate(Store),
+                    ?WHENFAIL(ct:pal("keys: ~w~nsize ~B, model ~B", [Keys, Size, map_size(Model)]),
+                              Size =:= map_size(Model)
+                              andalso lists:all(fun({K, Got}) -> Got =:= maps:get(K, Model) end, Found))
+                end),
+    ?assert(proper:quickcheck(Property, [{numtests, 500}, {max_size, 40}, {to_file, user}])).
+
+boundary_key() ->
+    oneof([boundary_integer(), boundary_string(), boundary_float(),
+           ?LET({P, I}, {oneof([boundary_string(), boundary_integer()]), boundary_integer()}, {{P, 443}, I})]).
+
+%% Around 2^59 (the VM's small integers), 2^63 and 2^64 (a machine word), on both signs, with a few steps either way.
+boundary_integer() ->
+    ?LET({Bits, Step, Sign}, {elements([0, 59, 60, 63, 64, 65]), range(-2, 2), elements([1, -1])},
+         Sign * ((1 bsl Bits) + Step)).
+
+%% Strings of 254 to 257 characters, of one Latin-1 character or with one wider character at the end.
+boundary_string() ->
+    ?LET({Len, Char, Wide}, {range(254, 257), elements([$a, 255]), boolean()},
+         lists:duplicate(Len - 1, Char) ++ [case Wide of true -> 256; false -> Char end]).
+
+boundary_float() ->
+    <<NegativeZero/float>> = <<128, 0:56>>,
+    elements([0.0, NegativeZero, 1.0, 1]).
 
 %%% The state machine. The model is a map from key to session.
 

@@ -1,4 +1,5 @@
-//! Turns a key term into canonical bytes: two keys encode to the same bytes exactly when they are `=:=`.
+//! Turns a key term into canonical bytes: two keys encode to the same bytes exactly when they are `=:=` as OTP 27
+//! and later have it, on every release (before 27, `=:=` also takes 0.0 and -0.0 for the same; here they differ).
 //!
 //! The encoding is private to one VM run (atoms are encoded by their atom-table handle, which is stable for the
 //! life of the VM and never persisted), self-delimiting, and cheap for the shapes OTP uses: a 32-byte session id,
