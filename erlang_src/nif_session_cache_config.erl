@@ -63,8 +63,8 @@ check() ->
 -spec warn_once() -> ok.
 warn_once() ->
     try
-        case {persistent_term:get(?WARNED, false), check()} of
-            {false, #{problems := [_ | _] = Problems} = Report} ->
+        case not persistent_term:get(?WARNED, false) andalso check() of
+            #{problems := [_ | _] = Problems} = Report ->
                 persistent_term:put(?WARNED, true),
                 logger:warning("nif_session_cache: ssl's session callback configuration cannot work as set on this "
                                "OTP release:~n~tsSet all three keys, which works on every release: "
