@@ -10,7 +10,9 @@
 %%%                     owner only. Any other process gets error:{badarg, not_owner}, and the store is unchanged.
 %%%                     A write to a terminated store raises {badarg, terminated}; an update with a key the
 %%%                     store cannot hold (a map, a fun, a bitstring, nesting deeper than 16, an encoding over
-%%%                     64 KiB) raises {badarg, bad_key}; anything but a store raises badarg.
+%%%                     64 KiB) raises {badarg, bad_key}; a session that holds a store or a fold cursor of this
+%%%                     library (in its tuples, lists or maps) raises {badarg, holds_store}, as its entry would
+%%%                     keep that store alive for good; anything but a store raises badarg.
 %%%   lookup/2, select_session/2, size/1, foldl/3
 %%%                     any process, concurrently with the owner's writes. lookup and select_session never raise
 %%%                     on a junk key; they find nothing. select_session and foldl take 64 entries per NIF call,
@@ -52,7 +54,8 @@ terminate(Store) ->
 lookup(Store, Key) ->
     nif_session_cache_nif:lookup(Store, Key).
 
-%% Inserts or replaces. Owner only. Keys are opaque terms (maps and funs excepted: {badarg, bad_key}).
+%% Inserts or replaces. Owner only. Keys are opaque terms (maps and funs excepted: {badarg, bad_key}). A session
+%% holding a store or cursor of ours is refused ({badarg, holds_store}).
 %% Returns ok; OTP ignores the result and keeps using Store, which is mutable. O(size of the session).
 -spec update(store(), term(), term()) -> ok.
 update(Store, Key, Session) ->

@@ -17,6 +17,7 @@
          every_encoding_edge_round_trips_in_every_position/1,
          shared_fields_are_stored_once_and_freed_with_their_last_session/1,
          shared_fields_that_differ_only_in_the_sign_of_zero_are_not_shared/1,
+         a_session_holding_a_store_or_cursor_is_refused_and_leaks_nothing/1,
          foldl_requires_a_two_argument_fun/1,
          write_errors_never_put_the_session_in_the_stack_trace/1,
          a_store_without_references_is_freed/1,
@@ -35,6 +36,7 @@ all() ->
      every_encoding_edge_round_trips_in_every_position,
      shared_fields_are_stored_once_and_freed_with_their_last_session,
      shared_fields_that_differ_only_in_the_sign_of_zero_are_not_shared,
+     a_session_holding_a_store_or_cursor_is_refused_and_leaks_nothing,
      foldl_requires_a_two_argument_fun,
      write_errors_never_put_the_session_in_the_stack_trace,
      a_store_without_references_is_freed,
@@ -192,6 +194,45 @@ shared_fields_that_differ_only_in_the_sign_of_zero_are_not_shared(_Config) ->
     [ok = nif_session_cache:update(Store, K, S) || {K, S} <- Sessions],
     ?assertEqual([term_to_binary(S) || {_, S} <- Sessions],
                  [term_to_binary(nif_session_cache:lookup(Store, K)) || {K, _} <- Sessions]).
+
+%% An entry's held parts keep what they hold alive, so a store kept inside one of its own sessions would never be
+%% freed. Every place a store or a cursor can sit in a session is refused, the store is left unchanged, and a
+%% thousand stores that were offered themselves are all freed with their last reference.
+a_session_holding_a_store_or_cursor_is_refused_and_leaks_nothing(_Config) ->
+    Other = nif_session_cache:init([]),
+    Cursor = nif_session_cache_nif:fold_start(Other),
+    in_other_process(
+      fun() ->
+              Store = nif_session_cache:init([{role, server}]),
+              ok = nif_session_cache:update(Store, <<0:256>>, session(0)),
+              Placements = fun(R) -> [R, {session, R}, {session, <<1:256>>, [R]}, {session, [x | R]},
+                                      {session, #{key => R}}, {session, #{R => 1}},
+                                      {session, lists:foldl(fun(_, A) -> {A} end, R, lists:seq(1, 40))},
+                                      {session, <<1:256>>, {[crypto:strong_rand_bytes(400)], R}}]
+                           end,
+              Offered = [S || R <- [Store, Other, Cursor], S <- Placements(R)],
+              ?assertEqual([{error, {badarg, holds_store}}], lists:usort(
+                  [catch_error(fun() -> nif_session_cache:update(Store, <<2:256>>, S) end) || S <- Offered])),
+              ?assertMatch(#{entries := 1, inserts := 1}, nif_session_cache:info(Store)),
+              ?assertEqual(session(0), nif_session_cache:lookup(Store, <<0:256>>))
+      end),
+    Ids = in_other_process(
+            fun() ->
+                    [begin
+                         S = nif_session_cache:init([]),
+                         {error, {badarg, holds_store}} = catch_error(fun() -> nif_session_cache:update(S, k, S) end),
+                         maps:get(id, nif_session_cache:info(S))
+                     end || _ <- lists:seq(1, 1000)]
+            end),
+    ok = wait_until(fun() ->
+                            erlang:garbage_collect(),
+                            Live = [I || #{id := I} <- nif_session_cache:stores()],
+                            [] =:= [I || I <- Ids, lists:member(I, Live)]
+                    end),
+    %% A pid, a port and a plain reference are still fine: only our resources are refused.
+    Plain = nif_session_cache:init([]),
+    ok = nif_session_cache:update(Plain, k, {session, self(), hd(erlang:ports()), make_ref(), #{r => make_ref()}}),
+    ?assertEqual(1, nif_session_cache:size(Plain)).
 
 foldl_requires_a_two_argument_fun(_Config) ->
     Store = nif_session_cache:init([]),

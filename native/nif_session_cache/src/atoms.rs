@@ -12,6 +12,7 @@ rustler::atoms! {
     not_owner,
     terminated,
     bad_key,
+    holds_store,
     enomem,
     // Keys of info/1.
     id,

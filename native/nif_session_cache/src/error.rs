@@ -24,6 +24,11 @@ pub enum CacheError {
     /// The key is a term the store does not accept (see `key.rs`). Raised as `{badarg, bad_key}`.
     #[error("the key is not a supported term")]
     BadKey,
+    /// The session holds a store or a cursor of this library, which its entry would keep alive for as long as
+    /// it lives: a store inside its own session would never be freed (see `held.rs`). Raised as
+    /// `{badarg, holds_store}`.
+    #[error("the session holds a store or a cursor")]
+    HoldsStore,
     /// The VM could not allocate memory for the entry (its bytes, or a held part), or the store already holds
     /// 2^32 - 1 entries, as many as it can index. Raised as `{badarg, enomem}`.
     #[error("out of memory")]
@@ -38,6 +43,7 @@ impl CacheError {
             CacheError::NotOwner => atoms::not_owner(),
             CacheError::Terminated => atoms::terminated(),
             CacheError::BadKey => atoms::bad_key(),
+            CacheError::HoldsStore => atoms::holds_store(),
             CacheError::OutOfMemory => atoms::enomem(),
         }
     }

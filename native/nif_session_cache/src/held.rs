@@ -18,10 +18,13 @@ use rustler::sys::{
     enif_alloc_env, enif_free_env, enif_hash, enif_is_identical, enif_make_copy, ErlNifEnv,
     ErlNifHash, ERL_NIF_TERM,
 };
-use rustler::Term;
+use rustler::types::map::MapIterator;
+use rustler::{Term, TermType};
 use session_store::sync::lock;
 
+use crate::error::CacheError;
 use crate::raw;
+use crate::resource;
 use crate::weight;
 
 /// A term in an environment of its own. Nothing writes to it after `new`; any thread may copy it out.
@@ -41,17 +44,21 @@ unsafe impl Send for Held {}
 unsafe impl Sync for Held {}
 
 impl Held {
-    /// Copies `term` into a new environment and adds its cost to `ledger`. `None` if the VM has no memory.
-    fn new(term: Term, ledger: &Arc<AtomicUsize>) -> Option<Held> {
+    /// Copies `term` into a new environment and adds its cost to `ledger`. Refuses a term that holds a store or a
+    /// cursor of ours (`HoldsStore`), and fails with `OutOfMemory` if the VM has no memory.
+    fn new(term: Term, ledger: &Arc<AtomicUsize>) -> Result<Held, CacheError> {
+        if holds_a_store(term) {
+            return Err(CacheError::HoldsStore);
+        }
         let measure = weight::measure(term);
         let bytes = weight::held_bytes(measure.words);
         // SAFETY: a fresh environment or null, checked; the copy lives in it until `drop` frees it.
         let (env, term) = unsafe {
-            let env = NonNull::new(enif_alloc_env())?;
+            let env = NonNull::new(enif_alloc_env()).ok_or(CacheError::OutOfMemory)?;
             (env, enif_make_copy(env.as_ptr(), term.as_c_arg()))
         };
         ledger.fetch_add(bytes, Ordering::Relaxed);
-        Some(Held {
+        Ok(Held {
             env,
             term,
             bytes,
@@ -126,18 +133,18 @@ impl Interner {
     }
 
     /// A copy of `term` for one entry alone.
-    pub fn hold(&self, term: Term) -> Option<Arc<Held>> {
+    pub fn hold(&self, term: Term) -> Result<Arc<Held>, CacheError> {
         Held::new(term, &self.ledger).map(Arc::new)
     }
 
     /// The store's copy of a term identical to `term`, the field at `position` of a session, made now if there
     /// is none. O(size of `term`) for a comparison with the copy last used at `position`, and if that differs,
     /// for a hash and comparisons with the copies of that hash; the copy is made once per distinct term.
-    pub fn share(&self, term: Term, position: usize) -> Option<Arc<Held>> {
+    pub fn share(&self, term: Term, position: usize) -> Result<Arc<Held>, CacheError> {
         let mut shared = lock(&self.shared);
         if let Some(recent) = shared.recent.get(position).and_then(Weak::upgrade) {
             if recent.is(term) {
-                return Some(recent);
+                return Ok(recent);
             }
         }
         let held = shared.find_or_insert(term, &self.ledger)?;
@@ -147,7 +154,7 @@ impl Interner {
             }
             shared.recent[position] = Arc::downgrade(&held);
         }
-        Some(held)
+        Ok(held)
     }
 
     /// Bytes of every live held term of this store.
@@ -162,7 +169,11 @@ impl Interner {
 }
 
 impl Shared {
-    fn find_or_insert(&mut self, term: Term, ledger: &Arc<AtomicUsize>) -> Option<Arc<Held>> {
+    fn find_or_insert(
+        &mut self,
+        term: Term,
+        ledger: &Arc<AtomicUsize>,
+    ) -> Result<Arc<Held>, CacheError> {
         // SAFETY: enif_hash only reads the term.
         let hash = unsafe { enif_hash(ErlNifHash::ERL_NIF_INTERNAL_HASH, term.as_c_arg(), 0) };
         let bucket = self.by_hash.entry(hash).or_default();
@@ -171,7 +182,7 @@ impl Shared {
             .filter_map(Weak::upgrade)
             .find(|held| held.is(term))
         {
-            return Some(found);
+            return Ok(found);
         }
         bucket.retain(|held| held.strong_count() > 0);
         let held = Arc::new(Held::new(term, ledger)?);
@@ -183,6 +194,32 @@ impl Shared {
             });
             self.sweep_at = (2 * self.by_hash.len()).max(MIN_SWEEP);
         }
-        Some(held)
+        Ok(held)
     }
+}
+
+/// Whether `term` holds a store or a cursor of this library, anywhere in its tuples, lists and maps. Its copy would
+/// keep that store alive for as long as the entry lives, and a store kept inside one of its own sessions would
+/// never be freed: such a session is refused. Funs are not looked into (the NIF API cannot see what a fun
+/// captured). O(size of the term), with a stack of its own; run once per held copy made, not per lookup.
+fn holds_a_store(term: Term) -> bool {
+    let mut todo = vec![term];
+    while let Some(term) = todo.pop() {
+        match term.get_type() {
+            TermType::Ref if resource::is_ours(term) => return true,
+            TermType::Tuple => todo.extend(raw::tuple_elements(term).into_iter().flatten()),
+            TermType::List => {
+                if let Ok((head, tail)) = term.list_get_cell() {
+                    todo.extend([head, tail]);
+                }
+            }
+            TermType::Map => {
+                for (key, value) in MapIterator::new(term).into_iter().flatten() {
+                    todo.extend([key, value]);
+                }
+            }
+            _ => {}
+        }
+    }
+    false
 }

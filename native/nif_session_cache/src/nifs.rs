@@ -66,8 +66,7 @@ fn lookup<'a>(env: Env<'a>, [store, key]: [Term<'a>; 2]) -> NifResult<Term<'a>> 
 fn update<'a>(env: Env<'a>, [store, key, session]: [Term<'a>; 3]) -> NifResult<Atom> {
     Ok(write_outcome(writable(env, store).and_then(|store| {
         with_store_key(key, |encoded| {
-            let packed = Packed::pack(key, session, encoded.bytes(), &store.interner)
-                .ok_or(CacheError::OutOfMemory)?;
+            let packed = Packed::pack(key, session, encoded.bytes(), &store.interner)?;
             // A replaced entry is freed here, unless a cursor still holds it: its secrets wiped, O(1).
             store.store.insert_ref(encoded, packed)?;
             Ok(())

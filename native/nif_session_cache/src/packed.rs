@@ -41,6 +41,7 @@ use rustler::{Binary, Env, Term, TermType};
 use session_store::Value;
 
 use crate::bytes;
+use crate::error::CacheError;
 use crate::held::{Held, Interner};
 use crate::raw;
 use crate::weight;
@@ -167,8 +168,14 @@ struct Cursor {
 
 impl Packed {
     /// Packs `{key, session}`, `key` being the term whose canonical bytes are `key_bytes`. O(size of the
-    /// session), plus a hash and comparison of each shared field. `None` if the VM has no memory.
-    pub fn pack(key: Term, session: Term, key_bytes: &[u8], interner: &Interner) -> Option<Packed> {
+    /// session), plus a hash and comparison of each shared field. Fails with `HoldsStore` for a session that holds
+    /// a store or a cursor of ours, and with `OutOfMemory` if the VM has no memory.
+    pub fn pack(
+        key: Term,
+        session: Term,
+        key_bytes: &[u8],
+        interner: &Interner,
+    ) -> Result<Packed, CacheError> {
         SCRATCH.with_borrow_mut(|(out, secrets, blobs)| {
             let mut packer = Packer {
                 out,
@@ -178,24 +185,28 @@ impl Packed {
                 interner,
                 probe: None,
             };
-            let packed = packer
-                .pair(key, session)
-                .ok()
-                .and_then(|(session_at, end)| {
+            let packed = match packer.pair(key, session) {
+                Ok((session_at, end)) => {
                     let held = std::mem::take(&mut packer.held);
-                    let lengths = Lengths {
-                        key: u32::try_from(key_bytes.len()).ok()?,
-                        secret: end.secret,
-                        code: end.code,
-                    };
                     let sections = [
                         key_bytes,
                         &packer.secrets[..],
                         &packer.out[..],
                         &packer.blobs[..],
                     ];
-                    Packed::new(held, session_at, lengths, sections)
-                });
+                    u32::try_from(key_bytes.len())
+                        .ok()
+                        .map(|key| Lengths {
+                            key,
+                            secret: end.secret,
+                            code: end.code,
+                        })
+                        .and_then(|lengths| Packed::new(held, session_at, lengths, sections))
+                        .ok_or(CacheError::OutOfMemory)
+                }
+                Err(Stop::HoldsStore) => Err(CacheError::HoldsStore),
+                Err(Stop::NoMemory | Stop::Share) => Err(CacheError::OutOfMemory),
+            };
             // Only the first `len` bytes were written since the last wipe.
             wipe(packer.secrets);
             for buffer in [packer.out, packer.secrets, packer.blobs] {
@@ -446,8 +457,19 @@ enum Section {
 enum Stop {
     /// The VM had no memory for a held part.
     NoMemory,
+    /// A held part holds a store or a cursor of ours (`held.rs`).
+    HoldsStore,
     /// The session field being tried inline is large or holds a part: share it instead.
     Share,
+}
+
+impl From<CacheError> for Stop {
+    fn from(error: CacheError) -> Self {
+        match error {
+            CacheError::HoldsStore => Stop::HoldsStore,
+            _ => Stop::NoMemory,
+        }
+    }
 }
 
 type Packing = Result<(), Stop>;
@@ -503,13 +525,13 @@ impl Packer<'_> {
         match inline {
             Ok(()) if self.since(start) < SHARE_MIN_BYTES => return Ok(()),
             Ok(()) | Err(Stop::Share) => {}
-            Err(Stop::NoMemory) => return Err(Stop::NoMemory),
+            Err(stop @ (Stop::NoMemory | Stop::HoldsStore)) => return Err(stop),
         }
         wipe(&mut self.secrets[start.secret as usize..]);
         self.secrets.truncate(start.secret as usize);
         self.out.truncate(start.code as usize);
         self.blobs.truncate(start.blob as usize);
-        let shared = self.interner.share(term, position).ok_or(Stop::NoMemory)?;
+        let shared = self.interner.share(term, position)?;
         self.put_held(shared);
         Ok(())
     }
@@ -607,7 +629,7 @@ impl Packer<'_> {
         if self.probe.is_some() {
             return Err(Stop::Share);
         }
-        let held = self.interner.hold(term).ok_or(Stop::NoMemory)?;
+        let held = self.interner.hold(term)?;
         self.put_held(held);
         Ok(())
     }

@@ -173,3 +173,8 @@ impl Cursor {
         step(&mut session_store::sync::lock(&self.state))
     }
 }
+
+/// Whether a term is a store or a cursor of this library.
+pub fn is_ours(term: Term) -> bool {
+    store_type::get(term).is_some() || term.try_get_resource::<Cursor>().is_some()
+}
