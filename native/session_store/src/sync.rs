@@ -25,10 +25,11 @@ pub fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 mod tests {
     use super::*;
 
-    /// Runs `hold`, which takes a guard of `lock`, and panics while the guard is held.
-    fn poison<L>(lock: &L, hold: impl Fn(&L)) {
+    /// Takes a guard with `take` (which may write through it first), then panics while holding it.
+    fn poison<G>(take: impl FnOnce() -> G) {
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            hold(lock);
+            let _guard = take();
+            panic!("poisoning the lock on purpose");
         }));
         assert!(panicked.is_err());
     }
@@ -36,19 +37,19 @@ mod tests {
     #[test]
     fn poisoned_locks_still_give_their_data() {
         let mutex = Mutex::new(1);
-        poison(&mutex, |m| {
-            let mut guard = lock(m);
+        poison(|| {
+            let mut guard = lock(&mutex);
             *guard = 2;
-            panic!("poisoning the lock on purpose");
+            guard
         });
         assert!(mutex.is_poisoned());
         assert_eq!(*lock(&mutex), 2);
 
         let rw = RwLock::new(1);
-        poison(&rw, |l| {
-            let mut guard = write(l);
+        poison(|| {
+            let mut guard = write(&rw);
             *guard = 3;
-            panic!("poisoning the lock on purpose");
+            guard
         });
         assert!(rw.is_poisoned());
         assert_eq!(*read(&rw), 3);
