@@ -11,7 +11,7 @@
 -module(nif_session_cache_sessions).
 
 -export([capture/0, layout/2, server_template/0, busy_server_template/0, busy/2, sessions/2]).
--export_type([captured/0, layout/0, template/0]).
+-export_type([captured/0, known/0, layout/0, template/0]).
 
 -include_lib("public_key/include/public_key.hrl").
 
@@ -20,7 +20,9 @@
 -type layout() :: #{field() := pos_integer()}.
 %% A session and the layout to write fields of its kind.
 -type template() :: {tuple(), layout()}.
--type captured() :: #{client := tuple(), server := tuple(), layout := layout()}.
+%% What the handshake was made with: its session id, the listener's certificate and key option.
+-type known() :: #{session_id := binary(), server_certificate := binary(), server_key := {atom(), binary()}}.
+-type captured() :: #{client := tuple(), server := tuple(), known := known(), layout := layout()}.
 
 %% One full TLS 1.2 handshake on loopback, with ssl restarted on nif_session_cache in both roles, and the
 %% session each end stored, read back from our own stores. ssl is stopped afterwards and its session_cb keys
@@ -40,7 +42,7 @@ capture() ->
         Known = #{session_id => Id,
                   server_certificate => proplists:get_value(cert, ServerOpts),
                   server_key => proplists:get_value(key, ServerOpts)},
-        #{client => Client, server => Server, layout => layout({Client, Server}, Known)}
+        #{client => Client, server => Server, known => Known, layout => layout({Client, Server}, Known)}
     after
         _ = ssl:close(Listener),
         _ = application:stop(ssl),
@@ -50,8 +52,7 @@ capture() ->
 %% The element number of each field, from the client's and the server's copy of one session and what the test
 %% handshake was made with. The client's copy names the server's certificate as its peer; the server's copy holds
 %% the listener's own chain and private key; both hold the same master secret, the one 48-byte binary they share.
--spec layout({tuple(), tuple()}, #{session_id := binary(), server_certificate := binary(),
-                                   server_key := {atom(), binary()}}) -> layout().
+-spec layout({tuple(), tuple()}, known()) -> layout().
 layout({Client, Server}, #{session_id := Id, server_certificate := Cert, server_key := {KeyType, KeyDer} = KeyOpt}) ->
     Key = public_key:der_decode(KeyType, KeyDer),
     Both = lists:zip3(lists:seq(1, tuple_size(Client)), tuple_to_list(Client), tuple_to_list(Server)),

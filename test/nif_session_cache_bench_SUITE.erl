@@ -7,12 +7,14 @@
 
 -export([all/0, init_per_suite/1, end_per_suite/1]).
 -export([the_benchmark_runs_at_a_tiny_size_and_returns_well_formed_results/1,
-         measure_times_only_the_operations_it_names/1]).
+         measure_times_only_the_operations_it_names/1,
+         session_fields_are_found_by_value_on_this_release/1]).
 
 -define(STORES, [nif_session_cache, ssl_client_session_cache_db, ssl_server_session_cache_db]).
 
 all() ->
-    [the_benchmark_runs_at_a_tiny_size_and_returns_well_formed_results, measure_times_only_the_operations_it_names].
+    [the_benchmark_runs_at_a_tiny_size_and_returns_well_formed_results, measure_times_only_the_operations_it_names,
+     session_fields_are_found_by_value_on_this_release].
 
 init_per_suite(Config) ->
     Config.
@@ -76,3 +78,28 @@ measure_times_only_the_operations_it_names(Config) ->
     ?assertEqual([update_new, delete], [Op || {Op, _} <- Rows]),
     [?assertEqual(?STORES, [M || {M, _} <- Row]) || {_, Row} <- Rows],
     ?assertMatch({ok, <<"<svg", _/binary>>}, file:read_file(filename:join(Out, "chart.svg"))).
+
+%% The benchmark's and the tests' sessions are this release's #session{}, with fields found by value
+%% (dev/nif_session_cache_sessions.erl): five distinct places, each holding what its name says, and a field found
+%% in two places is an error rather than a guess.
+session_fields_are_found_by_value_on_this_release(_Config) ->
+    #{client := Client, server := Server, layout := Layout, known := Known} = nif_session_cache_sessions:capture(),
+    #{session_id := IdAt, peer_certificate := PeerAt, own_certificates := OwnAt, private_key := KeyAt,
+      master_secret := SecretAt} = Layout,
+    ?assertEqual(5, length(lists:usort(maps:values(Layout)))),
+    ?assertEqual(session, element(1, Server)),
+    ?assertEqual(32, byte_size(element(IdAt, Server))),
+    ?assertMatch(<<_:48/binary>>, element(SecretAt, Client)),
+    ?assertEqual(element(SecretAt, Client), element(SecretAt, Server)),
+    ?assertEqual([element(PeerAt, Client)], element(OwnAt, Server)),
+    ?assert(is_tuple(element(KeyAt, Server))),
+    %% Made from the layout: fresh ids and secrets where the layout says, the rest as captured.
+    [{Id, Made}] = nif_session_cache_sessions:sessions({Server, Layout}, 1),
+    ?assertEqual(Id, element(IdAt, Made)),
+    ?assertNotEqual(element(SecretAt, Server), element(SecretAt, Made)),
+    ?assertEqual(element(OwnAt, Server), element(OwnAt, Made)),
+    %% Copies that hold the same 48-byte binary in a second place leave the master secret ambiguous.
+    [Spare | _] = lists:seq(2, tuple_size(Server)) -- maps:values(Layout),
+    Twice = fun(S) -> setelement(Spare, S, element(SecretAt, Server)) end,
+    ?assertError({session_layout, master_secret, [_, _]},
+                 nif_session_cache_sessions:layout({Twice(Client), Twice(Server)}, Known)).
