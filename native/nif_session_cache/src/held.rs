@@ -80,7 +80,9 @@ impl Held {
     /// which tell the two zeros apart, decide too (a session's shared fields, a certificate chain and a private
     /// key, hold none). No memory for that comparison reads as different: the term is then stored as its own copy.
     fn is(&self, term: Term) -> bool {
-        // SAFETY: both terms are live and only read; `term`'s environment is that of the running NIF call.
+        // SAFETY: both terms are live and only read: `self.term` lives in this copy's environment until `drop`, which
+        // cannot run while `self` is borrowed, and `term`'s environment is that of the running NIF call, which
+        // same_external_format requires.
         unsafe {
             enif_is_identical(self.term, term.as_c_arg()) != 0
                 && (!self.may_hold_float

@@ -96,7 +96,11 @@ unsafe fn with_external<R>(
     f: impl FnOnce(&[u8]) -> R,
 ) -> Option<R> {
     let mut binary = std::mem::MaybeUninit::<ErlNifBinary>::uninit();
-    // On success enif_term_to_binary initialises `binary`: `size` bytes at `data`, ours until released.
+    // SAFETY: enif_term_to_binary only reads `term` (a term of any environment may be read from the calling one,
+    // as enif_make_copy does) and, on success, initialises `binary` with a fresh VM binary that is ours until
+    // released. Its `size` bytes at `data` are never empty (the format starts with a version byte), and the
+    // slice does not outlive the release below. rustler's `Term::to_binary` does the same but panics when the
+    // VM has no memory, which a NIF path must never do.
     if enif_term_to_binary(env, term, binary.as_mut_ptr()) == 0 {
         return None;
     }
