@@ -87,14 +87,14 @@ pub fn get<'a>(term: Term<'a>) -> Option<&'a StoreResource> {
     if let Some(store) = get_as(term, current) {
         return Some(store);
     }
-    // A store made before a reload, or not a store at all: the rare path.
-    let older: Vec<usize> = lock()
+    // A store made before a reload, or not a store at all: the rare path. The comparisons happen under the lock,
+    // because a type leaves the list only under it (in `count`, just before the VM frees the type): a pointer
+    // read here is never stale, so it can never match another type that the VM allocated at the same address.
+    // enif_get_resource only compares pointers; it runs no Erlang code and takes no lock of ours.
+    lock()
         .iter()
         .map(|g| g.resource_type)
         .filter(|&t| t != current as usize)
-        .collect();
-    older
-        .into_iter()
         .find_map(|resource_type| get_as(term, resource_type as *mut ErlNifResourceType))
 }
 
