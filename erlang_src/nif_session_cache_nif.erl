@@ -33,7 +33,7 @@
                   select_hits := non_neg_integer(),
                   select_misses := non_neg_integer()}.
 %% Writes return their failure instead of raising it (see nif_session_cache:ok_or_raise/1).
--type write_result() :: ok | badarg | not_owner | terminated | bad_key | holds_store | enomem.
+-type write_result() :: ok | badarg | not_owner | terminated | bad_key | holds_store | enomem | internal_error.
 %% A chunk of a fold or select, and whether more follow.
 -type chunk(Item) :: {[Item], done | cursor()}.
 

@@ -14,6 +14,7 @@ rustler::atoms! {
     bad_key,
     holds_store,
     enomem,
+    internal_error,
     // Keys of info/1.
     id,
     role,

@@ -29,10 +29,14 @@ pub enum CacheError {
     /// `{badarg, holds_store}`.
     #[error("the session holds a store or a cursor")]
     HoldsStore,
-    /// The VM could not allocate memory for the entry (its bytes, or a held part), or the store already holds
+    /// The VM could not allocate memory for the entry (its bytes, or a held part) or to encode its key, or the store already holds
     /// 2^32 - 1 entries, as many as it can index. Raised as `{badarg, enomem}`.
     #[error("out of memory")]
     OutOfMemory,
+    /// A bug: a write panicked. Returned rather than raised, so that the session never reaches a stack trace.
+    /// Raised as `{badarg, internal_error}`.
+    #[error("internal error")]
+    Internal,
 }
 
 impl CacheError {
@@ -45,6 +49,7 @@ impl CacheError {
             CacheError::BadKey => atoms::bad_key(),
             CacheError::HoldsStore => atoms::holds_store(),
             CacheError::OutOfMemory => atoms::enomem(),
+            CacheError::Internal => atoms::internal_error(),
         }
     }
 }

@@ -181,15 +181,18 @@ fn encode_list(term: Term, depth: usize, out: &mut Vec<u8>) -> Result<(), CacheE
 
 /// Terms without a cheaper canonical form (bignums, pids, ports, references) in the external term format,
 /// which is canonical for them.
+/// Fails with `OutOfMemory` if the VM has no memory for the encoding.
 fn external(term: Term, out: &mut Vec<u8>) -> Result<(), CacheError> {
-    let bytes = term.to_binary();
-    if bytes.len() > MAX_KEY_BYTES {
-        return Err(CacheError::BadKey);
-    }
-    out.push(EXTERNAL);
-    push_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes.as_slice());
-    Ok(())
+    raw::external(term, |bytes| {
+        if bytes.len() > MAX_KEY_BYTES {
+            return Err(CacheError::BadKey);
+        }
+        out.push(EXTERNAL);
+        push_varint(out, bytes.len() as u64);
+        out.extend_from_slice(bytes);
+        Ok(())
+    })
+    .unwrap_or(Err(CacheError::OutOfMemory))
 }
 
 fn zigzag(value: i64) -> u64 {

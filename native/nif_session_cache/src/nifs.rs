@@ -53,6 +53,8 @@ fn lookup<'a>(env: Env<'a>, [store, key]: [Term<'a>; 2]) -> NifResult<Term<'a>> 
         // The VM had no memory for a copy of the session.
         Ok(Some(None)) => Err(rustler::Error::RaiseAtom("enomem")),
         Ok(None) => Ok(atoms::undefined().encode(env)),
+        // The VM had no memory to encode the key (only bignums, pids, ports and references need it).
+        Err(CacheError::OutOfMemory) => Err(rustler::Error::RaiseAtom("enomem")),
         Err(_) => {
             // A key the store could not hold: a miss that never reached the map, counted all the same.
             store.store.count_miss();
@@ -62,16 +64,24 @@ fn lookup<'a>(env: Env<'a>, [store, key]: [Term<'a>; 2]) -> NifResult<Term<'a>> 
 }
 
 /// Inserts or replaces; owner only. Normal scheduler, O(size of the session) to pack it (see `packed.rs`).
-/// Returns `ok` or an error atom: never raises, so the session never appears in a stack trace.
+/// Returns `ok` or an error atom: never raises, so the session never appears in a stack trace. Not even through
+/// a bug: a panic, which rustler would raise as `nif_panicked` with the arguments in the stack trace, is
+/// returned as `internal_error`.
 fn update<'a>(env: Env<'a>, [store, key, session]: [Term<'a>; 3]) -> NifResult<Atom> {
-    Ok(write_outcome(writable(env, store).and_then(|store| {
-        with_store_key(key, |encoded| {
-            let packed = Packed::pack(key, session, encoded.bytes(), &store.interner)?;
-            // A replaced entry is freed here, unless a cursor still holds it: its secrets wiped, O(1).
-            store.store.insert_ref(encoded, packed)?;
-            Ok(())
-        })?
-    })))
+    let write = || {
+        writable(env, store).and_then(|store| {
+            with_store_key(key, |encoded| {
+                let packed = Packed::pack(key, session, encoded.bytes(), &store.interner)?;
+                // A replaced entry is freed here, unless a cursor still holds it: its secrets wiped, O(1).
+                store.store.insert_ref(encoded, packed)?;
+                Ok(())
+            })?
+        })
+    };
+    // The store's locks recover from poisoning (`session_store::sync`), so nothing unwound here is reused broken.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(write))
+        .unwrap_or(Err(CacheError::Internal));
+    Ok(write_outcome(outcome))
 }
 
 /// Removes `key` if present; owner only. A key the store could not hold is absent, so deleting it is `ok`.
@@ -80,6 +90,8 @@ fn delete<'a>(env: Env<'a>, [store, key]: [Term<'a>; 2]) -> NifResult<Atom> {
     Ok(write_outcome(writable(env, store).and_then(
         |store| match with_key(key, |bytes| store.store.remove(bytes)) {
             Ok(removed) => removed.map(drop).map_err(CacheError::from),
+            // Out of memory while encoding the key: the entry may be there, so the delete did not happen.
+            Err(CacheError::OutOfMemory) => Err(CacheError::OutOfMemory),
             Err(_) => Ok(()),
         },
     )))

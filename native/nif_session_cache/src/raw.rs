@@ -67,8 +67,15 @@ pub fn is_small(term: Term) -> bool {
 
 /// The size of `term` in the external term format, or `None` if the VM has no memory for the encoding.
 pub fn external_size(term: Term) -> Option<usize> {
+    external(term, <[u8]>::len)
+}
+
+/// `f` applied to `term`'s external term format, or `None` if the VM has no memory for the encoding. Unlike
+/// rustler's `Term::to_binary`, which panics then, and a panic in a NIF becomes an exception whose stack trace
+/// carries the call's arguments: a session, in `update/3`.
+pub fn external<R>(term: Term, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
     // SAFETY: the term and its environment are live for this call.
-    unsafe { with_external(term.get_env().as_c_arg(), term.as_c_arg(), <[u8]>::len) }
+    unsafe { with_external(term.get_env().as_c_arg(), term.as_c_arg(), f) }
 }
 
 /// Whether `a` and `b`, two terms of any environments, have the same external term format: exact where `=:=`
@@ -99,8 +106,7 @@ unsafe fn with_external<R>(
     // SAFETY: enif_term_to_binary only reads `term` (a term of any environment may be read from the calling one,
     // as enif_make_copy does) and, on success, initialises `binary` with a fresh VM binary that is ours until
     // released. Its `size` bytes at `data` are never empty (the format starts with a version byte), and the
-    // slice does not outlive the release below. rustler's `Term::to_binary` does the same but panics when the
-    // VM has no memory, which a NIF path must never do.
+    // slice does not outlive the release below.
     if enif_term_to_binary(env, term, binary.as_mut_ptr()) == 0 {
         return None;
     }
