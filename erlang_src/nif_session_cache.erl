@@ -19,6 +19,10 @@
 %%%                     however many match; an entry present for the whole call is returned or visited exactly
 %%%                     once, and one added or removed meanwhile may or may not be.
 %%%
+%%% No call holds a normal scheduler for a millisecond, whatever the session: the NIF answers nif_session_cache_dirty
+%%% when a session is too large to copy within its budget, having done at most that much work, and the call is made
+%%% again on a dirty CPU scheduler.
+%%%
 %%% The store never evicts on its own: OTP's session_cache_client_max, session_cache_server_max and
 %%% session_lifetime bound it, and OTP crashes its cache processes if entries vanish behind its back.
 %%% Only TLS 1.0-1.2 and DTLS session-ID resumption come here; TLS 1.3 tickets never do.
@@ -30,6 +34,9 @@
 -export([init/1, terminate/1, lookup/2, update/3, delete/2, foldl/3, select_session/2, size/1]).
 -export([info/1, stores/0, check_config/0]).
 -export_type([store/0]).
+
+%% What a NIF answers when a session is too large for a normal scheduler (nif_session_cache_nif).
+-define(DIRTY, nif_session_cache_dirty).
 
 -type store() :: nif_session_cache_nif:store().
 
@@ -52,14 +59,20 @@ terminate(Store) ->
 %% The session stored under Key, exactly as stored (=:=), or undefined. Never raises for any Key. O(1).
 -spec lookup(store(), term()) -> ssl_session_cache_api:session() | undefined.
 lookup(Store, Key) ->
-    nif_session_cache_nif:lookup(Store, Key).
+    case nif_session_cache_nif:lookup(Store, Key) of
+        ?DIRTY -> nif_session_cache_nif:lookup_dirty(Store, Key);
+        Session -> Session
+    end.
 
 %% Inserts or replaces. Owner only. Keys are opaque terms (maps and funs excepted: {badarg, bad_key}). A session
 %% holding a store or cursor of ours is refused ({badarg, holds_store}).
 %% Returns ok; OTP ignores the result and keeps using Store, which is mutable. O(size of the session).
 -spec update(store(), term(), term()) -> ok.
 update(Store, Key, Session) ->
-    ok_or_raise(nif_session_cache_nif:update(Store, Key, Session)).
+    case nif_session_cache_nif:update(Store, Key, Session) of
+        ?DIRTY -> ok_or_raise(nif_session_cache_nif:update_dirty(Store, Key, Session));
+        Result -> ok_or_raise(Result)
+    end.
 
 %% Removes Key. Idempotent: deleting a missing key returns ok. Owner only. O(1).
 -spec delete(store(), term()) -> ok.
@@ -71,7 +84,7 @@ delete(Store, Key) ->
 %% for the whole fold is visited exactly once; entries added or removed meanwhile may or may not be.
 -spec foldl(fun(({term(), term()}, Acc) -> Acc), Acc, store()) -> Acc.
 foldl(Fun, Acc0, Store) when is_function(Fun, 2) ->
-    fold_chunks(nif_session_cache_nif:next(nif_session_cache_nif:fold_start(Store)), Fun, Acc0);
+    fold_chunks(next(nif_session_cache_nif:fold_start(Store)), Fun, Acc0);
 foldl(_Fun, _Acc0, _Store) ->
     erlang:error(badarg).
 
@@ -121,9 +134,15 @@ role(_) -> undefined.
 fold_chunks({Items, done}, Fun, Acc) ->
     lists:foldl(Fun, Acc, Items);
 fold_chunks({Items, Cursor}, Fun, Acc) ->
-    fold_chunks(nif_session_cache_nif:next(Cursor), Fun, lists:foldl(Fun, Acc, Items)).
+    fold_chunks(next(Cursor), Fun, lists:foldl(Fun, Acc, Items)).
 
 collect({Items, done}, Acc) ->
     lists:append(Items, Acc);
 collect({Items, Cursor}, Acc) ->
-    collect(nif_session_cache_nif:next(Cursor), lists:append(Items, Acc)).
+    collect(next(Cursor), lists:append(Items, Acc)).
+
+next(Cursor) ->
+    case nif_session_cache_nif:next(Cursor) of
+        ?DIRTY -> nif_session_cache_nif:next_dirty(Cursor);
+        Chunk -> Chunk
+    end.

@@ -6,10 +6,12 @@
 
 -export([new/1, terminate/1, lookup/2, update/3, delete/2, size/1, select/2, fold_start/1, next/1,
          info/1, stores/0]).
+%% The same calls on a dirty CPU scheduler, for sessions too large for a normal one (see dirty()).
+-export([lookup_dirty/2, update_dirty/3, next_dirty/1]).
 -export_type([store/0, cursor/0, info/0, write_result/0]).
 
 -nifs([new/1, terminate/1, lookup/2, update/3, delete/2, size/1, select/2, fold_start/1, next/1,
-       info/1, stores/0]).
+       info/1, stores/0, lookup_dirty/2, update_dirty/3, next_dirty/1]).
 -on_load(load/0).
 
 %% Called directly in each stub, so that dialyzer trusts the stub's spec.
@@ -34,6 +36,10 @@
                   select_misses := non_neg_integer()}.
 %% Writes return their failure instead of raising it (see nif_session_cache:ok_or_raise/1).
 -type write_result() :: ok | badarg | not_owner | terminated | bad_key | holds_store | enomem | internal_error.
+%% lookup/2, update/3 and next/1 answer this, having done a bounded amount of work, when the session is too
+%% large to copy on a normal scheduler within a fraction of a millisecond: the caller makes the same call again
+%% through lookup_dirty/2, update_dirty/3 or next_dirty/1, which run on a dirty CPU scheduler.
+-type dirty() :: nif_session_cache_dirty.
 %% A chunk of a fold or select, and whether more follow.
 -type chunk(Item) :: {[Item], done | cursor()}.
 
@@ -57,11 +63,17 @@ new(_Role) -> ?NOT_LOADED.
 -spec terminate(store()) -> write_result().
 terminate(_Store) -> ?NOT_LOADED.
 
--spec lookup(store(), term()) -> term().
+-spec lookup(store(), term()) -> term() | dirty().
 lookup(_Store, _Key) -> ?NOT_LOADED.
 
--spec update(store(), term(), term()) -> write_result().
+-spec lookup_dirty(store(), term()) -> term().
+lookup_dirty(_Store, _Key) -> ?NOT_LOADED.
+
+-spec update(store(), term(), term()) -> write_result() | dirty().
 update(_Store, _Key, _Session) -> ?NOT_LOADED.
+
+-spec update_dirty(store(), term(), term()) -> write_result().
+update_dirty(_Store, _Key, _Session) -> ?NOT_LOADED.
 
 -spec delete(store(), term()) -> write_result().
 delete(_Store, _Key) -> ?NOT_LOADED.
@@ -75,8 +87,11 @@ select(_Store, _PartialKey) -> ?NOT_LOADED.
 -spec fold_start(store()) -> cursor().
 fold_start(_Store) -> ?NOT_LOADED.
 
--spec next(cursor()) -> chunk(term()).
+-spec next(cursor()) -> chunk(term()) | dirty().
 next(_Cursor) -> ?NOT_LOADED.
+
+-spec next_dirty(cursor()) -> chunk(term()).
+next_dirty(_Cursor) -> ?NOT_LOADED.
 
 -spec info(store()) -> info().
 info(_Store) -> ?NOT_LOADED.

@@ -20,6 +20,7 @@
          a_session_holding_a_store_or_cursor_is_refused_and_leaks_nothing/1,
          foldl_requires_a_two_argument_fun/1,
          write_errors_never_put_the_session_in_the_stack_trace/1,
+         huge_sessions_never_hold_a_scheduler_for_a_millisecond/1,
          a_store_without_references_is_freed/1,
          many_stores_come_and_go_without_leaking/1,
          stores_survive_a_purge_and_reload_of_the_nif_module/1,
@@ -39,6 +40,7 @@ all() ->
      a_session_holding_a_store_or_cursor_is_refused_and_leaks_nothing,
      foldl_requires_a_two_argument_fun,
      write_errors_never_put_the_session_in_the_stack_trace,
+     huge_sessions_never_hold_a_scheduler_for_a_millisecond,
      a_store_without_references_is_freed,
      many_stores_come_and_go_without_leaking,
      stores_survive_a_purge_and_reload_of_the_nif_module,
@@ -246,6 +248,91 @@ write_errors_never_put_the_session_in_the_stack_trace(_Config) ->
               stacktrace(fun() -> nif_session_cache:update(Store, #{}, {s, Secret}) end),
               stacktrace(fun() -> nif_session_cache:update(not_a_store, key(1), {s, Secret}) end)],
     [?assertEqual(nomatch, binary:match(term_to_binary(T), Secret)) || T <- Traces].
+
+%% Sessions far larger than OTP's: every call on them (update, lookup, foldl, select_session, a replace, delete)
+%% round-trips them exactly, and none of them keeps a normal scheduler for a millisecond: system_monitor's
+%% long_schedule sees no event for the process making the calls. The process is given a heap large enough that
+%% it never collects garbage meanwhile, so an event could only be a NIF holding its scheduler (before the fix:
+%% 236 ms for the list) or the OS holding the thread.
+huge_sessions_never_hold_a_scheduler_for_a_millisecond(_Config) ->
+    Big = 1 bsl 4000,
+    Huge = [{list, fun() -> lists:seq(1, 2000000) end},
+            {tuple_of_lists, fun() -> list_to_tuple([lists:seq(1, 1000) || _ <- lists:seq(1, 500)]) end},
+            {deep, fun() -> lists:foldl(fun(N, Acc) -> {N, Acc, [N]} end, leaf, lists:seq(1, 300000)) end},
+            {map, fun() -> maps:from_list([{N, {N, <<N:64>>}} || N <- lists:seq(1, 300000)]) end},
+            {bignums, fun() -> {session, [Big + N || N <- lists:seq(1, 20000)]} end},
+            {held_field, fun() -> {session, <<1:256>>, [{Big + N, self()} || N <- lists:seq(1, 50000)]} end}],
+    [?assertEqual({Kind, clean}, {Kind, without_long_schedules(Kind, Make, 3, [])}) || {Kind, Make} <- Huge],
+    %% The NIFs' answer for "too large here" is an atom, so a session that is that atom must still round-trip.
+    Store = nif_session_cache:init([]),
+    ok = nif_session_cache:update(Store, k, nif_session_cache_dirty),
+    ?assertEqual(nif_session_cache_dirty, nif_session_cache:lookup(Store, k)),
+    ?assertEqual([{k, nif_session_cache_dirty}], nif_session_cache:foldl(fun(E, A) -> [E | A] end, [], Store)),
+    %% A lookup retried on a dirty scheduler counts once.
+    ok = nif_session_cache:update(Store, huge, lists:seq(1, 100000)),
+    #{lookup_hits := Hits} = nif_session_cache:info(Store),
+    [_ | _] = nif_session_cache:lookup(Store, huge),
+    ?assertMatch(#{lookup_hits := N} when N =:= Hits + 1, nif_session_cache:info(Store)).
+
+%% clean if one of Attempts runs of the calls sees no long_schedule event, else every run's events. The machine is
+%% shared: the OS may stop a scheduler thread for a millisecond in any call, but not in the same place thrice,
+%% where a NIF that holds its scheduler does so in every run.
+without_long_schedules(_Kind, _Make, 0, Seen) ->
+    lists:reverse(Seen);
+without_long_schedules(Kind, Make, Attempts, Seen) ->
+    case in_other_process(fun() -> calls_on_a_huge_session(Kind, Make) end) of
+        {Kind, []} -> clean;
+        {Kind, Events} ->
+            ct:pal("~p: long_schedule events ~p", [Kind, Events]),
+            without_long_schedules(Kind, Make, Attempts - 1, [Events | Seen])
+    end.
+
+calls_on_a_huge_session(Kind, Make) ->
+    Self = self(),
+    Monitor = spawn_link(fun() -> collect_long_schedules(Self, []) end),
+    Worker = spawn_opt(
+               fun() ->
+                       Store = nif_session_cache:init([]),
+                       Session = Make(),
+                       Key = {{"host", 443}, <<7:256>>},
+                       Small = {session, <<1:256>>},
+                       ok = nif_session_cache:update(Store, {{"host", 443}, <<1:256>>}, Small),
+                       Self ! {self(), ready},
+                       receive go -> ok end,
+                       ok = nif_session_cache:update(Store, Key, Session),
+                       Found = nif_session_cache:lookup(Store, Key),
+                       Folded = nif_session_cache:foldl(fun(Entry, Acc) -> [Entry | Acc] end, [], Store),
+                       Selected = nif_session_cache:select_session(Store, {"host", 443}),
+                       ok = nif_session_cache:update(Store, Key, Session),
+                       ok = nif_session_cache:delete(Store, Key),
+                       ok = nif_session_cache:update(Store, Key, Small),
+                       %% A long_schedule event is sent when the process is scheduled out: let that happen
+                       %% before the monitor is turned off.
+                       receive after 10 -> ok end,
+                       Self ! {self(), done},
+                       %% Compared once the monitor is off: comparing two huge terms holds a scheduler too.
+                       receive check -> ok end,
+                       Self ! {self(), checked, {Found =:= Session,
+                                                 lists:member({Key, Session}, Folded),
+                                                 lists:member(Session, Selected),
+                                                 nif_session_cache:lookup(Store, Key) =:= Small}}
+               end,
+               [link, {min_heap_size, 80000000}]),
+    receive {Worker, ready} -> ok end,
+    Previous = erlang:system_monitor(Monitor, [{long_schedule, 1}]),
+    Worker ! go,
+    receive {Worker, done} -> ok end,
+    erlang:system_monitor(Previous),
+    Worker ! check,
+    receive {Worker, checked, Checks} -> ?assertEqual({Kind, {true, true, true, true}}, {Kind, Checks}) end,
+    Monitor ! {stop, Self},
+    receive {Monitor, Events} -> {Kind, [Info || {Pid, Info} <- Events, Pid =:= Worker]} end.
+
+collect_long_schedules(Parent, Events) ->
+    receive
+        {monitor, Pid, long_schedule, Info} -> collect_long_schedules(Parent, [{Pid, Info} | Events]);
+        {stop, Parent} -> Parent ! {self(), lists:reverse(Events)}
+    end.
 
 a_store_without_references_is_freed(_Config) ->
     Before = length(nif_session_cache:stores()),

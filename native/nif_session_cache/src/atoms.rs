@@ -4,6 +4,8 @@ rustler::atoms! {
     ok,
     undefined,
     done,
+    // A call's work is too large for a normal scheduler: the Erlang wrapper retries it on a dirty one.
+    dirty = "nif_session_cache_dirty",
     badarg,
     // Roles, as OTP passes them to init/1.
     client,

@@ -33,6 +33,10 @@ pub enum CacheError {
     /// 2^32 - 1 entries, as many as it can index. Raised as `{badarg, enomem}`.
     #[error("out of memory")]
     OutOfMemory,
+    /// The session is too large to pack on a normal scheduler within its time (`packed::SCHEDULER_BUDGET`). Never
+    /// reaches users: the Erlang wrapper retries the call on a dirty scheduler, where there is no budget.
+    #[error("the session is too large for a normal scheduler")]
+    TooLarge,
     /// A bug: a write panicked. Returned rather than raised, so that the session never reaches a stack trace.
     /// Raised as `{badarg, internal_error}`.
     #[error("internal error")]
@@ -49,6 +53,7 @@ impl CacheError {
             CacheError::BadKey => atoms::bad_key(),
             CacheError::HoldsStore => atoms::holds_store(),
             CacheError::OutOfMemory => atoms::enomem(),
+            CacheError::TooLarge => atoms::dirty(),
             CacheError::Internal => atoms::internal_error(),
         }
     }

@@ -18,19 +18,19 @@ use rustler::sys::{
     enif_alloc_env, enif_free_env, enif_hash, enif_is_identical, enif_make_copy, ErlNifEnv,
     ErlNifHash, ERL_NIF_TERM,
 };
-use rustler::types::map::MapIterator;
-use rustler::{Term, TermType};
+use rustler::Term;
 use session_store::sync::lock;
 
 use crate::error::CacheError;
 use crate::raw;
-use crate::resource;
-use crate::weight;
+use crate::weight::{self, Measure};
 
 /// A term in an environment of its own. Nothing writes to it after `new`; any thread may copy it out.
 pub struct Held {
     env: NonNull<ErlNifEnv>,
     term: ERL_NIF_TERM,
+    /// Heap words of the term: what a copy out of it costs.
+    words: usize,
     bytes: usize,
     /// The term may hold a float, so an identical-looking term may differ from it in the sign of a zero (`is`).
     may_hold_float: bool,
@@ -44,13 +44,15 @@ unsafe impl Send for Held {}
 unsafe impl Sync for Held {}
 
 impl Held {
-    /// Copies `term` into a new environment and adds its cost to `ledger`. Refuses a term that holds a store or a
-    /// cursor of ours (`HoldsStore`), and fails with `OutOfMemory` if the VM has no memory.
-    fn new(term: Term, ledger: &Arc<AtomicUsize>) -> Result<Held, CacheError> {
-        if holds_a_store(term) {
+    /// Copies `term`, of which `measure` is the measure, into a new environment and adds its cost to `ledger`.
+    /// Refuses a term that holds a store or a cursor of ours (`HoldsStore`): its copy would keep that store alive
+    /// for as long as the entry lives, and a store kept in one of its own sessions would never be freed. Funs
+    /// are not looked into (the NIF API cannot see what a fun captured). Fails with `OutOfMemory` if the VM has no
+    /// memory.
+    fn new(term: Term, measure: Measure, ledger: &Arc<AtomicUsize>) -> Result<Held, CacheError> {
+        if measure.holds_store {
             return Err(CacheError::HoldsStore);
         }
-        let measure = weight::measure(term);
         let bytes = weight::held_bytes(measure.words);
         // SAFETY: a fresh environment or null, checked; the copy lives in it until `drop` frees it.
         let (env, term) = unsafe {
@@ -61,10 +63,16 @@ impl Held {
         Ok(Held {
             env,
             term,
+            words: measure.words,
             bytes,
             may_hold_float: measure.may_hold_float,
             ledger: Arc::clone(ledger),
         })
+    }
+
+    /// Heap words of the term, which a copy out of it costs.
+    pub fn words(&self) -> usize {
+        self.words
     }
 
     /// A copy on the heap of `env`'s process.
@@ -134,22 +142,28 @@ impl Interner {
         }
     }
 
-    /// A copy of `term` for one entry alone.
-    pub fn hold(&self, term: Term) -> Result<Arc<Held>, CacheError> {
-        Held::new(term, &self.ledger).map(Arc::new)
+    /// A copy of `term` for one entry alone. Fails with `TooLarge`, having done O(`limit`) work, for a term of more
+    /// than `limit` words.
+    pub fn hold(&self, term: Term, limit: usize) -> Result<Arc<Held>, CacheError> {
+        let measure = weight::measure(term, limit).ok_or(CacheError::TooLarge)?;
+        Held::new(term, measure, &self.ledger).map(Arc::new)
     }
 
     /// The store's copy of a term identical to `term`, the field at `position` of a session, made now if there
     /// is none. O(size of `term`) for a comparison with the copy last used at `position`, and if that differs,
-    /// for a hash and comparisons with the copies of that hash; the copy is made once per distinct term.
-    pub fn share(&self, term: Term, position: usize) -> Result<Arc<Held>, CacheError> {
+    /// for a hash and comparisons with the copies of that hash; the copy is made once per distinct term. Fails
+    /// with `TooLarge`, having done O(`limit`) work, for a term of more than `limit` words.
+    pub fn share(&self, term: Term, position: usize, limit: usize) -> Result<Arc<Held>, CacheError> {
         let mut shared = lock(&self.shared);
         if let Some(recent) = shared.recent.get(position).and_then(Weak::upgrade) {
-            if recent.is(term) {
+            // A comparison stops at the first difference, so it costs at most the size of the copy.
+            if recent.words <= limit && recent.is(term) {
                 return Ok(recent);
             }
         }
-        let held = shared.find_or_insert(term, &self.ledger)?;
+        // Measured before it is hashed, as hashing walks the whole term.
+        let measure = weight::measure(term, limit).ok_or(CacheError::TooLarge)?;
+        let held = shared.find_or_insert(term, measure, &self.ledger)?;
         if position < RECENT_POSITIONS {
             if shared.recent.len() <= position {
                 shared.recent.resize_with(position + 1, Weak::new);
@@ -174,6 +188,7 @@ impl Shared {
     fn find_or_insert(
         &mut self,
         term: Term,
+        measure: Measure,
         ledger: &Arc<AtomicUsize>,
     ) -> Result<Arc<Held>, CacheError> {
         // SAFETY: enif_hash only reads the term.
@@ -187,7 +202,7 @@ impl Shared {
             return Ok(found);
         }
         bucket.retain(|held| held.strong_count() > 0);
-        let held = Arc::new(Held::new(term, ledger)?);
+        let held = Arc::new(Held::new(term, measure, ledger)?);
         bucket.push(Arc::downgrade(&held));
         if self.by_hash.len() >= self.sweep_at {
             self.by_hash.retain(|_, bucket| {
@@ -198,30 +213,4 @@ impl Shared {
         }
         Ok(held)
     }
-}
-
-/// Whether `term` holds a store or a cursor of this library, anywhere in its tuples, lists and maps. Its copy would
-/// keep that store alive for as long as the entry lives, and a store kept inside one of its own sessions would
-/// never be freed: such a session is refused. Funs are not looked into (the NIF API cannot see what a fun
-/// captured). O(size of the term), with a stack of its own; run once per held copy made, not per lookup.
-fn holds_a_store(term: Term) -> bool {
-    let mut todo = vec![term];
-    while let Some(term) = todo.pop() {
-        match term.get_type() {
-            TermType::Ref if resource::is_ours(term) => return true,
-            TermType::Tuple => todo.extend(raw::tuple_elements(term).into_iter().flatten()),
-            TermType::List => {
-                if let Ok((head, tail)) = term.list_get_cell() {
-                    todo.extend([head, tail]);
-                }
-            }
-            TermType::Map => {
-                for (key, value) in MapIterator::new(term).into_iter().flatten() {
-                    todo.extend([key, value]);
-                }
-            }
-            _ => {}
-        }
-    }
-    false
 }

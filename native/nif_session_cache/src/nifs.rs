@@ -1,14 +1,17 @@
 //! The NIF functions: decode arguments, call the store, encode results. Nothing else lives here.
 //!
 //! Every function runs on a normal scheduler and does bounded work; each doc comment states its cost. Work that
-//! grows with the store (folds, large selects, freeing) is split into chunks or moved off the schedulers.
+//! grows with the store (folds, large selects, freeing) is split into chunks or moved off the schedulers. Work
+//! that grows with one session is bounded by `SCHEDULER_BUDGET`: a call whose session costs more returns
+//! `nif_session_cache_dirty` having done at most that much, and the Erlang wrapper makes the same call again
+//! through its `_dirty` twin, which runs on a dirty CPU scheduler without a budget.
 use rustler::{Atom, Encoder, Env, NifResult, ResourceArc, Term};
 
 use crate::atoms;
 use crate::error::{write_outcome, CacheError};
 use crate::key::{with_group, with_key, with_store_key};
 use crate::lean::lean_nif;
-use crate::packed::Packed;
+use crate::packed::{Packed, SCHEDULER_BUDGET};
 use crate::registry;
 use crate::resource::{Cursor, CursorState, Emit, Role, Source, StoreInner, StoreResource};
 use crate::store_type::{self, KeptStore};
@@ -43,15 +46,16 @@ fn terminate<'a>(env: Env<'a>, store: Term<'a>) -> Atom {
 }
 
 /// The session stored under `key`, copied to the caller, or `undefined`. Any key is accepted: one the store
-/// could not hold is simply absent. Normal scheduler, O(1) plus the copy of one session.
+/// could not hold is simply absent. Normal scheduler, O(1) plus the copy of one session, or
+/// `nif_session_cache_dirty` for a session too large to copy within `SCHEDULER_BUDGET`.
 fn lookup<'a>(env: Env<'a>, [store, key]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
     let store = StoreResource::from_term(store)?;
     match with_key(key, |bytes| {
-        store.store.read(bytes, |packed| packed.session(env))
+        store
+            .store
+            .read(bytes, |packed| copy_out(env, packed, Emit::Session, SCHEDULER_BUDGET))
     }) {
-        Ok(Some(Some(session))) => Ok(session),
-        // The VM had no memory for a copy of the session.
-        Ok(Some(None)) => Err(rustler::Error::RaiseAtom("enomem")),
+        Ok(Some(copied)) => copied.into_result(env),
         Ok(None) => Ok(atoms::undefined().encode(env)),
         // The VM had no memory to encode the key (only bignums, pids, ports and references need it).
         Err(CacheError::OutOfMemory) => Err(rustler::Error::RaiseAtom("enomem")),
@@ -63,15 +67,72 @@ fn lookup<'a>(env: Env<'a>, [store, key]: [Term<'a>; 2]) -> NifResult<Term<'a>> 
     }
 }
 
-/// Inserts or replaces; owner only. Normal scheduler, O(size of the session) to pack it (see `packed.rs`).
-/// Returns `ok` or an error atom: never raises, so the session never appears in a stack trace. Not even through
-/// a bug: a panic, which rustler would raise as `nif_panicked` with the arguments in the stack trace, is
-/// returned as `internal_error`.
+/// `lookup` of a session too large for a normal scheduler. Dirty CPU scheduler, O(size of the session). The
+/// lookup was counted by `lookup`; the copy is made after the store's lock is released.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn lookup_dirty<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>) -> NifResult<Term<'a>> {
+    let store = StoreResource::from_term(store)?;
+    match with_key(key, |bytes| store.store.peek(bytes)) {
+        Ok(Some(packed)) => copy_out(env, &packed, Emit::Session, usize::MAX).into_result(env),
+        Ok(None) => Ok(atoms::undefined().encode(env)),
+        Err(CacheError::OutOfMemory) => Err(rustler::Error::RaiseAtom("enomem")),
+        Err(_) => Ok(atoms::undefined().encode(env)),
+    }
+}
+
+/// An entry copied out, or why not.
+enum Copied<'a> {
+    Term(Term<'a>),
+    /// Over the budget: to be copied on a dirty scheduler.
+    TooLarge,
+    /// The VM had no memory for the copy.
+    NoMemory,
+}
+
+impl<'a> Copied<'a> {
+    fn into_result(self, env: Env<'a>) -> NifResult<Term<'a>> {
+        match self {
+            Copied::Term(term) => Ok(term),
+            Copied::TooLarge => Ok(atoms::dirty().encode(env)),
+            Copied::NoMemory => Err(rustler::Error::RaiseAtom("enomem")),
+        }
+    }
+}
+
+/// The session, or the `{Key, Session}` entry, of `packed`, copied to the caller if that costs at most `budget`.
+fn copy_out<'a>(env: Env<'a>, packed: &Packed, emit: Emit, budget: usize) -> Copied<'a> {
+    if budget < usize::MAX && packed.cost() > budget {
+        return Copied::TooLarge;
+    }
+    let copy = match emit {
+        Emit::Entry => packed.entry(env),
+        Emit::Session => packed.session(env),
+    };
+    copy.map_or(Copied::NoMemory, Copied::Term)
+}
+
+/// Inserts or replaces; owner only. Normal scheduler, O(size of the session) to pack it (see `packed.rs`), or
+/// `nif_session_cache_dirty`, having done at most `SCHEDULER_BUDGET` of work, for a session too large to pack
+/// within it. Returns `ok` or an error atom: never raises, so the session never appears in a stack trace.
 fn update<'a>(env: Env<'a>, [store, key, session]: [Term<'a>; 3]) -> NifResult<Atom> {
+    Ok(write(env, store, key, session, SCHEDULER_BUDGET))
+}
+
+/// `update` of a session too large for a normal scheduler. Dirty CPU scheduler, O(size of the session).
+#[rustler::nif(schedule = "DirtyCpu")]
+fn update_dirty<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>, session: Term<'a>) -> Atom {
+    write(env, store, key, session, usize::MAX)
+}
+
+/// The insert of `update` and `update_dirty`, with a budget (`SCHEDULER_BUDGET`) for packing the session.
+/// Returns the outcome as an atom, even for a bug: a panic, which rustler would raise as `nif_panicked` with the
+/// arguments, the session among them, in the stack trace, is returned as `internal_error`.
+fn write<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>, session: Term<'a>, budget: usize) -> Atom {
     let write = || {
         writable(env, store).and_then(|store| {
             with_store_key(key, |encoded| {
-                let packed = Packed::pack(key, session, encoded.bytes(), &store.interner)?;
+                let packed =
+                    Packed::pack(key, session, encoded.bytes(), &store.interner, budget)?;
                 // A replaced entry is freed here, unless a cursor still holds it: its secrets wiped, O(1).
                 store.store.insert_ref(encoded, packed)?;
                 Ok(())
@@ -81,7 +142,7 @@ fn update<'a>(env: Env<'a>, [store, key, session]: [Term<'a>; 3]) -> NifResult<A
     // The store's locks recover from poisoning (`session_store::sync`), so nothing unwound here is reused broken.
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(write))
         .unwrap_or(Err(CacheError::Internal));
-    Ok(write_outcome(outcome))
+    write_outcome(outcome)
 }
 
 /// Removes `key` if present; owner only. A key the store could not hold is absent, so deleting it is `ok`.
@@ -131,7 +192,11 @@ fn select<'a>(env: Env<'a>, [store, partial_key]: [Term<'a>; 2]) -> NifResult<Te
         emit: Emit::Session,
         pending,
     };
-    let chunk = step(env, &mut state)?;
+    // A first session too large for this scheduler makes an empty first chunk; `next` then asks for a dirty one.
+    let chunk = step(env, &mut state, SCHEDULER_BUDGET)?.unwrap_or(Chunk {
+        items: Vec::new(),
+        more: true,
+    });
     Ok(if chunk.more {
         (chunk.items, ResourceArc::new(Cursor::new(state))).encode(env)
     } else {
@@ -154,14 +219,24 @@ fn fold_start(store: Term) -> NifResult<ResourceArc<Cursor>> {
 }
 
 /// The next chunk of a cursor: `{Items, done}` or `{Items, Cursor}`. Normal scheduler: at most `SCAN_BUDGET`
-/// slots (a fold) or a bounded walk of a group (a select) examined, and `CHUNK` entries copied.
+/// slots (a fold) or a bounded walk of a group (a select) examined, and at most `CHUNK` entries copied, within
+/// `SCHEDULER_BUDGET`; `nif_session_cache_dirty` if the next entry alone costs more.
 fn next<'a>(env: Env<'a>, [cursor]: [Term<'a>; 1]) -> NifResult<Term<'a>> {
+    next_within(env, cursor, SCHEDULER_BUDGET)
+}
+
+/// `next` of a cursor whose next entry is too large for a normal scheduler. Dirty CPU scheduler.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn next_dirty<'a>(env: Env<'a>, cursor: Term<'a>) -> NifResult<Term<'a>> {
+    next_within(env, cursor, usize::MAX)
+}
+
+fn next_within<'a>(env: Env<'a>, cursor: Term<'a>, budget: usize) -> NifResult<Term<'a>> {
     let handle = Cursor::from_term(cursor)?;
-    let chunk = handle.with_state(|state| step(env, state))?;
-    Ok(if chunk.more {
-        (chunk.items, cursor).encode(env)
-    } else {
-        (chunk.items, atoms::done()).encode(env)
+    Ok(match handle.with_state(|state| step(env, state, budget))? {
+        None => atoms::dirty().encode(env),
+        Some(chunk) if chunk.more => (chunk.items, cursor).encode(env),
+        Some(chunk) => (chunk.items, atoms::done()).encode(env),
     })
 }
 
@@ -172,8 +247,9 @@ struct Chunk<'a> {
     more: bool,
 }
 
-/// Copies out one chunk. If the VM has no memory for a copy, raises `enomem` and keeps the chunk pending.
-fn step<'a>(env: Env<'a>, state: &mut CursorState) -> NifResult<Chunk<'a>> {
+/// Copies out one chunk: up to `CHUNK` entries that together cost at most `budget` to copy, or `None` if the
+/// next entry alone costs more. If the VM has no memory for a copy, raises `enomem` and keeps the chunk pending.
+fn step<'a>(env: Env<'a>, state: &mut CursorState, budget: usize) -> NifResult<Option<Chunk<'a>>> {
     if state.pending.is_empty() {
         match &mut state.source {
             Source::Fold { store, next } => {
@@ -194,23 +270,34 @@ fn step<'a>(env: Env<'a>, state: &mut CursorState) -> NifResult<Chunk<'a>> {
             Source::Exhausted => {}
         }
     }
+    // Entries are handed out from the end of `pending`, in their order there.
+    let mut rest = state.pending.len();
+    let mut spent = 0usize;
+    while rest > 0 && state.pending.len() - rest < CHUNK {
+        spent = spent.saturating_add(state.pending[rest - 1].cost());
+        if budget < usize::MAX && spent > budget {
+            break;
+        }
+        rest -= 1;
+    }
+    if rest == state.pending.len() && rest > 0 {
+        return Ok(None);
+    }
     let emit = state.emit;
-    let rest = state.pending.len().saturating_sub(CHUNK);
     let items = state.pending[rest..]
         .iter()
-        .map(|packed: &Packed| match emit {
-            Emit::Entry => packed.entry(env),
-            Emit::Session => packed.session(env),
+        .map(|packed| match copy_out(env, packed, emit, usize::MAX) {
+            Copied::Term(term) => Ok(term),
+            Copied::TooLarge | Copied::NoMemory => Err(rustler::Error::RaiseAtom("enomem")),
         })
-        .collect::<Option<Vec<Term<'a>>>>()
-        .ok_or(rustler::Error::RaiseAtom("enomem"))?;
+        .collect::<NifResult<Vec<Term<'a>>>>()?;
     state.pending.truncate(rest);
     let more = !state.pending.is_empty()
         || !matches!(
             state.source,
             Source::Exhausted | Source::Fold { next: None, .. }
         );
-    Ok(Chunk { items, more })
+    Ok(Some(Chunk { items, more }))
 }
 
 /// A map describing the store: id, role, owner, entries, bytes, whether it was terminated, and operation

@@ -59,6 +59,16 @@ const FIELD_DEPTH: usize = 2;
 /// Latin-1 strings up to this length pack as bytes (one call into the VM each way).
 const STRING_MAX: usize = 255;
 
+/// The work a call may do on a normal scheduler, in units of a byte of an entry's encoding (each term rebuilt
+/// costs one or a few) or a word of a held term (`enif_make_copy`), and 16 bytes of secrets and blobs copied
+/// in. Packing or unpacking an entry over this budget runs on a dirty CPU scheduler instead (the Erlang wrapper
+/// retries there), so no call holds a normal scheduler for near a millisecond. An OTP session costs a few
+/// hundred units. Measured on sessions just within it (README, "Guarantees"): 4 to 133 µs per call, the most
+/// for an update of a map of 2,000 keys (a held part: measured, hashed and copied).
+pub const SCHEDULER_BUDGET: usize = 8 * 1024;
+/// Bytes of secrets and blobs per unit of work: they are copied with `memcpy`.
+const BYTES_PER_UNIT: usize = 16;
+
 mod tag {
     pub const NIL: u8 = 0;
     pub const ATOM: u8 = 1;
@@ -169,12 +179,14 @@ struct Cursor {
 impl Packed {
     /// Packs `{key, session}`, `key` being the term whose canonical bytes are `key_bytes`. O(size of the
     /// session), plus a hash and comparison of each shared field. Fails with `HoldsStore` for a session that holds
-    /// a store or a cursor of ours, and with `OutOfMemory` if the VM has no memory.
+    /// a store or a cursor of ours, with `OutOfMemory` if the VM has no memory, and with `TooLarge`, having done
+    /// O(`budget`) work, for one that costs more than `budget` (see `SCHEDULER_BUDGET`).
     pub fn pack(
         key: Term,
         session: Term,
         key_bytes: &[u8],
         interner: &Interner,
+        budget: usize,
     ) -> Result<Packed, CacheError> {
         SCRATCH.with_borrow_mut(|(out, secrets, blobs)| {
             let mut packer = Packer {
@@ -184,6 +196,8 @@ impl Packed {
                 held: HeldParts::default(),
                 interner,
                 probe: None,
+                budget,
+                held_words: 0,
             };
             let packed = match packer.pair(key, session) {
                 Ok((session_at, end)) => {
@@ -205,6 +219,7 @@ impl Packed {
                         .ok_or(CacheError::OutOfMemory)
                 }
                 Err(Stop::HoldsStore) => Err(CacheError::HoldsStore),
+                Err(Stop::TooLarge) => Err(CacheError::TooLarge),
                 Err(Stop::NoMemory | Stop::Share) => Err(CacheError::OutOfMemory),
             };
             // Only the first `len` bytes were written since the last wipe.
@@ -271,6 +286,18 @@ impl Packed {
     fn data(&self) -> *mut u8 {
         // SAFETY: in bounds of the block (`new`).
         unsafe { self.header.as_ptr().cast::<u8>().add(HEADER_BYTES) }
+    }
+
+    /// What copying the entry out costs, in `SCHEDULER_BUDGET`'s units: its encoding's bytes and its held parts'
+    /// words. Blobs are handed out by reference. O(held parts).
+    pub fn cost(&self) -> usize {
+        let header = self.header();
+        let held = &header.held;
+        let held_words: usize = (0..held.len())
+            .filter_map(|index| held.get(index))
+            .map(|held| held.words())
+            .sum();
+        header.code_len as usize + held_words
     }
 
     /// A copy of the session on the caller's heap.
@@ -443,6 +470,9 @@ struct Packer<'s> {
     interner: &'s Interner,
     /// While a session field is tried inline: where its bytes start.
     probe: Option<Cursor>,
+    /// The work packing may do (`SCHEDULER_BUDGET`), and the words of the held parts so far.
+    budget: usize,
+    held_words: usize,
 }
 
 /// Where appended bytes go.
@@ -461,12 +491,15 @@ enum Stop {
     HoldsStore,
     /// The session field being tried inline is large or holds a part: share it instead.
     Share,
+    /// Packing would cost more than its budget.
+    TooLarge,
 }
 
 impl From<CacheError> for Stop {
     fn from(error: CacheError) -> Self {
         match error {
             CacheError::HoldsStore => Stop::HoldsStore,
+            CacheError::TooLarge => Stop::TooLarge,
             _ => Stop::NoMemory,
         }
     }
@@ -484,6 +517,11 @@ impl Packer<'_> {
         self.term(key, 1, 0)?;
         let session_at = self.cursor()?;
         self.term(session, 1, 1)?;
+        // Checked at every term, and once more for the last: an entry that packs within the budget copies out
+        // within it (`Packed::cost`).
+        if self.work() > self.budget {
+            return Err(Stop::TooLarge);
+        }
         Ok((session_at, self.cursor()?))
     }
 
@@ -496,6 +534,20 @@ impl Packer<'_> {
         })
     }
 
+    /// The work done so far, in `SCHEDULER_BUDGET`'s units.
+    fn work(&self) -> usize {
+        self.out.len() + self.held_words + (self.secrets.len() + self.blobs.len()) / BYTES_PER_UNIT
+    }
+
+    /// What is left of the budget, in words of a held part: `usize::MAX` for no budget, which lets a held part be
+    /// measured however it must be (`weight::measure`).
+    fn left(&self) -> usize {
+        match self.budget {
+            usize::MAX => usize::MAX,
+            budget => budget.saturating_sub(self.work()),
+        }
+    }
+
     /// Bytes packed since `from`, in all sections.
     fn since(&self, from: Cursor) -> usize {
         let now = self.out.len() + self.secrets.len() + self.blobs.len();
@@ -504,6 +556,9 @@ impl Packer<'_> {
 
     /// Packs `term`, element `position` of its parent, at `depth`.
     fn term(&mut self, term: Term, depth: usize, position: usize) -> Packing {
+        if self.work() > self.budget {
+            return Err(Stop::TooLarge);
+        }
         let kind = term.get_type();
         let compound = match kind {
             TermType::Tuple => true,
@@ -525,13 +580,13 @@ impl Packer<'_> {
         match inline {
             Ok(()) if self.since(start) < SHARE_MIN_BYTES => return Ok(()),
             Ok(()) | Err(Stop::Share) => {}
-            Err(stop @ (Stop::NoMemory | Stop::HoldsStore)) => return Err(stop),
+            Err(stop @ (Stop::NoMemory | Stop::HoldsStore | Stop::TooLarge)) => return Err(stop),
         }
         wipe(&mut self.secrets[start.secret as usize..]);
         self.secrets.truncate(start.secret as usize);
         self.out.truncate(start.code as usize);
         self.blobs.truncate(start.blob as usize);
-        let shared = self.interner.share(term, position)?;
+        let shared = self.interner.share(term, position, self.left())?;
         self.put_held(shared);
         Ok(())
     }
@@ -629,12 +684,13 @@ impl Packer<'_> {
         if self.probe.is_some() {
             return Err(Stop::Share);
         }
-        let held = self.interner.hold(term)?;
+        let held = self.interner.hold(term, self.left())?;
         self.put_held(held);
         Ok(())
     }
 
     fn put_held(&mut self, held: Arc<Held>) {
+        self.held_words += held.words();
         self.push(tag::HELD);
         self.varint(self.held.len() as u64);
         self.held.push(held);

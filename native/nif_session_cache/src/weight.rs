@@ -10,9 +10,11 @@
 //! either. The constants were measured on OTP 25 against `erlang:memory(total)` (the NIF's Rust allocations go
 //! through the VM's allocator, so that figure sees them); `make bench` prints both figures side by side.
 
+use rustler::types::map::MapIterator;
 use rustler::{Binary, Term, TermType};
 
 use crate::raw;
+use crate::resource;
 
 const WORD: usize = 8;
 /// `enif_alloc_env`'s own allocation: the environment and the phony process it carries.
@@ -33,6 +35,8 @@ const ENTRY_BYTES: usize = 155;
 const HEAP_BINARY_MAX: usize = 64;
 /// A reference to a shared binary on a heap (a ProcBin).
 const REFC_BINARY_WORDS: usize = 6;
+/// Maps of up to this many keys are flat; larger ones are hash tries.
+const FLAT_MAP_MAX: usize = 32;
 
 /// Bytes an entry of `packed` bytes (its key's included) with `held` references owns.
 pub fn entry_bytes(packed: usize, held: usize) -> usize {
@@ -47,22 +51,30 @@ pub fn held_bytes(words: usize) -> usize {
 /// What a walk of a held term finds.
 pub struct Measure {
     /// The heap words the term occupies, what `erts_debug:flat_size/1` reports, give or take a word for kinds the
-    /// NIF API does not show (maps, funs, references and bignums are sized from their external format).
+    /// NIF API does not show (funs, references and bignums are sized from their external format, maps from their
+    /// size and contents).
     pub words: usize,
-    /// Whether the term may hold a float: it has one, or a map or fun, whose insides the walk does not see.
+    /// Whether the term may hold a float: it has one, or a fun, whose insides the walk does not see.
     pub may_hold_float: bool,
+    /// Whether it holds a store or a cursor of this library in its tuples, lists or maps (`held.rs`).
+    pub holds_store: bool,
 }
 
-/// Walks the whole term, with a stack of its own: a held term may be nested arbitrarily deep.
-pub fn measure(term: Term) -> Measure {
-    let mut words = 0;
-    let mut may_hold_float = false;
+/// Walks the whole term with a stack of its own (a held term may be nested arbitrarily deep), or gives up with
+/// `None` as soon as it has found more than `limit` words: the walk costs O(min(size, limit)). A fun, whose
+/// captured terms only its external format shows, and only whole, is measured only when `limit` is `usize::MAX`.
+pub fn measure(term: Term, limit: usize) -> Option<Measure> {
+    let mut measure = Measure {
+        words: 0,
+        may_hold_float: false,
+        holds_store: false,
+    };
     let mut todo = vec![term];
     while let Some(term) = todo.pop() {
-        words += match term.get_type() {
+        measure.words += match term.get_type() {
             TermType::Atom | TermType::Pid | TermType::Port => 0,
             TermType::Float => {
-                may_hold_float = true;
+                measure.may_hold_float = true;
                 2
             }
             TermType::Integer if raw::is_small(term) => 0,
@@ -86,15 +98,38 @@ pub fn measure(term: Term) -> Measure {
                 }
                 Err(_) => 0,
             },
-            // Bignums, maps, funs, references: about their external size, which packs about as densely.
+            // A map of up to 32 keys is a header, its values and a tuple of its keys; a larger one is a tree of
+            // about as many words again. Its entries are walked one at a time.
+            TermType::Map => {
+                let mut entries = 0;
+                for (key, value) in MapIterator::new(term).into_iter().flatten() {
+                    todo.extend([key, value]);
+                    entries += 1;
+                    if 2 * entries > limit {
+                        return None;
+                    }
+                }
+                if entries <= FLAT_MAP_MAX {
+                    4 + 2 * entries
+                } else {
+                    4 + 4 * entries
+                }
+            }
+            TermType::Ref => {
+                measure.holds_store |= resource::is_ours(term);
+                1 + raw::external_size(term).unwrap_or(0).div_ceil(WORD)
+            }
+            TermType::Fun if limit < usize::MAX => return None,
+            // Bignums (at most a few megabytes, so their encoding is bounded) and funs: about their external
+            // size, which packs about as densely.
             kind => {
-                may_hold_float |= matches!(kind, TermType::Map | TermType::Fun);
+                measure.may_hold_float |= kind == TermType::Fun;
                 1 + raw::external_size(term).unwrap_or(0).div_ceil(WORD)
             }
         };
+        if measure.words > limit {
+            return None;
+        }
     }
-    Measure {
-        words,
-        may_hold_float,
-    }
+    Some(measure)
 }

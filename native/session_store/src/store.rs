@@ -323,6 +323,12 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
         found
     }
 
+    /// The value under `key`, shared, without counting a lookup: for a lookup already counted, retried elsewhere.
+    /// O(1).
+    pub fn peek(&self, key: &[u8]) -> Option<V> {
+        self.entries.read(key, |slot| slot.value.clone())
+    }
+
     /// Appends up to `max` values whose keys belong to `group` to `out`, newest first. Returns `None` if that was
     /// the whole group, else a [`Selection`] that [`Store::select_more`] goes on with. O(matches handed out): one
     /// lookup in the group index, then a walk of the group's chain.
