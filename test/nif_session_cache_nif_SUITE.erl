@@ -24,6 +24,7 @@
          a_store_without_references_is_freed/1,
          many_stores_come_and_go_without_leaking/1,
          stores_survive_a_purge_and_reload_of_the_nif_module/1,
+         a_store_freed_on_the_reaper_across_a_purge_crashes_nothing/1,
          a_fold_keeps_its_store_alive_after_the_caller_drops_it/1,
          info_counts_every_kind_of_operation/1,
          info_bytes_agree_with_the_growth_the_vm_measures/1]).
@@ -44,6 +45,7 @@ all() ->
      a_store_without_references_is_freed,
      many_stores_come_and_go_without_leaking,
      stores_survive_a_purge_and_reload_of_the_nif_module,
+     a_store_freed_on_the_reaper_across_a_purge_crashes_nothing,
      a_fold_keeps_its_store_alive_after_the_caller_drops_it,
      info_counts_every_kind_of_operation,
      info_bytes_agree_with_the_growth_the_vm_measures].
@@ -381,6 +383,28 @@ stores_survive_a_purge_and_reload_of_the_nif_module(_Config) ->
     Ids = [maps:get(id, nif_session_cache:info(S)) || S <- [Before, After]],
     ?assertEqual(Ids, [Id || #{id := Id} <- nif_session_cache:stores(), lists:member(Id, Ids)]),
     ok = nif_session_cache:terminate(Before).
+
+%% A large store is freed on the reaper thread while nif_session_cache_nif is deleted and purged, with no store
+%% left: the library must stay mapped while that thread runs its code (reaper.rs pins it), so the VM survives,
+%% the library is still mapped, and a fresh load works. In a VM of its own, which a crash would take down. (This
+%% passed before the pin too: the C library's thread-exit bookkeeping happened to keep the library mapped.)
+a_store_freed_on_the_reaper_across_a_purge_crashes_nothing(_Config) ->
+    Erl = filename:join([code:root_dir(), "bin", "erl"]),
+    Ebin = filename:dirname(code:which(nif_session_cache)),
+    Eval = "Self = self(), "
+           "{_, Ref} = spawn_monitor(fun() -> S = nif_session_cache:init([]), "
+           "    [ok = nif_session_cache:update(S, <<N:256>>, {session, <<N:384>>}) || N <- lists:seq(1, 200000)], "
+           "    Self ! filled end), "
+           "receive filled -> ok end, receive {_, Ref, process, _, _} -> ok end, "
+           "true = code:delete(nif_session_cache_nif), _ = code:purge(nif_session_cache_nif), "
+           "timer:sleep(2000), "
+           "Maps = os:cmd(\"cat /proc/\" ++ os:getpid() ++ \"/maps\"), "
+           "io:format(\"mapped: ~p~n\", [string:find(Maps, \"nif_session_cache_nif.so\") =/= nomatch]), "
+           "{module, _} = code:load_file(nif_session_cache_nif), "
+           "S2 = nif_session_cache:init([]), ok = nif_session_cache:update(S2, k, v), v = nif_session_cache:lookup(S2, k), "
+           "io:format(\"alive~n\"), halt().",
+    Out = os:cmd(lists:flatten(io_lib:format("~ts -noshell -pa ~ts -eval '~ts' 2>&1; echo exit=$?", [Erl, Ebin, Eval]))),
+    [?assertNotEqual(nomatch, string:find(Out, Text), {Text, Out}) || Text <- ["mapped: true", "alive", "exit=0"]].
 
 a_fold_keeps_its_store_alive_after_the_caller_drops_it(_Config) ->
     %% foldl's last use of the store is fold_start: a collection in mid-walk must not free the store under it.

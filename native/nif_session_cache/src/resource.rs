@@ -78,6 +78,7 @@ pub struct StoreResource {
 
 impl StoreResource {
     pub fn new(owner: LocalPid, role: Role) -> Self {
+        reaper::start();
         let inner = registry::register(|id| StoreInner {
             id,
             owner,
