@@ -15,6 +15,7 @@
 use std::cell::RefCell;
 
 use rustler::{Binary, Term, TermType};
+use session_codec::{push_varint, zigzag};
 use session_store::KeyRef;
 
 use crate::error::CacheError;
@@ -193,16 +194,4 @@ fn external(term: Term, out: &mut Vec<u8>) -> Result<(), CacheError> {
         Ok(())
     })
     .unwrap_or(Err(CacheError::OutOfMemory))
-}
-
-fn zigzag(value: i64) -> u64 {
-    ((value << 1) ^ (value >> 63)) as u64
-}
-
-fn push_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
 }

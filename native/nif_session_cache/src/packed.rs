@@ -38,6 +38,7 @@ use rustler::sys::{
     ErlNifEnv, ERL_NIF_TERM,
 };
 use rustler::{Binary, Env, Term, TermType};
+use session_codec::{push_varint, read_varint, reserve_wiped, unzigzag, wipe, zigzag};
 use session_store::Value;
 
 use crate::bytes;
@@ -432,21 +433,6 @@ fn prefetch(start: *const u8, len: usize, for_write: bool) {
     let _ = (start, len, for_write);
 }
 
-/// Overwrites `bytes` with zeros in a way the compiler may not remove, a word at a time.
-fn wipe(bytes: &mut [u8]) {
-    // SAFETY: `align_to_mut` splits the slice into an unaligned head, aligned words and a tail; every pointer
-    // written through is in bounds of the slice and aligned for its type.
-    let (head, words, tail) = unsafe { bytes.align_to_mut::<u64>() };
-    for byte in head.iter_mut().chain(tail.iter_mut()) {
-        // SAFETY: a valid, aligned reference.
-        unsafe { std::ptr::write_volatile(byte, 0) };
-    }
-    for word in words {
-        // SAFETY: as above.
-        unsafe { std::ptr::write_volatile(word, 0) };
-    }
-    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
-}
 
 thread_local! {
     /// The buffers entries are packed in (encoding, secret section, blob section), one set per scheduler
@@ -647,7 +633,7 @@ impl Packer<'_> {
         // SAFETY: each call only reads the term and writes its out-parameter.
         if unsafe { enif_get_long(env, raw, &mut signed) } != 0 {
             self.push(tag::INT);
-            self.varint(((signed << 1) ^ (signed >> 63)) as u64);
+            self.varint(zigzag(signed));
         } else if unsafe { enif_get_ulong(env, raw, &mut unsigned) } != 0 {
             self.push(tag::UINT);
             self.varint(unsigned);
@@ -696,12 +682,8 @@ impl Packer<'_> {
         self.held.push(held);
     }
 
-    fn varint(&mut self, mut value: u64) {
-        while value >= 0x80 {
-            self.out.push(value as u8 | 0x80);
-            value >>= 7;
-        }
-        self.out.push(value as u8);
+    fn varint(&mut self, value: u64) {
+        push_varint(self.out, value);
     }
 
     fn push(&mut self, byte: u8) {
@@ -727,18 +709,6 @@ impl Packer<'_> {
         buffer.extend_from_slice(bytes);
         Ok(())
     }
-}
-
-/// Makes room for `extra` bytes in the secret scratch buffer, growing it by hand so that its old block is
-/// wiped, not just freed.
-fn reserve_wiped(buffer: &mut Vec<u8>, extra: usize) {
-    if buffer.capacity() - buffer.len() >= extra {
-        return;
-    }
-    let mut grown = Vec::with_capacity((buffer.len() + extra).max(2 * buffer.capacity()));
-    grown.extend_from_slice(buffer);
-    std::mem::swap(buffer, &mut grown);
-    wipe(&mut grown);
 }
 
 struct Unpacker<'p> {
@@ -771,8 +741,7 @@ impl Unpacker<'_> {
                 tag::NIL => enif_make_list_from_array(env, std::ptr::null(), 0),
                 tag::ATOM => self.varint()? as ERL_NIF_TERM,
                 tag::INT => {
-                    let zigzag = self.varint()?;
-                    enif_make_long(env, (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64))
+                    enif_make_long(env, unzigzag(self.varint()?))
                 }
                 tag::UINT => enif_make_ulong(env, self.varint()?),
                 tag::FLOAT => {
@@ -855,15 +824,7 @@ impl Unpacker<'_> {
     }
 
     fn varint(&mut self) -> Option<u64> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = self.byte()?;
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte < 0x80 {
-                return Some(value);
-            }
-        }
-        None
+        read_varint(self.bytes, &mut self.at)
     }
 
     fn len(&mut self) -> Option<usize> {
