@@ -153,7 +153,12 @@ impl Interner {
     /// is none. O(size of `term`) for a comparison with the copy last used at `position`, and if that differs,
     /// for a hash and comparisons with the copies of that hash; the copy is made once per distinct term. Fails
     /// with `TooLarge`, having done O(`limit`) work, for a term of more than `limit` words.
-    pub fn share(&self, term: Term, position: usize, limit: usize) -> Result<Arc<Held>, CacheError> {
+    pub fn share(
+        &self,
+        term: Term,
+        position: usize,
+        limit: usize,
+    ) -> Result<Arc<Held>, CacheError> {
         let mut shared = lock(&self.shared);
         if let Some(recent) = shared.recent.get(position).and_then(Weak::upgrade) {
             // A comparison stops at the first difference, so it costs at most the size of the copy.
