@@ -84,7 +84,7 @@ delete(Store, Key) ->
 %% for the whole fold is visited exactly once; entries added or removed meanwhile may or may not be.
 -spec foldl(fun(({term(), term()}, Acc) -> Acc), Acc, store()) -> Acc.
 foldl(Fun, Acc0, Store) when is_function(Fun, 2) ->
-    fold_chunks(next(nif_session_cache_nif:fold_start(Store)), Fun, Acc0);
+    fold_from(Store, 0, Fun, Acc0);
 foldl(_Fun, _Acc0, _Store) ->
     erlang:error(badarg).
 
@@ -131,10 +131,16 @@ role([{role, Role} | _]) when Role =:= client; Role =:= server -> Role;
 role([_ | Rest]) -> role(Rest);
 role(_) -> undefined.
 
-fold_chunks({Items, done}, Fun, Acc) ->
-    lists:foldl(Fun, Acc, Items);
-fold_chunks({Items, Cursor}, Fun, Acc) ->
-    fold_chunks(next(Cursor), Fun, lists:foldl(Fun, Acc, Items)).
+%% A fold's state is the store and the slot to go on from, so it goes on across a reload of the NIF library.
+fold_from(Store, Slot, Fun, Acc) ->
+    Chunk = case nif_session_cache_nif:fold(Store, Slot) of
+                ?DIRTY -> nif_session_cache_nif:fold_dirty(Store, Slot);
+                Entries -> Entries
+            end,
+    case Chunk of
+        {Items, done} -> lists:foldl(Fun, Acc, Items);
+        {Items, Next} -> fold_from(Store, Next, Fun, lists:foldl(Fun, Acc, Items))
+    end.
 
 collect({Items, done}, Acc) ->
     lists:append(Items, Acc);

@@ -4,14 +4,14 @@
 %%% scheduler each runs on and its cost. None of them blocks a scheduler for a millisecond.
 -module(nif_session_cache_nif).
 
--export([new/1, terminate/1, lookup/2, update/3, delete/2, size/1, select/2, fold_start/1, next/1,
+-export([new/1, terminate/1, lookup/2, update/3, delete/2, size/1, select/2, next/1, fold/2,
          info/1, stores/0]).
 %% The same calls on a dirty CPU scheduler, for sessions too large for a normal one (see dirty()).
--export([lookup_dirty/2, update_dirty/3, next_dirty/1]).
+-export([lookup_dirty/2, update_dirty/3, next_dirty/1, fold_dirty/2]).
 -export_type([store/0, cursor/0, info/0, write_result/0]).
 
--nifs([new/1, terminate/1, lookup/2, update/3, delete/2, size/1, select/2, fold_start/1, next/1,
-       info/1, stores/0, lookup_dirty/2, update_dirty/3, next_dirty/1]).
+-nifs([new/1, terminate/1, lookup/2, update/3, delete/2, size/1, select/2, next/1, fold/2,
+       info/1, stores/0, lookup_dirty/2, update_dirty/3, next_dirty/1, fold_dirty/2]).
 -on_load(load/0).
 
 %% Called directly in each stub, so that dialyzer trusts the stub's spec.
@@ -38,10 +38,12 @@
 -type write_result() :: ok | badarg | not_owner | terminated | bad_key | holds_store | enomem | internal_error.
 %% lookup/2, update/3 and next/1 answer this, having done a bounded amount of work, when the session is too
 %% large to copy on a normal scheduler within a fraction of a millisecond: the caller makes the same call again
-%% through lookup_dirty/2, update_dirty/3 or next_dirty/1, which run on a dirty CPU scheduler.
+%% through lookup_dirty/2, update_dirty/3, next_dirty/1 or fold_dirty/2, which run on a dirty CPU scheduler.
 -type dirty() :: nif_session_cache_dirty.
 %% A chunk of a fold or select, and whether more follow.
 -type chunk(Item) :: {[Item], done | cursor()}.
+%% A chunk of a fold, and the fold slot to go on from: a plain integer, so a fold needs no cursor.
+-type fold_chunk() :: {[{term(), term()}], done | non_neg_integer()}.
 
 -spec load() -> ok | {error, term()}.
 load() ->
@@ -84,8 +86,11 @@ size(_Store) -> ?NOT_LOADED.
 -spec select(store(), term()) -> chunk(term()).
 select(_Store, _PartialKey) -> ?NOT_LOADED.
 
--spec fold_start(store()) -> cursor().
-fold_start(_Store) -> ?NOT_LOADED.
+-spec fold(store(), non_neg_integer()) -> fold_chunk() | dirty().
+fold(_Store, _From) -> ?NOT_LOADED.
+
+-spec fold_dirty(store(), non_neg_integer()) -> fold_chunk().
+fold_dirty(_Store, _From) -> ?NOT_LOADED.
 
 -spec next(cursor()) -> chunk(term()) | dirty().
 next(_Cursor) -> ?NOT_LOADED.

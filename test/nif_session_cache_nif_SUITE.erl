@@ -25,7 +25,8 @@
          many_stores_come_and_go_without_leaking/1,
          stores_survive_a_purge_and_reload_of_the_nif_module/1,
          a_store_freed_on_the_reaper_across_a_purge_crashes_nothing/1,
-         a_fold_keeps_its_store_alive_after_the_caller_drops_it/1,
+         a_select_cursor_keeps_its_store_alive_after_the_caller_drops_it/1,
+         a_foldl_spanning_a_purge_and_reload_visits_every_entry/1,
          info_counts_every_kind_of_operation/1,
          info_bytes_agree_with_the_growth_the_vm_measures/1]).
 
@@ -46,7 +47,8 @@ all() ->
      many_stores_come_and_go_without_leaking,
      stores_survive_a_purge_and_reload_of_the_nif_module,
      a_store_freed_on_the_reaper_across_a_purge_crashes_nothing,
-     a_fold_keeps_its_store_alive_after_the_caller_drops_it,
+     a_select_cursor_keeps_its_store_alive_after_the_caller_drops_it,
+     a_foldl_spanning_a_purge_and_reload_visits_every_entry,
      info_counts_every_kind_of_operation,
      info_bytes_agree_with_the_growth_the_vm_measures].
 
@@ -204,7 +206,7 @@ shared_fields_that_differ_only_in_the_sign_of_zero_are_not_shared(_Config) ->
 %% thousand stores that were offered themselves are all freed with their last reference.
 a_session_holding_a_store_or_cursor_is_refused_and_leaks_nothing(_Config) ->
     Other = nif_session_cache:init([]),
-    Cursor = nif_session_cache_nif:fold_start(Other),
+    Cursor = a_cursor(),
     in_other_process(
       fun() ->
               Store = nif_session_cache:init([{role, server}]),
@@ -406,13 +408,32 @@ a_store_freed_on_the_reaper_across_a_purge_crashes_nothing(_Config) ->
     Out = os:cmd(lists:flatten(io_lib:format("~ts -noshell -pa ~ts -eval '~ts' 2>&1; echo exit=$?", [Erl, Ebin, Eval]))),
     [?assertNotEqual(nomatch, string:find(Out, Text), {Text, Out}) || Text <- ["mapped: true", "alive", "exit=0"]].
 
-a_fold_keeps_its_store_alive_after_the_caller_drops_it(_Config) ->
-    %% foldl's last use of the store is fold_start: a collection in mid-walk must not free the store under it.
-    {Id, Cursor} = cursor_over_a_dropped_store(1000),
+a_select_cursor_keeps_its_store_alive_after_the_caller_drops_it(_Config) ->
+    %% select_session's last use of the store is select/2: a collection in mid-walk must not free the store under
+    %% the cursor.
+    {Id, {First, Cursor}} = cursor_over_a_dropped_store(1000),
     erlang:garbage_collect(),
     timer:sleep(50),
     ?assert(lists:member(Id, [I || #{id := I} <- nif_session_cache:stores()])),
-    ?assertEqual(1000, length(drain(nif_session_cache_nif:next(Cursor), []))).
+    ?assertEqual(1000, length(drain(nif_session_cache_nif:next(Cursor), First))).
+
+%% A fold's state is the store and a slot number, so a foldl goes on across a purge and reload of the NIF module
+%% (OTP's validator folds while a release upgrade may load new code): every entry is visited exactly once.
+%% Before: the fold's cursor was a resource of the purged library, and next/1 raised badarg.
+a_foldl_spanning_a_purge_and_reload_visits_every_entry(_Config) ->
+    Store = nif_session_cache:init([]),
+    [ok = nif_session_cache:update(Store, key(I), session(I)) || I <- lists:seq(1, 1000)],
+    Reload = fun() ->
+                     true = code:delete(nif_session_cache_nif),
+                     _ = code:purge(nif_session_cache_nif),
+                     {module, nif_session_cache_nif} = code:load_file(nif_session_cache_nif)
+             end,
+    Visited = nif_session_cache:foldl(fun({{_, <<I:256>>}, _}, Acc) ->
+                                              length(Acc) =:= 10 andalso Reload(),
+                                              [I | Acc]
+                                      end, [], Store),
+    ?assertEqual(lists:seq(1, 1000), lists:sort(Visited)),
+    ok = nif_session_cache:terminate(Store).
 
 info_counts_every_kind_of_operation(_Config) ->
     Store = nif_session_cache:init([{role, server}]),
@@ -449,7 +470,13 @@ info_bytes_agree_with_the_growth_the_vm_measures(_Config) ->
 cursor_over_a_dropped_store(N) ->
     Store = nif_session_cache:init([]),
     [ok = nif_session_cache:update(Store, key(I), session(I)) || I <- lists:seq(1, N)],
-    {maps:get(id, nif_session_cache:info(Store)), nif_session_cache_nif:fold_start(Store)}.
+    {maps:get(id, nif_session_cache:info(Store)), nif_session_cache_nif:select(Store, {"h", 1})}.
+
+%% A cursor of this library: a select over more sessions than one call returns.
+a_cursor() ->
+    {_, {_, Cursor}} = cursor_over_a_dropped_store(100),
+    true = is_reference(Cursor),
+    Cursor.
 
 drain({Items, done}, Acc) -> Items ++ Acc;
 drain({Items, Cursor}, Acc) -> drain(nif_session_cache_nif:next(Cursor), Items ++ Acc).
@@ -458,7 +485,7 @@ drain({Items, Cursor}, Acc) -> drain(nif_session_cache_nif:next(Cursor), Items +
 
 %% Twenty-one classes of terms that are not stores.
 not_stores() ->
-    Cursor = nif_session_cache_nif:fold_start(nif_session_cache:init([])),
+    Cursor = a_cursor(),
     [{atom, undefined}, {small_integer, 1}, {bignum, 1 bsl 100}, {float, 1.0}, {binary, <<"store">>},
      {huge_binary, binary:copy(<<0>>, 1 bsl 20)}, {bitstring, <<1:5>>}, {nil, []}, {list, [1, 2]},
      {improper_list, [1 | 2]}, {tuple, {store}}, {deep_term, lists:foldl(fun(_, A) -> {A} end, x, lists:seq(1, 10000))},

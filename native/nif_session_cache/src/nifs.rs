@@ -29,6 +29,7 @@ lean_nif!("delete", 2, delete);
 lean_nif!("size", 1, size);
 lean_nif!("select", 2, select);
 lean_nif!("next", 1, next);
+lean_nif!("fold", 2, fold);
 
 /// Creates an empty store owned by the calling process. Normal scheduler, O(1).
 #[rustler::nif]
@@ -51,9 +52,9 @@ fn terminate<'a>(env: Env<'a>, store: Term<'a>) -> Atom {
 fn lookup<'a>(env: Env<'a>, [store, key]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
     let store = StoreResource::from_term(store)?;
     match with_key(key, |bytes| {
-        store
-            .store
-            .read(bytes, |packed| copy_out(env, packed, Emit::Session, SCHEDULER_BUDGET))
+        store.store.read(bytes, |packed| {
+            copy_out(env, packed, Emit::Session, SCHEDULER_BUDGET)
+        })
     }) {
         Ok(Some(copied)) => copied.into_result(env),
         Ok(None) => Ok(atoms::undefined().encode(env)),
@@ -127,12 +128,17 @@ fn update_dirty<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>, session: Term<
 /// The insert of `update` and `update_dirty`, with a budget (`SCHEDULER_BUDGET`) for packing the session.
 /// Returns the outcome as an atom, even for a bug: a panic, which rustler would raise as `nif_panicked` with the
 /// arguments, the session among them, in the stack trace, is returned as `internal_error`.
-fn write<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>, session: Term<'a>, budget: usize) -> Atom {
+fn write<'a>(
+    env: Env<'a>,
+    store: Term<'a>,
+    key: Term<'a>,
+    session: Term<'a>,
+    budget: usize,
+) -> Atom {
     let write = || {
         writable(env, store).and_then(|store| {
             with_store_key(key, |encoded| {
-                let packed =
-                    Packed::pack(key, session, encoded.bytes(), &store.interner, budget)?;
+                let packed = Packed::pack(key, session, encoded.bytes(), &store.interner, budget)?;
                 // A replaced entry is freed here, unless a cursor still holds it: its secrets wiped, O(1).
                 store.store.insert_ref(encoded, packed)?;
                 Ok(())
@@ -189,7 +195,6 @@ fn select<'a>(env: Env<'a>, [store, partial_key]: [Term<'a>; 2]) -> NifResult<Te
     };
     let mut state = CursorState {
         source,
-        emit: Emit::Session,
         pending,
     };
     // A first session too large for this scheduler makes an empty first chunk; `next` then asks for a dirty one.
@@ -204,22 +209,49 @@ fn select<'a>(env: Env<'a>, [store, partial_key]: [Term<'a>; 2]) -> NifResult<Te
     })
 }
 
-/// A cursor over every entry, for foldl. Normal scheduler, O(1): the walk happens in `next`.
-#[rustler::nif]
-fn fold_start(store: Term) -> NifResult<ResourceArc<Cursor>> {
-    let store = KeptStore::new(StoreResource::from_term(store)?);
-    Ok(ResourceArc::new(Cursor::new(CursorState {
-        source: Source::Fold {
-            store,
-            next: Some(0),
-        },
-        emit: Emit::Entry,
-        pending: Vec::new(),
-    })))
+/// One chunk of a fold over every entry: `{Entries, Next}`, the `{Key, Session}` entries from fold slot `from`
+/// on and the slot to go on from, or `{Entries, done}`. Normal scheduler: at most `SCAN_BUDGET` slots examined
+/// and `CHUNK` entries copied, within `SCHEDULER_BUDGET`; `nif_session_cache_dirty` if the next entry alone
+/// costs more. A fold's state is the store and a slot number, both held by the caller: the caller's reference
+/// keeps the store alive, and a fold goes on across a reload of the library, as stores do (`store_type.rs`).
+fn fold<'a>(env: Env<'a>, [store, from]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
+    fold_within(env, store, from, SCHEDULER_BUDGET)
 }
 
-/// The next chunk of a cursor: `{Items, done}` or `{Items, Cursor}`. Normal scheduler: at most `SCAN_BUDGET`
-/// slots (a fold) or a bounded walk of a group (a select) examined, and at most `CHUNK` entries copied, within
+/// `fold` from a slot whose entry is too large for a normal scheduler. Dirty CPU scheduler.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn fold_dirty<'a>(env: Env<'a>, store: Term<'a>, from: Term<'a>) -> NifResult<Term<'a>> {
+    fold_within(env, store, from, usize::MAX)
+}
+
+fn fold_within<'a>(env: Env<'a>, store: Term<'a>, from: Term<'a>, budget: usize) -> NifResult<Term<'a>> {
+    let store = StoreResource::from_term(store)?;
+    let from: usize = from.decode()?;
+    let mut taken = Vec::new();
+    let mut spent = 0usize;
+    let next = store.store.scan(from, CHUNK, SCAN_BUDGET, &mut taken, |packed| {
+        spent = spent.saturating_add(packed.cost());
+        budget == usize::MAX || spent <= budget
+    });
+    if taken.is_empty() && next == Some(from) {
+        // The entry at `from` alone is over the budget.
+        return Ok(atoms::dirty().encode(env));
+    }
+    let entries = taken
+        .iter()
+        .map(|packed| match copy_out(env, packed, Emit::Entry, usize::MAX) {
+            Copied::Term(term) => Ok(term),
+            Copied::TooLarge | Copied::NoMemory => Err(rustler::Error::RaiseAtom("enomem")),
+        })
+        .collect::<NifResult<Vec<Term<'a>>>>()?;
+    Ok(match next {
+        Some(next) => (entries, next).encode(env),
+        None => (entries, atoms::done()).encode(env),
+    })
+}
+
+/// The next chunk of a select's cursor: `{Items, done}` or `{Items, Cursor}`. Normal scheduler: a bounded walk
+/// of a group examined, and at most `CHUNK` entries copied, within
 /// `SCHEDULER_BUDGET`; `nif_session_cache_dirty` if the next entry alone costs more.
 fn next<'a>(env: Env<'a>, [cursor]: [Term<'a>; 1]) -> NifResult<Term<'a>> {
     next_within(env, cursor, SCHEDULER_BUDGET)
@@ -252,13 +284,6 @@ struct Chunk<'a> {
 fn step<'a>(env: Env<'a>, state: &mut CursorState, budget: usize) -> NifResult<Option<Chunk<'a>>> {
     if state.pending.is_empty() {
         match &mut state.source {
-            Source::Fold { store, next } => {
-                if let Some(from) = *next {
-                    *next = store
-                        .store
-                        .scan(from, CHUNK, SCAN_BUDGET, &mut state.pending);
-                }
-            }
             Source::Group { store, selection } => {
                 if !store
                     .store
@@ -283,20 +308,15 @@ fn step<'a>(env: Env<'a>, state: &mut CursorState, budget: usize) -> NifResult<O
     if rest == state.pending.len() && rest > 0 {
         return Ok(None);
     }
-    let emit = state.emit;
     let items = state.pending[rest..]
         .iter()
-        .map(|packed| match copy_out(env, packed, emit, usize::MAX) {
+        .map(|packed| match copy_out(env, packed, Emit::Session, usize::MAX) {
             Copied::Term(term) => Ok(term),
             Copied::TooLarge | Copied::NoMemory => Err(rustler::Error::RaiseAtom("enomem")),
         })
         .collect::<NifResult<Vec<Term<'a>>>>()?;
     state.pending.truncate(rest);
-    let more = !state.pending.is_empty()
-        || !matches!(
-            state.source,
-            Source::Exhausted | Source::Fold { next: None, .. }
-        );
+    let more = !state.pending.is_empty() || !matches!(state.source, Source::Exhausted);
     Ok(Some(Chunk { items, more }))
 }
 

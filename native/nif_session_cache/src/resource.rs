@@ -1,4 +1,5 @@
-//! The two resource types Erlang holds: a store, and a cursor over a fold or a large select.
+//! The two resource types Erlang holds: a store, and a cursor over a large select. (A fold needs no cursor: its
+//! state is the store and a slot number.)
 
 use std::sync::{Arc, Mutex};
 
@@ -123,16 +124,11 @@ pub enum Emit {
     Session,
 }
 
-/// Where a cursor gets more entries when its pending ones run out.
+/// Where a select's cursor gets more sessions when its pending ones run out.
 pub enum Source {
-    /// Walking a store's fold slots; `next` is the slot to resume from, `None` once past the end. The cursor
-    /// keeps the store alive, so a fold whose caller dropped its last reference still sees every entry; a
-    /// store terminated meanwhile is empty, and the walk simply ends.
-    Fold {
-        store: KeptStore,
-        next: Option<usize>,
-    },
-    /// Selecting a group too large for one call. The cursor keeps the store alive, as a fold's does.
+    /// Selecting a group too large for one call. The cursor keeps the store alive, so a select whose caller
+    /// dropped its last reference still sees every session; a store terminated meanwhile is empty, and the walk
+    /// simply ends.
     Group {
         store: KeptStore,
         selection: Selection<Packed>,
@@ -143,7 +139,6 @@ pub enum Source {
 
 pub struct CursorState {
     pub source: Source,
-    pub emit: Emit,
     /// Entries taken from the store and not yet handed out. Holding them keeps them alive even if deleted.
     pub pending: Vec<Packed>,
 }

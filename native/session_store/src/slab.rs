@@ -167,19 +167,24 @@ impl<V: Clone> Slab<V> {
     }
 
     /// Clones up to `max` live values from slot `from` on, examining at most `budget` slots so that a
-    /// sparse stretch costs bounded time too. Returns the slot to resume from, or `None` past the end.
+    /// sparse stretch costs bounded time too, and stopping before the first value `take` refuses. Returns the
+    /// slot to resume from (that value's, if one was refused), or `None` past the end.
     pub(crate) fn scan(
         &self,
         from: usize,
         max: usize,
         budget: usize,
         out: &mut Vec<V>,
+        mut take: impl FnMut(&V) -> bool,
     ) -> Option<usize> {
         let end = self.high_water.min(from.saturating_add(budget));
         let mut index = from;
         let mut taken = 0;
         while index < end && taken < max {
             if let Some(value) = &self.blocks[index / BLOCK][index % BLOCK].value {
+                if !take(value) {
+                    break;
+                }
                 out.push(value.clone());
                 taken += 1;
             }
@@ -233,7 +238,7 @@ mod tests {
         let mut out = Vec::new();
         let mut from = Some(0);
         while let Some(start) = from {
-            from = slab.scan(start, max, budget, &mut out);
+            from = slab.scan(start, max, budget, &mut out, |_| true);
         }
         out
     }
@@ -293,7 +298,7 @@ mod tests {
             put(&mut slab, v, None);
         }
         let mut out = Vec::new();
-        assert_eq!(slab.scan(0, 1000, 10, &mut out), Some(10));
+        assert_eq!(slab.scan(0, 1000, 10, &mut out, |_| true), Some(10));
         assert_eq!(out.len(), 10);
     }
 

@@ -377,11 +377,20 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
         self.stats.add(Counter::LookupMiss);
     }
 
-    /// Appends up to `max` values to `out` from fold slot `from` on, looking at no more than `budget` slots.
-    /// Returns the slot to resume from, or `None` when the walk is complete. Values present for a whole walk
-    /// are seen exactly once; values inserted or removed meanwhile may or may not be.
-    pub fn scan(&self, from: usize, max: usize, budget: usize, out: &mut Vec<V>) -> Option<usize> {
-        read(&self.slab).scan(from, max, budget, out)
+    /// Appends up to `max` values to `out` from fold slot `from` on, looking at no more than `budget` slots and
+    /// stopping before the first value `take` refuses (`take` sees each value before it is appended, under the
+    /// slots' read lock: it must be quick). Returns the slot to resume from, or `None` when the walk is complete.
+    /// Values present for a whole walk are seen exactly once; values inserted or removed meanwhile may or may not
+    /// be. A slot is a plain number: a walk needs no state but it.
+    pub fn scan(
+        &self,
+        from: usize,
+        max: usize,
+        budget: usize,
+        out: &mut Vec<V>,
+        take: impl FnMut(&V) -> bool,
+    ) -> Option<usize> {
+        read(&self.slab).scan(from, max, budget, out, take)
     }
 
     /// Exact number of entries. O(1).

@@ -144,7 +144,7 @@ proptest! {
                     let mut out = Vec::new();
                     let mut from = Some(0);
                     while let Some(start) = from {
-                        from = store.scan(start, 2, 5, &mut out);
+                        from = store.scan(start, 2, 5, &mut out, |_| true);
                     }
                     let got = sorted(out);
                     prop_assert_eq!(got, sorted(model.values().cloned().collect()));

@@ -11,7 +11,7 @@ fn fold_all(store: &session_store::Store<Stored>) -> Vec<Stored> {
     let mut out = Vec::new();
     let mut from = Some(0);
     while let Some(start) = from {
-        from = store.scan(start, 3, 10, &mut out);
+        from = store.scan(start, 3, 10, &mut out, |_| true);
     }
     out.sort_by(|a, b| a.key.cmp(&b.key));
     out
@@ -254,6 +254,30 @@ fn retire_empties_the_store_and_refuses_later_writes() {
 }
 
 #[test]
+fn a_scan_stops_before_a_refused_value_and_resumes_at_it() {
+    let store = store();
+    for id in 0..10 {
+        let key = server_key(id);
+        store.insert(key.clone(), val(&key, u64::from(id))).expect("live store");
+    }
+    // Refuse the value of version 4: the scan hands out what comes before it and resumes at its slot.
+    let mut out = Vec::new();
+    let resume = store.scan(0, 100, 100, &mut out, |value| value.version != 4);
+    let versions: Vec<u64> = out.iter().map(|value| value.version).collect();
+    assert_eq!(versions, [0, 1, 2, 3]);
+    let resume = resume.expect("more to come");
+    // Refused again at once: no progress, and nothing handed out.
+    let mut none = Vec::new();
+    assert_eq!(store.scan(resume, 100, 100, &mut none, |value| value.version != 4), Some(resume));
+    assert!(none.is_empty());
+    // Taken this time, with the rest.
+    let mut rest = Vec::new();
+    assert_eq!(store.scan(resume, 100, 100, &mut rest, |_| true), None);
+    let versions: Vec<u64> = rest.iter().map(|value| value.version).collect();
+    assert_eq!(versions, [4, 5, 6, 7, 8, 9]);
+}
+
+#[test]
 fn a_value_present_for_a_whole_fold_is_seen_exactly_once_despite_writes() {
     let store = store();
     for id in 0..3000 {
@@ -264,7 +288,7 @@ fn a_value_present_for_a_whole_fold_is_seen_exactly_once_despite_writes() {
     let mut from = Some(0);
     let mut churn = 10_000u16;
     while let Some(start) = from {
-        from = store.scan(start, 50, 100, &mut out);
+        from = store.scan(start, 50, 100, &mut out, |_| true);
         // Delete and re-create keys outside the stable set, and replace stable ones, while walking.
         for _ in 0..5 {
             let key = server_key(churn);
