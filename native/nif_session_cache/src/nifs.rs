@@ -193,10 +193,7 @@ fn select<'a>(env: Env<'a>, [store, partial_key]: [Term<'a>; 2]) -> NifResult<Te
         },
         Ok(None) | Err(_) => Source::Exhausted,
     };
-    let mut state = CursorState {
-        source,
-        pending,
-    };
+    let mut state = CursorState { source, pending };
     // A first session too large for this scheduler makes an empty first chunk; `next` then asks for a dirty one.
     let chunk = step(env, &mut state, SCHEDULER_BUDGET)?.unwrap_or(Chunk {
         items: Vec::new(),
@@ -224,25 +221,34 @@ fn fold_dirty<'a>(env: Env<'a>, store: Term<'a>, from: Term<'a>) -> NifResult<Te
     fold_within(env, store, from, usize::MAX)
 }
 
-fn fold_within<'a>(env: Env<'a>, store: Term<'a>, from: Term<'a>, budget: usize) -> NifResult<Term<'a>> {
+fn fold_within<'a>(
+    env: Env<'a>,
+    store: Term<'a>,
+    from: Term<'a>,
+    budget: usize,
+) -> NifResult<Term<'a>> {
     let store = StoreResource::from_term(store)?;
     let from: usize = from.decode()?;
     let mut taken = Vec::new();
     let mut spent = 0usize;
-    let next = store.store.scan(from, CHUNK, SCAN_BUDGET, &mut taken, |packed| {
-        spent = spent.saturating_add(packed.cost());
-        budget == usize::MAX || spent <= budget
-    });
+    let next = store
+        .store
+        .scan(from, CHUNK, SCAN_BUDGET, &mut taken, |packed| {
+            spent = spent.saturating_add(packed.cost());
+            budget == usize::MAX || spent <= budget
+        });
     if taken.is_empty() && next == Some(from) {
         // The entry at `from` alone is over the budget.
         return Ok(atoms::dirty().encode(env));
     }
     let entries = taken
         .iter()
-        .map(|packed| match copy_out(env, packed, Emit::Entry, usize::MAX) {
-            Copied::Term(term) => Ok(term),
-            Copied::TooLarge | Copied::NoMemory => Err(rustler::Error::RaiseAtom("enomem")),
-        })
+        .map(
+            |packed| match copy_out(env, packed, Emit::Entry, usize::MAX) {
+                Copied::Term(term) => Ok(term),
+                Copied::TooLarge | Copied::NoMemory => Err(rustler::Error::RaiseAtom("enomem")),
+            },
+        )
         .collect::<NifResult<Vec<Term<'a>>>>()?;
     Ok(match next {
         Some(next) => (entries, next).encode(env),
@@ -310,10 +316,12 @@ fn step<'a>(env: Env<'a>, state: &mut CursorState, budget: usize) -> NifResult<O
     }
     let items = state.pending[rest..]
         .iter()
-        .map(|packed| match copy_out(env, packed, Emit::Session, usize::MAX) {
-            Copied::Term(term) => Ok(term),
-            Copied::TooLarge | Copied::NoMemory => Err(rustler::Error::RaiseAtom("enomem")),
-        })
+        .map(
+            |packed| match copy_out(env, packed, Emit::Session, usize::MAX) {
+                Copied::Term(term) => Ok(term),
+                Copied::TooLarge | Copied::NoMemory => Err(rustler::Error::RaiseAtom("enomem")),
+            },
+        )
         .collect::<NifResult<Vec<Term<'a>>>>()?;
     state.pending.truncate(rest);
     let more = !state.pending.is_empty() || !matches!(state.source, Source::Exhausted);

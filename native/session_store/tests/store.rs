@@ -258,7 +258,9 @@ fn a_scan_stops_before_a_refused_value_and_resumes_at_it() {
     let store = store();
     for id in 0..10 {
         let key = server_key(id);
-        store.insert(key.clone(), val(&key, u64::from(id))).expect("live store");
+        store
+            .insert(key.clone(), val(&key, u64::from(id)))
+            .expect("live store");
     }
     // Refuse the value of version 4: the scan hands out what comes before it and resumes at its slot.
     let mut out = Vec::new();
@@ -268,7 +270,10 @@ fn a_scan_stops_before_a_refused_value_and_resumes_at_it() {
     let resume = resume.expect("more to come");
     // Refused again at once: no progress, and nothing handed out.
     let mut none = Vec::new();
-    assert_eq!(store.scan(resume, 100, 100, &mut none, |value| value.version != 4), Some(resume));
+    assert_eq!(
+        store.scan(resume, 100, 100, &mut none, |value| value.version != 4),
+        Some(resume)
+    );
     assert!(none.is_empty());
     // Taken this time, with the rest.
     let mut rest = Vec::new();
