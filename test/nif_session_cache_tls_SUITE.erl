@@ -15,7 +15,8 @@
          explicit_reuse_session_resumes_that_id/1,
          a_closed_listener_frees_its_store/1,
          a_killed_listener_cache_frees_its_store/1,
-         restarting_ssl_recreates_the_client_store_and_resumption_works/1]).
+         restarting_ssl_recreates_the_client_store_and_resumption_works/1,
+         after_an_upgrade_from_a_second_directory_an_ssl_restart_resumes_again/1]).
 
 all() ->
     [sessions_resume_through_our_cache_in_both_roles,
@@ -26,7 +27,8 @@ all() ->
      explicit_reuse_session_resumes_that_id,
      a_closed_listener_frees_its_store,
      a_killed_listener_cache_frees_its_store,
-     restarting_ssl_recreates_the_client_store_and_resumption_works].
+     restarting_ssl_recreates_the_client_store_and_resumption_works,
+     after_an_upgrade_from_a_second_directory_an_ssl_restart_resumes_again].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(crypto),
@@ -64,7 +66,8 @@ end_per_testcase(Case, Config) ->
     end.
 
 faults() ->
-    [a_killed_listener_cache_frees_its_store, restarting_ssl_recreates_the_client_store_and_resumption_works].
+    [a_killed_listener_cache_frees_its_store, restarting_ssl_recreates_the_client_store_and_resumption_works,
+     after_an_upgrade_from_a_second_directory_an_ssl_restart_resumes_again].
 
 %% logger handler callback.
 log(Event, #{config := #{pid := Pid}}) ->
@@ -184,7 +187,64 @@ restarting_ssl_recreates_the_client_store_and_resumption_works(Config) ->
     ?assertEqual({Id, true}, resumed(Config, Port2, Id)),
     ssl:close(Listener2).
 
+%% A release upgrade loads the NIF library from a new version directory. Stores made by the old library are not
+%% carried over (README, Caveats): calls on them, a fold in progress among them, raise badarg, and the new
+%% library lists none of them. What README tells users to do then, restart ssl and reopen the listeners, makes
+%% every store anew and resumption works again at once.
+after_an_upgrade_from_a_second_directory_an_ssl_restart_resumes_again(Config) ->
+    {Listener, Port} = listen(Config, []),
+    {Id0, _} = connect(Config, Port, []),
+    ok = await_stores(1, 1),
+    ?assertEqual({Id0, true}, resumed(Config, Port, Id0)),
+    Live = nif_session_cache:init([]),
+    [ok = nif_session_cache:update(Live, {{"h", 1}, <<I:256>>}, {session, I}) || I <- lists:seq(1, 100)],
+    {FirstChunk, Next} = nif_session_cache_nif:fold(Live, 0),
+    ?assertEqual(64, length(FirstChunk)),
+    Old = filename:dirname(code:which(nif_session_cache)),
+    New = upgrade_from(?config(priv_dir, Config), Old),
+    try
+        ?assertEqual(filename:join(filename:dirname(New), "priv"), code:priv_dir(nif_session_cache)),
+        ?assertError(badarg, nif_session_cache:size(Live)),
+        ?assertError(badarg, nif_session_cache_nif:fold(Live, Next)),
+        ?assertEqual([], [S || #{id := _} = S <- nif_session_cache:stores()]),
+        ok = ssl:close(Listener),
+        ok = application:stop(ssl),
+        ok = ssl:start(),
+        {Listener2, Port2} = listen(Config, []),
+        {Id, _} = connect(Config, Port2, []),
+        ok = await_stores(1, 1),
+        ?assertEqual({Id, true}, resumed(Config, Port2, Id)),
+        ok = ssl:close(Listener2)
+    after
+        upgrade_from(undefined, Old)
+    end.
+
 %%% Helpers
+
+%% Loads nif_session_cache_nif, and with it the NIF library, from a copy of the application's ebin and priv
+%% under Dir, as a release upgrade does (or from Back, undone, when Dir is undefined). Returns the ebin.
+upgrade_from(undefined, Back) ->
+    true = code:replace_path(nif_session_cache, Back),
+    reload_nif_module(),
+    Back;
+upgrade_from(Dir, Old) ->
+    App = filename:join(Dir, "nif_session_cache-2.0.0"),
+    [begin
+         ok = filelib:ensure_path(filename:join(App, Sub)),
+         From = filename:join(filename:dirname(Old), Sub),
+         [{ok, _} = file:copy(filename:join(From, F), filename:join([App, Sub, F]))
+          || F <- element(2, file:list_dir(From)), filelib:is_regular(filename:join(From, F))]
+     end || Sub <- ["ebin", "priv"]],
+    New = filename:join(App, "ebin"),
+    true = code:replace_path(nif_session_cache, New),
+    reload_nif_module(),
+    New.
+
+reload_nif_module() ->
+    true = code:delete(nif_session_cache_nif),
+    _ = code:purge(nif_session_cache_nif),
+    {module, nif_session_cache_nif} = code:load_file(nif_session_cache_nif),
+    ok.
 
 env_keys() ->
     [session_cb, client_session_cb, server_session_cb, session_cache_client_max, session_cache_server_max].
