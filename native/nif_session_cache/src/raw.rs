@@ -12,7 +12,7 @@ use rustler::sys::{
 use rustler::{Env, Term};
 
 /// The elements of a tuple, borrowed from the term itself (rustler's `get_tuple` copies them into a Vec).
-pub fn tuple_elements<'a>(term: Term<'a>) -> Option<impl ExactSizeIterator<Item = Term<'a>>> {
+pub fn tuple_elements(term: Term) -> Option<TupleElements> {
     let env = term.get_env();
     let mut arity = 0;
     let mut array: *const ERL_NIF_TERM = std::ptr::null();
@@ -28,13 +28,34 @@ pub fn tuple_elements<'a>(term: Term<'a>) -> Option<impl ExactSizeIterator<Item 
             std::slice::from_raw_parts(array, arity as usize)
         }
     };
-    // SAFETY: each element is a valid term of the same environment.
-    Some(
-        elements
-            .iter()
-            .map(move |&element| unsafe { Term::new(env, element) }),
-    )
+    Some(TupleElements {
+        env,
+        elements: elements.iter(),
+    })
 }
+
+/// The elements of a tuple, as terms of its environment.
+pub struct TupleElements<'a> {
+    env: Env<'a>,
+    elements: std::slice::Iter<'a, ERL_NIF_TERM>,
+}
+
+impl<'a> Iterator for TupleElements<'a> {
+    type Item = Term<'a>;
+
+    fn next(&mut self) -> Option<Term<'a>> {
+        // SAFETY: each element is a valid term of the tuple's environment (`tuple_elements`).
+        self.elements
+            .next()
+            .map(|&element| unsafe { Term::new(self.env, element) })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.elements.size_hint()
+    }
+}
+
+impl ExactSizeIterator for TupleElements<'_> {}
 
 /// Copies a proper list of integers 0..=255 (a Latin-1 string such as a host name) into `buf` in one call into
 /// the VM, which reads at most `buf.len()` cells however long the list is. Returns the number of bytes, or

@@ -1,8 +1,11 @@
-//! The byte-level pieces of nif_session_cache's two encodings, a key's canonical bytes and a packed entry
-//! (both in the NIF crate, which walks the terms): LEB128 varints, zigzag for signed integers, and the wiping of
-//! buffers that held secrets. Nothing here knows the VM, so `cargo test` reaches all of it.
+//! The parts of nif_session_cache's two encodings that need no VM, so that `cargo test` reaches them: the key
+//! encoder (`key`), which walks a term through a trait the NIF implements for rustler's terms, and the pieces
+//! the entry packer in the NIF crate shares with it: LEB128 varints, zigzag for signed integers, and the wiping of
+//! buffers that held secrets.
 
 use zeroize::Zeroize;
+
+pub mod key;
 
 /// The longest varint of a `u64`: 64 bits in groups of 7.
 pub const MAX_VARINT_BYTES: usize = 10;
