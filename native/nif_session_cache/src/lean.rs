@@ -6,6 +6,11 @@
 //! reads, with the same guarantees (a panic becomes an exception, never an unwind into the VM; the result is
 //! encoded by rustler) but with the arguments borrowed where the VM put them. It uses rustler's
 //! `codegen_runtime`, the interface its own macro expands to; rustler is pinned, so that cannot shift under us.
+//!
+//! Kept on purpose, against a simpler `#[rustler::nif]` everywhere: a handshake would not notice 45 ns, but the
+//! per-operation goals against ETS would (`size/1` at 1,000 entries: 50 ns against ETS's 58, 1.5x with the Vec),
+//! and rustler 0.39, the newest, still collects arguments into a `Vec`. Calls off the hot path use rustler's
+//! macro.
 
 /// `lean_nif!("name", arity, function)` where `function(env, [Term; arity])` returns a `NifResult` of
 /// something encodable, and decodes its arguments itself.
