@@ -10,8 +10,9 @@ summary=""
 status=0
 for major in "$@"; do
     log="_build/matrix/otp$major.log"
+    : >"$log" # counts are read from this log: start it empty
     if [ "$major" = 25 ]; then
-        scripts/setup.sh >"$log" 2>&1 && bin=/usr/lib/erlang/bin || bin=""
+        scripts/setup.sh >>"$log" 2>&1 && bin=/usr/lib/erlang/bin || bin=""
     else
         bin=$(scripts/otp.sh "$major" 2>>"$log") || bin=""
     fi
