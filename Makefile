@@ -1,6 +1,6 @@
 # nif_session_cache. Two commands do everything on a fresh Debian 12 machine with Rust:
 #   make demo   TLS 1.2 resumption through our cache, beside OTP's default stores, with a report
-#   make test   every test: cargo test (the Rust store and codec), rebar3 ct (NIF, contract, TLS, configuration,
+#   make test   every test: cargo test (the Rust store, codec and shared level, against a Redis it starts), rebar3 ct (NIF, contract, TLS, configuration,
 #               properties) and the Elixir test
 # Both run on the Erlang/OTP first on PATH (25 or later) and install what is missing first (scripts/setup.sh,
 # idempotent). PATH="$(scripts/otp.sh 29):$PATH" make test runs them on OTP 29; make test-matrix on 25, 27, 29.
@@ -29,7 +29,7 @@ demo: build
 test: setup test-rust test-erlang test-elixir
 
 test-rust:
-	cargo test -p session_codec -p session_store
+	cargo test -p session_codec -p session_store -p session_share
 
 test-erlang: setup
 	rebar3 ct

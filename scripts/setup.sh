@@ -1,6 +1,7 @@
 #!/bin/sh
 # Makes sure the Erlang/OTP first on PATH has what nif_session_cache's build and tests need: OTP 25 or later with
-# its NIF headers, ssl, common_test, dialyzer, eunit and PropEr (with its headers), and a rebar3 that runs on it.
+# its NIF headers, ssl, common_test, dialyzer, eunit and PropEr (with its headers), and a rebar3 that runs on it;
+# and that Debian's redis-server is installed, for the shared level's tests.
 # With no erl on PATH it installs Debian's OTP. For Debian's OTP it installs what is missing with apt, Elixir
 # included (for the Elixir test). For any other OTP it names what is missing and how to get it:
 # scripts/otp.sh NN builds OTP NN with PropEr and a rebar3 that runs on it. Idempotent: apt runs only when
@@ -16,6 +17,11 @@ apt_install() {
 }
 
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found; install Rust with rustup first" >&2; exit 1; }
+
+# Redis, for the shared level's tests, which start their own servers: Debian's redis-server and redis-cli, whatever
+# the OTP. Debian's package would start a system service on port 6379 where an init system runs; the tests use
+# free ports of their own and never that one.
+command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || apt_install redis-server
 
 debian_otp="erlang-nox erlang-dev erlang-common-test erlang-dialyzer erlang-eunit erlang-proper erlang-proper-dev"
 if ! command -v erl >/dev/null 2>&1; then
@@ -78,4 +84,5 @@ if command -v elixir >/dev/null 2>&1 && command -v mix >/dev/null 2>&1 && elixir
     elixir=$(elixir --short-version 2>/dev/null || echo present)
 fi
 
-echo "setup: OTP $release at $root, $(rebar3 version 2>/dev/null | awk '{ print $1, $2 }'), Elixir $elixir: everything is installed"
+redis=$(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')
+echo "setup: OTP $release at $root, $(rebar3 version 2>/dev/null | awk '{ print $1, $2 }'), Elixir $elixir, Redis $redis: everything is installed"

@@ -1,0 +1,14 @@
+//! The second level of nif_session_cache: TLS 1.2 sessions shared across a fleet of BEAM nodes through Redis
+//! (or anything that speaks its protocol: Valkey, Redis Cluster), sealed so that Redis never holds a secret in
+//! clear.
+//!
+//! Rooms: `seal` (XChaCha20-Poly1305 with key ids; the associated data binds a blob to its namespace and session
+//! id), `breaker` (stops asking a failing Redis for a while, and lets one probe through to find it back), `remote`
+//! (the Redis client: a background writer behind a bounded queue that drops rather than blocks, and bounded
+//! reads), `stats` (what `info/1` reports). Nothing here knows the VM: the NIF glue turns sessions into bytes
+//! and back, and `cargo test` reaches everything, against a real `redis-server` it starts.
+
+pub mod breaker;
+pub mod remote;
+pub mod seal;
+pub mod stats;
