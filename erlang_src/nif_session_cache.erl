@@ -37,6 +37,9 @@
 
 %% What a NIF answers when a session is too large for a normal scheduler (nif_session_cache_nif).
 -define(DIRTY, nif_session_cache_dirty).
+%% What lookup/2 answers for a miss, and update/3 for a session stored, in a store with a shared level.
+-define(REMOTE, nif_session_cache_remote).
+-define(SHARED, nif_session_cache_shared).
 
 -type store() :: nif_session_cache_nif:store().
 
@@ -47,7 +50,10 @@
 -spec init(term()) -> store().
 init(Args) ->
     ok = nif_session_cache_config:warn_once(),
-    nif_session_cache_nif:new(role(Args)).
+    Role = role(Args),
+    Store = nif_session_cache_nif:new(Role),
+    ok = nif_session_cache_shared:attach(Store, Role, Args),
+    Store.
 
 %% Empties the store for good and releases its memory (a large store is freed on a background thread). Owner
 %% only. OTP calls it only for the client store: a listener's store is freed when its cache process exits and
@@ -61,6 +67,7 @@ terminate(Store) ->
 lookup(Store, Key) ->
     case nif_session_cache_nif:lookup(Store, Key) of
         ?DIRTY -> nif_session_cache_nif:lookup_dirty(Store, Key);
+        ?REMOTE -> nif_session_cache_shared:lookup(Store, Key);
         Session -> Session
     end.
 
@@ -70,9 +77,12 @@ lookup(Store, Key) ->
 -spec update(store(), term(), term()) -> ok.
 update(Store, Key, Session) ->
     case nif_session_cache_nif:update(Store, Key, Session) of
-        ?DIRTY -> ok_or_raise(nif_session_cache_nif:update_dirty(Store, Key, Session));
-        Result -> ok_or_raise(Result)
+        ?DIRTY -> stored(Store, Key, Session, nif_session_cache_nif:update_dirty(Store, Key, Session));
+        Result -> stored(Store, Key, Session, Result)
     end.
+
+stored(Store, Key, Session, ?SHARED) -> nif_session_cache_shared:publish(Store, Key, Session);
+stored(_Store, _Key, _Session, Result) -> ok_or_raise(Result).
 
 %% Removes Key. Idempotent: deleting a missing key returns ok. Owner only. O(1).
 -spec delete(store(), term()) -> ok.

@@ -8,10 +8,13 @@
          info/1, stores/0]).
 %% The same calls on a dirty CPU scheduler, for sessions too large for a normal one (see dirty()).
 -export([lookup_dirty/2, update_dirty/3, next_dirty/1, fold_dirty/2]).
+%% The shared level (nif_session_cache_shared).
+-export([share/2, publish/4, fetch/2, unusable/1]).
 -export_type([store/0, cursor/0, info/0, write_result/0]).
 
 -nifs([new/1, terminate/1, lookup/2, update/3, delete/2, size/1, select/2, next/1, fold/2,
-       info/1, stores/0, lookup_dirty/2, update_dirty/3, next_dirty/1, fold_dirty/2]).
+       info/1, stores/0, lookup_dirty/2, update_dirty/3, next_dirty/1, fold_dirty/2,
+       share/2, publish/4, fetch/2, unusable/1]).
 -on_load(load/0).
 
 %% Called directly in each stub, so that dialyzer trusts the stub's spec.
@@ -33,13 +36,18 @@
                   replaces := non_neg_integer(),
                   deletes := non_neg_integer(),
                   select_hits := non_neg_integer(),
-                  select_misses := non_neg_integer()}.
+                  select_misses := non_neg_integer(),
+                  shared => map()}.
 %% Writes return their failure instead of raising it (see nif_session_cache:ok_or_raise/1).
 -type write_result() :: ok | badarg | not_owner | terminated | bad_key | holds_store | enomem | internal_error.
 %% lookup/2, update/3 and next/1 answer this, having done a bounded amount of work, when the session is too
 %% large to copy on a normal scheduler within a fraction of a millisecond: the caller makes the same call again
 %% through lookup_dirty/2, update_dirty/3, next_dirty/1 or fold_dirty/2, which run on a dirty CPU scheduler.
 -type dirty() :: nif_session_cache_dirty.
+%% lookup/2 answers nif_session_cache_remote for a miss in a store with a shared level, and update/3
+%% nif_session_cache_shared for a session stored in one: the wrapper goes on to Redis (nif_session_cache_shared).
+-type shared_marker() :: nif_session_cache_remote | nif_session_cache_shared.
+-type miss_reason() :: absent | breaker_open | busy | timeout | error | unsealed | unusable.
 %% A chunk of a fold or select, and whether more follow.
 -type chunk(Item) :: {[Item], done | cursor()}.
 %% A chunk of a fold, and the fold slot to go on from: a plain integer, so a fold needs no cursor.
@@ -65,16 +73,16 @@ new(_Role) -> ?NOT_LOADED.
 -spec terminate(store()) -> write_result().
 terminate(_Store) -> ?NOT_LOADED.
 
--spec lookup(store(), term()) -> term() | dirty().
+-spec lookup(store(), term()) -> term() | dirty() | shared_marker().
 lookup(_Store, _Key) -> ?NOT_LOADED.
 
 -spec lookup_dirty(store(), term()) -> term().
 lookup_dirty(_Store, _Key) -> ?NOT_LOADED.
 
--spec update(store(), term(), term()) -> write_result() | dirty().
+-spec update(store(), term(), term()) -> write_result() | dirty() | shared_marker().
 update(_Store, _Key, _Session) -> ?NOT_LOADED.
 
--spec update_dirty(store(), term(), term()) -> write_result().
+-spec update_dirty(store(), term(), term()) -> write_result() | shared_marker().
 update_dirty(_Store, _Key, _Session) -> ?NOT_LOADED.
 
 -spec delete(store(), term()) -> write_result().
@@ -97,6 +105,22 @@ next(_Cursor) -> ?NOT_LOADED.
 
 -spec next_dirty(cursor()) -> chunk(term()).
 next_dirty(_Cursor) -> ?NOT_LOADED.
+
+%% Gives a server store a shared level: Config is checked by nif_session_cache_shared. Owner only.
+-spec share(store(), map()) -> ok | {error, atom()}.
+share(_Store, _Config) -> ?NOT_LOADED.
+
+%% Seals a session's bytes and queues them for Redis; never waits. Owner only.
+-spec publish(store(), binary(), binary(), non_neg_integer()) -> ok | dropped | badarg | not_owner.
+publish(_Store, _Id, _Bytes, _TtlMs) -> ?NOT_LOADED.
+
+%% A session's bytes from Redis, opened, with the lifetime margin in seconds; on a dirty IO scheduler.
+-spec fetch(store(), binary()) -> {ok, binary(), non_neg_integer()} | {miss, miss_reason()}.
+fetch(_Store, _Id) -> ?NOT_LOADED.
+
+%% Counts a fetched session that could not be used as a miss.
+-spec unusable(store()) -> ok.
+unusable(_Store) -> ?NOT_LOADED.
 
 -spec info(store()) -> info().
 info(_Store) -> ?NOT_LOADED.

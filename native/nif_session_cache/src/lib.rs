@@ -4,7 +4,7 @@
 //! (what Erlang holds), `store_type` (the store's resource type, across reloads), `key` (key terms to canonical
 //! bytes), `packed` (the session packed into bytes, and rebuilt), `entry` (an entry's memory: a counted header,
 //! its sections, the wipe of its secrets), `bytes` (the VM resource an entry lives in), `held` (the parts kept as terms, and the fields shared between sessions),
-//! `weight` (what entries cost), `registry` (every live store, weakly), `reaper` (freeing large stores off the
+//! `shared` (the glue of the shared level, `session_share`), `weight` (what entries cost), `registry` (every live store, weakly), `reaper` (freeing large stores off the
 //! schedulers), `raw` (allocation-free term inspection), `error` and `atoms` (what Erlang sees).
 
 mod atoms;
@@ -20,6 +20,7 @@ mod raw;
 mod reaper;
 mod registry;
 mod resource;
+mod shared;
 mod store_type;
 mod weight;
 

@@ -14,6 +14,7 @@ use crate::lean::lean_nif;
 use crate::packed::{Packed, SCHEDULER_BUDGET};
 use crate::registry;
 use crate::resource::{Cursor, CursorState, Emit, Role, Source, StoreInner, StoreResource};
+use crate::shared;
 use crate::store_type::{self, KeptStore};
 
 /// Entries copied out per cursor step: about 64 µs for OTP sessions, well under a millisecond.
@@ -57,6 +58,8 @@ fn lookup<'a>(env: Env<'a>, [store, key]: [Term<'a>; 2]) -> NifResult<Term<'a>> 
         })
     }) {
         Ok(Some(copied)) => copied.into_result(env),
+        // A miss in a store with a shared level: the wrapper asks Redis (`shared.rs`).
+        Ok(None) if store.shared.get().is_some() => Ok(atoms::remote_marker().encode(env)),
         Ok(None) => Ok(atoms::undefined().encode(env)),
         // The VM had no memory to encode the key (only bignums, pids, ports and references need it).
         Err(CacheError::OutOfMemory) => Err(rustler::Error::RaiseAtom("enomem")),
@@ -148,7 +151,14 @@ fn write<'a>(
     // The store's locks recover from poisoning (`session_store::sync`), so nothing unwound here is reused broken.
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(write))
         .unwrap_or(Err(CacheError::Internal));
-    write_outcome(outcome)
+    // Stored, in a store with a shared level: the wrapper publishes the session (`shared.rs`).
+    let shared = outcome.is_ok()
+        && StoreResource::from_term(store).is_ok_and(|store| store.shared.get().is_some());
+    if shared {
+        atoms::shared_marker()
+    } else {
+        write_outcome(outcome)
+    }
 }
 
 /// Removes `key` if present; owner only. A key the store could not hold is absent, so deleting it is `ok`.
@@ -349,7 +359,7 @@ fn describe<'a>(env: Env<'a>, inner: &StoreInner) -> NifResult<Term<'a>> {
     let store = &inner.store;
     let counts = store.counts();
     let held_bytes = inner.interner.bytes();
-    let pairs: [(Atom, Term<'a>); 15] = [
+    let mut pairs: Vec<(Atom, Term<'a>)> = vec![
         (atoms::id(), inner.id.encode(env)),
         (atoms::role(), inner.role.atom().encode(env)),
         (atoms::owner(), inner.owner.encode(env)),
@@ -366,5 +376,8 @@ fn describe<'a>(env: Env<'a>, inner: &StoreInner) -> NifResult<Term<'a>> {
         (atoms::select_hits(), counts.select_hits.encode(env)),
         (atoms::select_misses(), counts.select_misses.encode(env)),
     ];
+    if let Some(shared) = inner.shared.get() {
+        pairs.push((atoms::shared(), shared::describe(env, shared)?));
+    }
     Term::map_from_pairs(env, &pairs)
 }

@@ -12,6 +12,7 @@ use crate::held::Interner;
 use crate::packed::Packed;
 use crate::reaper;
 use crate::registry;
+use crate::shared;
 use crate::store_type::{self, KeptStore};
 
 /// The role OTP passed to init/1, if any. Reported by info, never used to change behaviour.
@@ -49,6 +50,8 @@ pub struct StoreInner {
     pub store: Store<Packed>,
     /// The terms its entries hold, and the fields they share.
     pub interner: Interner,
+    /// Its shared level, if `share/2` gave it one (`shared.rs`).
+    pub shared: shared::Slot,
 }
 
 impl StoreInner {
@@ -86,6 +89,7 @@ impl StoreResource {
             role,
             store: Store::new(Config::default()),
             interner: Interner::new(),
+            shared: shared::Slot::new(),
         });
         StoreResource {
             inner,

@@ -1,0 +1,216 @@
+%%% @private
+%%% The shared level's Erlang side. It reads {shared, Opts} from a listener store's init args (OTP passes
+%%% server_session_cb_init_args, or session_cb_init_args, with {role, server}), decides what of a session leaves
+%%% the node, and checks what comes back from Redis before OTP sees it. The NIF (shared.rs) seals, queues and
+%%% fetches bytes; it knows nothing of sessions.
+%%%
+%%% What leaves the node: the session with every field that holds a private key (found by its shape, not by a
+%%% record position, as positions differ between releases) set to undefined, and its time stamp as system time.
+%%% What comes back is returned only if it was made by the same ssl version (so that #session{} has the same
+%%% shape), names the session id it is looked up under, decodes without making atoms, and has more than the
+%%% margin of its lifetime left once its time stamp is rebased into this node's monotonic time: OTP's listener
+%%% cache deletes an expired session's internal_id from its own order tree, where a remote session is not, and
+%%% would crash.
+-module(nif_session_cache_shared).
+
+-export([attach/3, publish/3, lookup/2]).
+%% For the tests.
+-export([config/1, outgoing/2, incoming/4]).
+
+-define(FORMAT, nif_session_cache_shared_v1).
+%% The atoms a private key's term starts with, in public_key's records.
+-define(KEY_RECORDS, ['RSAPrivateKey', 'ECPrivateKey', 'DSAPrivateKey', 'PrivateKeyInfo', 'OneAsymmetricKey']).
+-define(DEFAULTS, #{timeout_ms => 50, queue => 10000, max_in_flight => 16, breaker_threshold => 5,
+                    breaker_cool_down_ms => 1000, margin_s => 60}).
+
+%% Gives a listener's store its shared level if its init args ask for one. A bad option raises
+%% {bad_shared_option, Name}, naming the option and never its value.
+-spec attach(nif_session_cache_nif:store(), client | server | undefined, term()) -> ok.
+attach(Store, server, Args) ->
+    case shared_opts(Args) of
+        {ok, Opts} ->
+            case nif_session_cache_nif:share(Store, config(Opts)) of
+                ok -> ok;
+                {error, Option} -> erlang:error({bad_shared_option, Option})
+            end;
+        none ->
+            ok
+    end;
+attach(_Store, _Role, _Args) ->
+    ok.
+
+%% The first {shared, Opts} of init's arguments, which may be any term (init accepts anything).
+shared_opts([{shared, Opts} | _]) -> {ok, Opts};
+shared_opts([_ | Rest]) -> shared_opts(Rest);
+shared_opts(_) -> none.
+
+%% The NIF's configuration map from the user's options, or {bad_shared_option, Name}.
+-spec config(term()) -> map().
+config(Opts) when is_list(Opts) ->
+    Given = maps:from_list([option(Opt) || Opt <- Opts]),
+    [erlang:error({bad_shared_option, Name}) || Name <- [url, namespace, keys], not is_map_key(Name, Given)],
+    maps:merge(?DEFAULTS, Given);
+config(_) ->
+    erlang:error({bad_shared_option, shared}).
+
+option({url, Url}) ->
+    case urls(Url) of
+        [_ | _] = Urls -> {url, Urls};
+        _ -> erlang:error({bad_shared_option, url})
+    end;
+option({namespace, Namespace}) when is_binary(Namespace), byte_size(Namespace) > 0, byte_size(Namespace) =< 255 ->
+    {namespace, Namespace};
+option({keys, Keys}) ->
+    case keys(Keys) of
+        [_ | _] = Valid -> {keys, Valid};
+        _ -> erlang:error({bad_shared_option, keys})
+    end;
+option({Name, N}) when (Name =:= timeout_ms orelse Name =:= queue orelse Name =:= max_in_flight orelse
+                        Name =:= breaker_threshold orelse Name =:= breaker_cool_down_ms),
+                       is_integer(N), N > 0, N < 1 bsl 32 ->
+    {Name, N};
+option({margin_s, N}) when is_integer(N), N >= 1, N < 1 bsl 32 ->
+    {margin_s, N};
+option({Name, _}) when is_atom(Name) ->
+    erlang:error({bad_shared_option, Name});
+option(_) ->
+    erlang:error({bad_shared_option, shared}).
+
+%% A URL as a string or a binary, or a list of them (Redis Cluster's seeds).
+urls(Url) when is_binary(Url) -> [Url];
+urls([C | _] = Url) when is_integer(C) -> urls(unicode:characters_to_binary(Url));
+urls(Urls) when is_list(Urls) -> lists:append([urls(Url) || Url <- Urls, Url =/= []]);
+urls(_) -> error.
+
+%% 32-byte keys, or {file, Path} to a file of lines of 64 hex digits; the first seals.
+keys({file, Path}) ->
+    case file:read_file(Path) of
+        {ok, Text} ->
+            Lines = [L || L <- binary:split(Text, [<<"\n">>, <<"\r\n">>], [global, trim_all]), L =/= <<>>],
+            keys([try binary:decode_hex(string:trim(L)) catch _:_ -> bad end || L <- Lines]);
+        {error, _} ->
+            error
+    end;
+keys(Keys) when is_list(Keys) ->
+    case lists:all(fun(K) -> is_binary(K) andalso byte_size(K) =:= 32 end, Keys) of
+        true -> Keys;
+        false -> error
+    end;
+keys(_) ->
+    error.
+
+%% After a session was stored locally: queues it for Redis, if it is a server session whose time stamp can be
+%% found. Never waits.
+-spec publish(nif_session_cache_nif:store(), term(), term()) -> ok.
+publish(Store, Id, Session) when is_binary(Id) ->
+    case outgoing(Id, Session) of
+        {ok, Bytes, TtlMs} ->
+            case nif_session_cache_nif:publish(Store, Id, Bytes, TtlMs) of
+                ok -> ok;
+                dropped -> ok;
+                badarg -> erlang:error(badarg);
+                Reason -> erlang:error({badarg, Reason})
+            end;
+        skip ->
+            ok
+    end;
+publish(_Store, _Id, _Session) ->
+    ok.
+
+%% A session from Redis for Id, checked and rebased, or undefined. Runs the Redis read on a dirty IO scheduler.
+-spec lookup(nif_session_cache_nif:store(), term()) -> tuple() | undefined.
+lookup(Store, Id) when is_binary(Id) ->
+    case nif_session_cache_nif:fetch(Store, Id) of
+        {ok, Bytes, MarginS} ->
+            case incoming(Id, Bytes, MarginS, lifetime()) of
+                {ok, Session} ->
+                    Session;
+                unusable ->
+                    ok = nif_session_cache_nif:unusable(Store),
+                    undefined
+            end;
+        {miss, _Reason} ->
+            undefined
+    end;
+lookup(_Store, _Id) ->
+    undefined.
+
+%% The bytes that leave the node for Session, and how long Redis keeps them: what is left of its lifetime.
+-spec outgoing(binary(), term()) -> {ok, binary(), pos_integer()} | skip.
+outgoing(Id, Session) when is_tuple(Session), element(1, Session) =:= session ->
+    Fields = tuple_to_list(Session),
+    case {lists:member(Id, Fields), time_stamp(Fields)} of
+        {true, {ok, Stamp}} ->
+            AgeMs = erlang:convert_time_unit(erlang:monotonic_time() - Stamp, native, millisecond),
+            TtlMs = lifetime() * 1000 - AgeMs,
+            Sent = list_to_tuple([case private_key(F) of true -> undefined; false -> F end || F <- Fields]),
+            SystemNs = erlang:convert_time_unit(Stamp + erlang:time_offset(), native, nanosecond),
+            case TtlMs > 0 of
+                true -> {ok, term_to_binary({?FORMAT, ssl_vsn(), SystemNs, Sent}), TtlMs};
+                false -> skip
+            end;
+        _ ->
+            skip
+    end;
+outgoing(_Id, _Session) ->
+    skip.
+
+%% Session from the bytes Redis held for Id, if this node can use it: same ssl version, a session tuple that
+%% names Id, and more than MarginS seconds of LifetimeS left once rebased.
+-spec incoming(binary(), binary(), non_neg_integer(), pos_integer()) -> {ok, tuple()} | unusable.
+incoming(Id, Bytes, MarginS, LifetimeS) ->
+    Vsn = ssl_vsn(),
+    try binary_to_term(Bytes, [safe]) of
+        {?FORMAT, Vsn, SystemNs, Sent} when is_integer(SystemNs), is_tuple(Sent), element(1, Sent) =:= session ->
+            Fields = tuple_to_list(Sent),
+            case {lists:member(Id, Fields), time_stamp(Fields)} of
+                {true, {ok, Stamp}} ->
+                    Local = erlang:convert_time_unit(SystemNs, nanosecond, native) - erlang:time_offset(),
+                    Lived = erlang:convert_time_unit(erlang:monotonic_time() - Local, native, second),
+                    case Lived < LifetimeS - MarginS of
+                        true -> {ok, list_to_tuple([rebase(F, Stamp, Local) || F <- Fields])};
+                        false -> unusable
+                    end;
+                _ ->
+                    unusable
+            end;
+        _ ->
+            unusable
+    catch
+        error:badarg -> unusable
+    end.
+
+%% The session's time stamp: the integer T of the field next to an internal id {T, Unique}, as OTP's listener
+%% cache sets them.
+time_stamp(Fields) ->
+    Stamps = [T || {T, U} <- Fields, is_integer(T), is_integer(U), lists:member(T, Fields)],
+    case Stamps of
+        [Stamp] -> {ok, Stamp};
+        _ -> none
+    end.
+
+rebase(Stamp, Stamp, Local) -> Local;
+rebase({Stamp, Unique}, Stamp, Local) when is_integer(Unique) -> {Local, Unique};
+rebase(Field, _Stamp, _Local) -> Field.
+
+%% Whether a field holds the listener's private key: a public_key private key record, one with its
+%% parameters ({Key, Params}, RSA-PSS), or a key held by an engine or a signing fun (a map).
+private_key(Key) when is_tuple(Key), tuple_size(Key) > 0 ->
+    lists:member(element(1, Key), ?KEY_RECORDS)
+        orelse (tuple_size(Key) =:= 2 andalso private_key(element(1, Key)));
+private_key(#{} = Key) ->
+    is_map_key(engine, Key) orelse is_map_key(sign_fun, Key) orelse is_map_key(key_id, Key);
+private_key(_) ->
+    false.
+
+lifetime() ->
+    case application:get_env(ssl, session_lifetime) of
+        {ok, Seconds} when is_integer(Seconds) -> Seconds;
+        _ -> 24 * 60 * 60
+    end.
+
+ssl_vsn() ->
+    case application:get_key(ssl, vsn) of
+        {ok, Vsn} -> list_to_binary(Vsn);
+        undefined -> <<>>
+    end.

@@ -1,0 +1,428 @@
+%%% The shared level, across real nodes and a real Redis. Two BEAM nodes (OTP's peer module) each run a TLS 1.2
+%%% listener with our cache and {shared, Opts} in server_session_cb_init_args. A TCP proxy in this node stands in
+%%% for a load balancer: the client sees one address and the test chooses the node behind it. The suite starts
+%%% its own redis-server on a free loopback port without persistence (and a three-master Redis Cluster for one
+%%% case), and stops them.
+-module(nif_session_cache_cluster_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2, end_per_testcase/2]).
+-export([a_session_made_on_one_node_resumes_on_the_other_both_ways/1,
+         other_namespaces_and_wrong_keys_never_resume_and_never_crash/1,
+         through_a_redis_cluster_sessions_resume_across_nodes/1,
+         with_redis_down_nodes_work_alone_and_recover_when_it_returns/1,
+         tampered_moved_and_unknown_key_blobs_are_misses/1,
+         a_session_with_too_little_lifetime_left_is_not_returned/1,
+         redis_never_holds_a_secret_in_clear/1,
+         bad_shared_options_fail_init_naming_the_option_not_the_value/1]).
+%% Run on the peer nodes.
+-export([listener/2, server_session/1, shared_info/0, listener_caches/0]).
+
+all() ->
+    [a_session_made_on_one_node_resumes_on_the_other_both_ways,
+     other_namespaces_and_wrong_keys_never_resume_and_never_crash,
+     through_a_redis_cluster_sessions_resume_across_nodes,
+     with_redis_down_nodes_work_alone_and_recover_when_it_returns,
+     tampered_moved_and_unknown_key_blobs_are_misses,
+     a_session_with_too_little_lifetime_left_is_not_returned,
+     redis_never_holds_a_secret_in_clear,
+     bad_shared_options_fail_init_naming_the_option_not_the_value].
+
+-define(KEY, <<16#5eed:256>>).
+-define(OTHER_KEY, <<16#0bad:256>>).
+
+init_per_suite(Config) ->
+    {ok, _} = application:ensure_all_started(ssl),
+    {Server, Client} = nif_session_cache_demo:tls_options(),
+    RedisPort = free_port(),
+    _ = start_redis(RedisPort, ?config(priv_dir, Config), []),
+    Proxy = start_proxy(),
+    Nodes = [start_node() || _ <- [a, b]],
+    [{server_opts, Server}, {client_opts, Client}, {redis_port, RedisPort}, {proxy, Proxy},
+     {nodes, Nodes} | Config].
+
+end_per_suite(Config) ->
+    [peer:stop(Peer) || Peer <- ?config(nodes, Config)],
+    stop_redis(?config(redis_port, Config)),
+    ok.
+
+init_per_testcase(_Case, Config) ->
+    [{caches, [{Peer, peer:call(Peer, ?MODULE, listener_caches, [])} || Peer <- ?config(nodes, Config)]} | Config].
+
+end_per_testcase(_Case, Config) ->
+    %% No listener cache process of either node ever restarted: each still has the pid it had.
+    [?assertEqual([], [P || P <- Before, not lists:member(P, peer:call(Peer, ?MODULE, listener_caches, []))])
+     || {Peer, Before} <- proplists:get_value(caches, Config, [])],
+    ok.
+
+%%% Cases
+
+a_session_made_on_one_node_resumes_on_the_other_both_ways(Config) ->
+    [A, B] = ?config(nodes, Config),
+    Shared = shared(Config, <<"fleet">>, [?KEY]),
+    PortA = listen(A, Config, Shared),
+    PortB = listen(B, Config, Shared),
+    %% A makes the session; B resumes it.
+    Id1 = full_handshake(Config, PortA),
+    ok = await_published(A, 1),
+    ?assertEqual({Id1, true}, resume(Config, PortB, Id1)),
+    %% B makes one; A resumes it.
+    Id2 = full_handshake(Config, PortB),
+    ok = await_published(B, 1),
+    ?assertEqual({Id2, true}, resume(Config, PortA, Id2)),
+    %% Each node found the other's session in Redis, and kept none of them locally.
+    [#{hits := HitsA}, #{hits := HitsB}] = [shared_of(Node) || Node <- [A, B]],
+    ?assert(HitsA >= 1 andalso HitsB >= 1).
+
+other_namespaces_and_wrong_keys_never_resume_and_never_crash(Config) ->
+    [A, B] = ?config(nodes, Config),
+    PortA = listen(A, Config, shared(Config, <<"ns-one">>, [?KEY])),
+    PortOtherNs = listen(B, Config, shared(Config, <<"ns-two">>, [?KEY])),
+    Id = full_handshake(Config, PortA),
+    ok = await_published(A, 1),
+    ?assertMatch({_, false}, resume(Config, PortOtherNs, Id)),
+    PortWrongKey = listen(B, Config, shared(Config, <<"ns-one">>, [?OTHER_KEY])),
+    ?assertMatch({_, false}, resume(Config, PortWrongKey, Id)),
+    %% The wrong key found the blob and could not open it; the other namespace found nothing.
+    [NsInfo, KeyInfo] = lists:nthtail(length(shared_infos(B)) - 2, shared_infos(B)),
+    ?assertMatch(#{misses := #{unsealed := 1}, hits := 0}, KeyInfo),
+    ?assertMatch(#{misses := #{absent := 1}, hits := 0}, NsInfo),
+    _ = PortOtherNs, _ = PortWrongKey.
+
+through_a_redis_cluster_sessions_resume_across_nodes(Config) ->
+    [A, B] = ?config(nodes, Config),
+    %% A cluster node also listens on its port + 10000, for the cluster bus.
+    Ports = [cluster_port() || _ <- [1, 2, 3]],
+    Dir = ?config(priv_dir, Config),
+    Servers = [start_redis(P, filename:join(Dir, integer_to_list(P)),
+                           ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]) || P <- Ports],
+    try
+        Create = os:cmd(lists:flatten(["redis-cli --cluster create ",
+                                       [io_lib:format("127.0.0.1:~b ", [P]) || P <- Ports],
+                                       "--cluster-replicas 0 --cluster-yes 2>&1"])),
+        ?assertNotEqual(nomatch, string:find(Create, "All 16384 slots covered"), Create),
+        ok = nif_session_cache_demo:wait_until(fun() -> cluster_ok(hd(Ports)) end, 10000),
+        Urls = [iolist_to_binary(io_lib:format("redis://127.0.0.1:~b/", [P])) || P <- Ports],
+        Shared = [{url, Urls}, {namespace, <<"cluster">>}, {keys, [?KEY]}],
+        PortA = listen(A, Config, Shared),
+        PortB = listen(B, Config, Shared),
+        Ids = [full_handshake(Config, PortA) || _ <- lists:seq(1, 6)],
+        ok = await_published(A, 6),
+        ?assertEqual([{Id, true} || Id <- Ids], [resume(Config, PortB, Id) || Id <- Ids]),
+        Id = full_handshake(Config, PortB),
+        ok = await_published(B, 1),
+        ?assertEqual({Id, true}, resume(Config, PortA, Id))
+    after
+        _ = Servers,
+        [stop_redis(P) || P <- Ports]
+    end.
+
+with_redis_down_nodes_work_alone_and_recover_when_it_returns(Config) ->
+    [A, B] = ?config(nodes, Config),
+    Shared = [{breaker_threshold, 1}, {breaker_cool_down_ms, 200} | shared(Config, <<"faults">>, [?KEY])],
+    PortA = listen(A, Config, Shared),
+    PortB = listen(B, Config, Shared),
+    Before = full_handshake(Config, PortA),
+    ok = await_published(A, 1),
+    stop_redis(?config(redis_port, Config)),
+    try
+        %% Local resumption goes on; a session of the other node costs a full handshake, quickly.
+        ?assertEqual({Before, true}, resume(Config, PortA, Before)),
+        Start = erlang:monotonic_time(millisecond),
+        ?assertMatch({_, false}, resume(Config, PortB, Before)),
+        ?assert(erlang:monotonic_time(millisecond) - Start < 1000),
+        ?assertMatch(#{state := open}, shared_of(B)),
+        %% Redis down for a while: every cross-node attempt is refused without asking it.
+        [?assertMatch({_, false}, resume(Config, PortB, Before)) || _ <- [1, 2, 3]],
+        ?assertMatch(#{misses := #{breaker_open := N}} when N >= 1, shared_of(B))
+    after
+        start_redis(?config(redis_port, Config), ?config(priv_dir, Config), [])
+    end,
+    %% Redis is back (empty): new sessions are shared again once the breaker has let a probe through.
+    timer:sleep(300),
+    _ = resume(Config, PortB, Before),
+    After = full_handshake(Config, PortA),
+    ok = await_published(A, 2),
+    ?assertEqual({After, true}, resume(Config, PortB, After)),
+    ?assertMatch(#{state := closed}, shared_of(B)).
+
+tampered_moved_and_unknown_key_blobs_are_misses(Config) ->
+    Opts = shared(Config, <<"tamper">>, [?KEY]),
+    Writer = nif_session_cache:init([{role, server}, {shared, Opts}]),
+    Reader = nif_session_cache:init([{role, server}, {shared, Opts}]),
+    Stranger = nif_session_cache:init([{role, server}, {shared, shared(Config, <<"tamper">>, [?OTHER_KEY])}]),
+    [Id1, Id2, Id3, Id4] = [crypto:strong_rand_bytes(32) || _ <- [1, 2, 3, 4]],
+    ok = nif_session_cache:update(Writer, Id1, fake_session(Id1, 0)),
+    ok = nif_session_cache:update(Stranger, Id3, fake_session(Id3, 0)),
+    ok = nif_session_cache_demo:wait_until(fun() -> redis_get(Config, <<"tamper">>, Id1) =/= undefined andalso
+                                                        redis_get(Config, <<"tamper">>, Id3) =/= undefined end, 2000),
+    %% Untouched, it comes back: rebased, without its private key.
+    ?assertMatch({session, Id1, {T, 7}, undefined, <<9:384>>, T}, nif_session_cache:lookup(Reader, Id1)),
+    Blob = redis_get(Config, <<"tamper">>, Id1),
+    %% A flipped byte.
+    <<Head:40/binary, Byte, Tail/binary>> = Blob,
+    ok = redis_set(Config, <<"tamper">>, Id1, <<Head/binary, (Byte bxor 1), Tail/binary>>),
+    ?assertEqual(undefined, nif_session_cache:lookup(Reader, Id1)),
+    %% The same blob under another id.
+    ok = redis_set(Config, <<"tamper">>, Id2, Blob),
+    ?assertEqual(undefined, nif_session_cache:lookup(Reader, Id2)),
+    %% Sealed with a key the reader does not have.
+    ?assertEqual(undefined, nif_session_cache:lookup(Reader, Id3)),
+    %% Not a blob at all.
+    ok = redis_set(Config, <<"tamper">>, Id4, <<"garbage">>),
+    ?assertEqual(undefined, nif_session_cache:lookup(Reader, Id4)),
+    ?assertMatch(#{shared := #{misses := #{unsealed := 4}, hits := 1}}, nif_session_cache:info(Reader)).
+
+a_session_with_too_little_lifetime_left_is_not_returned(Config) ->
+    Opts = [{margin_s, 60} | shared(Config, <<"lifetime">>, [?KEY])],
+    Writer = nif_session_cache:init([{role, server}, {shared, Opts}]),
+    Reader = nif_session_cache:init([{role, server}, {shared, Opts}]),
+    Lifetime = 24 * 60 * 60,
+    [Young, Old] = [crypto:strong_rand_bytes(32) || _ <- [1, 2]],
+    ok = nif_session_cache:update(Writer, Young, fake_session(Young, Lifetime - 120)),
+    ok = nif_session_cache:update(Writer, Old, fake_session(Old, Lifetime - 30)),
+    ok = nif_session_cache_demo:wait_until(fun() -> redis_get(Config, <<"lifetime">>, Old) =/= undefined end, 2000),
+    ?assertMatch({session, Young, _, _, _, _}, nif_session_cache:lookup(Reader, Young)),
+    ?assertEqual(undefined, nif_session_cache:lookup(Reader, Old)),
+    ?assertMatch(#{shared := #{misses := #{unusable := 1}}}, nif_session_cache:info(Reader)).
+
+redis_never_holds_a_secret_in_clear(Config) ->
+    [A, _B] = ?config(nodes, Config),
+    Port = listen(A, Config, shared(Config, <<"clear">>, [?KEY])),
+    Id = full_handshake(Config, Port),
+    ok = await_published(A, 1),
+    Session = peer:call(A, ?MODULE, server_session, [Id]),
+    [Secret] = [F || F <- tuple_to_list(Session), is_binary(F), byte_size(F) =:= 48],
+    [Key] = [F || F <- tuple_to_list(Session), is_tuple(F),
+                  lists:member(element(1, F), ['ECPrivateKey', 'RSAPrivateKey'])],
+    KeyBytes = case Key of
+                   %% The private scalar.
+                   _ when element(1, Key) =:= 'ECPrivateKey' -> [element(3, Key)];
+                   %% The private exponent, the primes, their exponents and the coefficient (not the modulus).
+                   _ -> [binary:encode_unsigned(element(N, Key)) || N <- lists:seq(5, 10)]
+               end,
+    Values = [V || K <- redis(Config, [<<"KEYS">>, <<"*">>]), is_binary(V = redis(Config, [<<"GET">>, K]))],
+    ?assert(length(Values) >= 1),
+    [?assertEqual(nomatch, binary:match(V, [Secret | KeyBytes])) || V <- Values].
+
+bad_shared_options_fail_init_naming_the_option_not_the_value(Config) ->
+    Good = shared(Config, <<"ns">>, [?KEY]),
+    Bad = [{keys, [<<"short">>]}, {keys, {file, "/nonexistent"}}, {url, 42}, {url, "http://x"},
+           {namespace, "not a binary"}, {timeout_ms, 0}, {margin_s, -1}, {colour, blue}],
+    [begin
+         Name = element(1, Opt),
+         {'EXIT', {Reason, Stack}} = (catch nif_session_cache:init([{role, server},
+                                                                    {shared, [Opt | proplists:delete(Name, Good)]}])),
+         ?assertEqual({bad_shared_option, Name}, Reason),
+         ?assertEqual(nomatch, binary:match(term_to_binary(Stack), ?KEY))
+     end || Opt <- Bad],
+    %% Without shared, or for a client store, nothing changes.
+    ?assertNot(is_map_key(shared, nif_session_cache:info(nif_session_cache:init([{role, server}])))),
+    ?assertNot(is_map_key(shared, nif_session_cache:info(nif_session_cache:init([{role, client}, {shared, Good}])))).
+
+%%% On the peer nodes
+
+%% A listener whose store has Shared, on a free loopback port, held by a process of its own.
+listener(ServerOpts, Shared) ->
+    [ok = application:set_env(ssl, K, nif_session_cache) || K <- [session_cb, client_session_cb, server_session_cb]],
+    [ok = application:set_env(ssl, K, [{shared, Shared}]) || K <- [session_cb_init_args, server_session_cb_init_args]],
+    {ok, _} = application:ensure_all_started(ssl),
+    Self = self(),
+    spawn(fun() ->
+                  {_Listener, Port} = nif_session_cache_demo:start_listener(ServerOpts, []),
+                  Self ! {port, Port},
+                  receive stop -> ok end
+          end),
+    receive {port, Port} -> Port after 5000 -> error(no_listener) end.
+
+%% The session a listener of this node stored under Id.
+server_session(Id) ->
+    hd([S || Store <- listener_stores(), is_tuple(S = nif_session_cache:lookup(Store, Id))]).
+
+%% info/1's shared map of every listener store of this node with a shared level, oldest first.
+shared_info() ->
+    Infos = lists:sort([{Id, Shared} || S <- listener_stores(), #{id := Id, shared := Shared} <- [info(S)]]),
+    [Shared || {_, Shared} <- Infos].
+
+listener_caches() ->
+    try supervisor:which_children(ssl_server_session_cache_sup) of
+        Children -> [Pid || {_, Pid, _, _} <- Children, is_pid(Pid)]
+    catch
+        exit:{noproc, _} -> [] % ssl is not started yet
+    end.
+
+listener_stores() ->
+    [S || Pid <- listener_caches(), S <- tuple_to_list(sys:get_state(Pid)), is_map_key(shared, info(S))].
+
+info(S) ->
+    try nif_session_cache:info(S) catch error:badarg -> #{} end.
+
+%%% Helpers
+
+shared(Config, Namespace, Keys) ->
+    [{url, io_lib:format("redis://127.0.0.1:~b/", [?config(redis_port, Config)])},
+     {namespace, Namespace}, {keys, Keys}, {timeout_ms, 200}].
+
+start_node() ->
+    Paths = lists:append([["-pa", filename:dirname(code:which(M))]
+                          || M <- [nif_session_cache, nif_session_cache_demo, ?MODULE]]),
+    %% Not linked: init_per_suite runs in a process of its own, which ends before the cases.
+    {ok, Peer, _} = peer:start(#{connection => standard_io, args => Paths}),
+    Peer.
+
+listen(Peer, Config, Shared) ->
+    peer:call(Peer, ?MODULE, listener, [?config(server_opts, Config), Shared], 10000).
+
+%% The shared maps of a node's listener stores, oldest first, and of its newest.
+shared_infos(Peer) ->
+    peer:call(Peer, ?MODULE, shared_info, []).
+
+shared_of(Peer) ->
+    lists:last(shared_infos(Peer)).
+
+await_published(Peer, N) ->
+    nif_session_cache_demo:wait_until(fun() -> maps:get(sets, shared_of(Peer)) >= N end, 3000).
+
+%% A full handshake through the proxy to Port, saved for later resumption; its session id.
+full_handshake(Config, Port) ->
+    {Id, _} = through_proxy(Config, Port, [{reuse_sessions, save}]),
+    Id.
+
+%% A handshake offering Id through the proxy to Port: the id it ended with, and whether that is Id.
+resume(Config, Port, Id) ->
+    {Got, _} = through_proxy(Config, Port, [{reuse_session, Id}]),
+    {Got, Got =:= Id}.
+
+through_proxy(Config, Port, Extra) ->
+    persistent_term:put({?MODULE, target}, Port),
+    nif_session_cache_demo:connect(?config(proxy, Config), ?config(client_opts, Config), Extra).
+
+%% A session of the shape OTP's listener cache stores: an id, an internal id {TimeStamp, Unique}, a private key,
+%% a master secret, and its time stamp, AgeS seconds ago.
+fake_session(Id, AgeS) ->
+    Stamp = erlang:monotonic_time() - erlang:convert_time_unit(AgeS, second, native),
+    {session, Id, {Stamp, 7}, {'RSAPrivateKey', 'two-prime', 1, 2, 3, 4, 5, 6, 7, 8, asn1_NOVALUE},
+     <<9:384>>, Stamp}.
+
+%%% Redis
+
+start_redis(Port, Dir, Extra) ->
+    ok = filelib:ensure_path(Dir),
+    Exe = os:find_executable("redis-server"),
+    Args = ["--port", integer_to_list(Port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", Dir | Extra],
+    OsPort = open_port({spawn_executable, Exe}, [{args, Args}, exit_status, stderr_to_stdout]),
+    ok = nif_session_cache_demo:wait_until(fun() -> ping(Port) end, 10000),
+    OsPort.
+
+stop_redis(Port) ->
+    _ = os:cmd(io_lib:format("redis-cli -p ~b shutdown nosave 2>/dev/null", [Port])),
+    ok = nif_session_cache_demo:wait_until(fun() -> not ping(Port) end, 5000).
+
+ping(Port) ->
+    case gen_tcp:connect({127, 0, 0, 1}, Port, [binary, {active, false}], 200) of
+        {ok, S} ->
+            ok = gen_tcp:send(S, <<"PING\r\n">>),
+            R = gen_tcp:recv(S, 0, 500),
+            gen_tcp:close(S),
+            R =:= {ok, <<"+PONG\r\n">>};
+        {error, _} ->
+            false
+    end.
+
+cluster_ok(Port) ->
+    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, Port, [binary, {active, false}], 1000),
+    Info = resp(S, [<<"CLUSTER">>, <<"INFO">>]),
+    gen_tcp:close(S),
+    binary:match(Info, <<"cluster_state:ok">>) =/= nomatch.
+
+redis_key(Namespace, Id) ->
+    iolist_to_binary([<<"nif_session_cache:">>, integer_to_list(byte_size(Namespace)), $:, Namespace, $:, Id]).
+
+redis_get(Config, Namespace, Id) ->
+    redis(Config, [<<"GET">>, redis_key(Namespace, Id)]).
+
+redis_set(Config, Namespace, Id, Value) ->
+    <<"OK">> = redis(Config, [<<"SET">>, redis_key(Namespace, Id), Value]),
+    ok.
+
+redis(Config, Command) ->
+    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, ?config(redis_port, Config), [binary, {active, false}], 1000),
+    try resp(S, Command) after gen_tcp:close(S) end.
+
+%% One command in Redis's protocol, and its answer: a binary, undefined for nil, or a list for an array.
+resp(S, Command) ->
+    ok = gen_tcp:send(S, [$*, integer_to_list(length(Command)), "\r\n",
+                          [[$$, integer_to_list(byte_size(A)), "\r\n", A, "\r\n"] || A <- Command]]),
+    {Value, _} = parse(S, <<>>),
+    Value.
+
+parse(S, Buf) ->
+    case binary:split(Buf, <<"\r\n">>) of
+        [Line, Rest] -> parse_line(S, Line, Rest);
+        [_] -> parse(S, more(S, Buf))
+    end.
+
+parse_line(_S, <<"+", Text/binary>>, Rest) -> {Text, Rest};
+parse_line(_S, <<"-", Text/binary>>, _Rest) -> error({redis, Text});
+parse_line(_S, <<":", N/binary>>, Rest) -> {binary_to_integer(N), Rest};
+parse_line(_S, <<"$-1">>, Rest) -> {undefined, Rest};
+parse_line(S, <<"$", N/binary>>, Rest) ->
+    Len = binary_to_integer(N),
+    Full = fill(S, Rest, Len + 2),
+    <<Value:Len/binary, "\r\n", After/binary>> = Full,
+    {Value, After};
+parse_line(S, <<"*", N/binary>>, Rest) ->
+    lists:foldl(fun(_, {Acc, R}) -> {V, R2} = parse(S, R), {Acc ++ [V], R2} end,
+                {[], Rest}, lists:seq(1, binary_to_integer(N))).
+
+fill(_S, Buf, Need) when byte_size(Buf) >= Need -> Buf;
+fill(S, Buf, Need) -> fill(S, more(S, Buf), Need).
+
+more(S, Buf) ->
+    {ok, Data} = gen_tcp:recv(S, 0, 2000),
+    <<Buf/binary, Data/binary>>.
+
+%%% The proxy: one address for the client; each connection goes to the port in persistent_term.
+
+start_proxy() ->
+    {ok, Listen} = gen_tcp:listen(0, [binary, {active, false}, {ip, {127, 0, 0, 1}}, {reuseaddr, true}]),
+    {ok, Port} = inet:port(Listen),
+    Pid = spawn(fun() -> accept(Listen) end),
+    ok = gen_tcp:controlling_process(Listen, Pid),
+    Port.
+
+accept(Listen) ->
+    case gen_tcp:accept(Listen) of
+        {ok, Client} ->
+            Target = persistent_term:get({?MODULE, target}),
+            {ok, Server} = gen_tcp:connect({127, 0, 0, 1}, Target, [binary, {active, false}]),
+            Pump = fun(From, To) -> spawn(fun() -> pump(From, To) end) end,
+            P1 = Pump(Client, Server),
+            P2 = Pump(Server, Client),
+            ok = gen_tcp:controlling_process(Client, P1),
+            ok = gen_tcp:controlling_process(Server, P2),
+            accept(Listen);
+        {error, closed} ->
+            ok
+    end.
+
+pump(From, To) ->
+    case gen_tcp:recv(From, 0) of
+        {ok, Data} -> ok = gen_tcp:send(To, Data), pump(From, To);
+        {error, _} -> gen_tcp:close(To), gen_tcp:close(From)
+    end.
+
+cluster_port() ->
+    case free_port() of
+        Port when Port < 55000 -> Port;
+        _ -> cluster_port()
+    end.
+
+free_port() ->
+    {ok, S} = gen_tcp:listen(0, [{ip, {127, 0, 0, 1}}]),
+    {ok, Port} = inet:port(S),
+    gen_tcp:close(S),
+    Port.
