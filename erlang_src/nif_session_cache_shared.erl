@@ -20,7 +20,8 @@
 -define(FORMAT, nif_session_cache_shared_v1).
 %% The atoms a private key's term starts with, in public_key's records.
 -define(KEY_RECORDS, ['RSAPrivateKey', 'ECPrivateKey', 'DSAPrivateKey', 'PrivateKeyInfo', 'OneAsymmetricKey']).
--define(DEFAULTS, #{timeout_ms => 50, queue => 10000, max_in_flight => 16, breaker_threshold => 5,
+-define(DEFAULTS, #{timeout_ms => 50, queue => 10000, max_in_flight => 16, max_reads_per_s => 1000,
+                    breaker_threshold => 5,
                     breaker_cool_down_ms => 1000, margin_s => 60}).
 
 %% Gives a listener's store its shared level if its init args ask for one. A bad option raises
@@ -66,7 +67,8 @@ option({keys, Keys}) ->
         _ -> erlang:error({bad_shared_option, keys})
     end;
 option({Name, N}) when (Name =:= timeout_ms orelse Name =:= queue orelse Name =:= max_in_flight orelse
-                        Name =:= breaker_threshold orelse Name =:= breaker_cool_down_ms),
+                        Name =:= max_reads_per_s orelse Name =:= breaker_threshold orelse
+                        Name =:= breaker_cool_down_ms),
                        is_integer(N), N > 0, N < 1 bsl 32 ->
     {Name, N};
 option({margin_s, N}) when is_integer(N), N >= 1, N < 1 bsl 32 ->

@@ -16,6 +16,7 @@
          tampered_moved_and_unknown_key_blobs_are_misses/1,
          a_session_with_too_little_lifetime_left_is_not_returned/1,
          redis_never_holds_a_secret_in_clear/1,
+         a_flood_of_unknown_ids_costs_at_most_the_read_rate/1,
          bad_shared_options_fail_init_naming_the_option_not_the_value/1]).
 %% Run on the peer nodes.
 -export([listener/2, server_session/1, shared_info/0, listener_caches/0]).
@@ -28,6 +29,7 @@ all() ->
      tampered_moved_and_unknown_key_blobs_are_misses,
      a_session_with_too_little_lifetime_left_is_not_returned,
      redis_never_holds_a_secret_in_clear,
+     a_flood_of_unknown_ids_costs_at_most_the_read_rate,
      bad_shared_options_fail_init_naming_the_option_not_the_value].
 
 -define(KEY, <<16#5eed:256>>).
@@ -206,6 +208,19 @@ redis_never_holds_a_secret_in_clear(Config) ->
     Values = [V || K <- redis(Config, [<<"KEYS">>, <<"*">>]), V <- [redis(Config, [<<"GET">>, K])], is_binary(V)],
     ?assert(length(Values) >= 1),
     [?assertEqual(nomatch, binary:match(V, [Secret | KeyBytes])) || V <- Values].
+
+%% 2,000 lookups of random session ids, as a flood of made-up resumptions causes, in the owner's process: Redis
+%% is asked at most max_reads_per_s times a second (in tenths of a second), the rest are refused at once.
+a_flood_of_unknown_ids_costs_at_most_the_read_rate(Config) ->
+    Store = nif_session_cache:init([{role, server},
+                                    {shared, [{max_reads_per_s, 200} | shared(Config, <<"flood">>, [?KEY])]}]),
+    Start = erlang:monotonic_time(millisecond),
+    [undefined = nif_session_cache:lookup(Store, crypto:strong_rand_bytes(32)) || _ <- lists:seq(1, 2000)],
+    Elapsed = erlang:monotonic_time(millisecond) - Start,
+    #{shared := #{gets := 2000, misses := #{absent := Asked, busy := Refused}}} = nif_session_cache:info(Store),
+    ?assertEqual(2000, Asked + Refused),
+    %% 20 reads per tenth of a second, over however many tenths the flood lasted (one more for a partial one).
+    ?assert(Asked =< 20 * (Elapsed div 100 + 2), {Asked, Elapsed}).
 
 bad_shared_options_fail_init_naming_the_option_not_the_value(Config) ->
     Good = shared(Config, <<"ns">>, [?KEY]),

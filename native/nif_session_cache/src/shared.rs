@@ -39,6 +39,7 @@ rustler::atoms! {
     timeout_ms,
     queue,
     max_in_flight,
+    max_reads_per_s,
     breaker_threshold,
     breaker_cool_down_ms,
     margin_s,
@@ -71,7 +72,7 @@ rustler::atoms! {
 
 /// Gives the store a shared level; owner only, once. `config` is a map checked by the Erlang side, with the
 /// keys `url` (a list of binaries), `namespace`, `keys` (a list of 32-byte binaries), `timeout_ms`, `queue`,
-/// `max_in_flight`, `breaker_threshold`, `breaker_cool_down_ms` and `margin_s`. Returns `ok`, or
+/// `max_in_flight`, `max_reads_per_s`, `breaker_threshold`, `breaker_cool_down_ms` and `margin_s`. Returns `ok`, or
 /// `{error, Option}` naming the option that was refused (never its value). Normal scheduler; starts a thread.
 #[rustler::nif]
 fn share<'a>(env: Env<'a>, store: Term<'a>, config: Term<'a>) -> Term<'a> {
@@ -98,6 +99,8 @@ fn share<'a>(env: Env<'a>, store: Term<'a>, config: Term<'a>) -> Term<'a> {
             timeout: Duration::from_millis(number(timeout_ms())?),
             queue: number(queue())? as usize,
             max_in_flight: number(max_in_flight())? as usize,
+            max_reads_per_s: u32::try_from(number(max_reads_per_s())?)
+                .map_err(|_| max_reads_per_s())?,
             breaker_threshold: u32::try_from(number(breaker_threshold())?)
                 .map_err(|_| breaker_threshold())?,
             breaker_cool_down: Duration::from_millis(number(breaker_cool_down_ms())?),

@@ -2,8 +2,9 @@
 //!
 //! Writes go to a background thread through a bounded queue, so the owner never waits on the network: a full
 //! queue drops the write, counted. Reads run on the calling thread (a dirty IO scheduler, in the NIF) within the
-//! timeout, through a small pool of connections. At most `max_in_flight` reads wait on Redis at once, so that a
-//! flood of handshakes with unknown ids cannot pile up round trips, and none while the breaker is open. A broken
+//! timeout, through a small pool of connections. At most `max_in_flight` reads wait on Redis at once and at most
+//! `max_reads_per_s` are sent a second, so that a flood of handshakes with unknown ids cannot pile up round
+//! trips, and none while the breaker is open. A broken
 //! connection is dropped and made again on next use, so the client comes back by itself when Redis does.
 //!
 //! The writer thread runs this library's code until the `Remote` is dropped: the NIF keeps its library mapped
@@ -31,6 +32,9 @@ pub struct Config {
     pub queue: usize,
     /// Reads waiting on Redis at once; more are misses (`busy`).
     pub max_in_flight: usize,
+    /// Reads sent to Redis per second, counted in windows of a tenth of a second; more are misses (`busy`). A
+    /// flood of handshakes with unknown session ids then costs the listener at most this many round trips.
+    pub max_reads_per_s: u32,
     /// Failures in a row that open the breaker, and for how long it stays open.
     pub breaker_threshold: u32,
     pub breaker_cool_down: Duration,
@@ -82,6 +86,9 @@ struct Shared {
     timeout: Duration,
     max_in_flight: usize,
     in_flight: AtomicUsize,
+    /// Reads admitted per window, and the window they are counted in.
+    reads_per_window: u32,
+    window: Mutex<(Instant, u32)>,
     pool: Mutex<Vec<Conn>>,
     breaker: Breaker,
     stats: Stats,
@@ -95,13 +102,20 @@ pub struct Remote {
 
 /// Connections kept for reads when idle.
 const POOL_MAX: usize = 4;
+/// The read rate is counted in windows of a tenth of a second.
+const WINDOWS_PER_S: u32 = 10;
+const WINDOW: Duration = Duration::from_millis(100);
 
 impl Remote {
     pub fn start(config: Config) -> Result<Remote, ConfigError> {
         if config.urls.is_empty() {
             return Err(ConfigError::NoUrl);
         }
-        if config.timeout.is_zero() || config.queue == 0 || config.max_in_flight == 0 {
+        if config.timeout.is_zero()
+            || config.queue == 0
+            || config.max_in_flight == 0
+            || config.max_reads_per_s == 0
+        {
             return Err(ConfigError::Zero);
         }
         let infos = config
@@ -132,6 +146,8 @@ impl Remote {
             timeout: config.timeout,
             max_in_flight: config.max_in_flight,
             in_flight: AtomicUsize::new(0),
+            reads_per_window: config.max_reads_per_s.div_ceil(WINDOWS_PER_S).max(1),
+            window: Mutex::new((Instant::now(), 0)),
             pool: Mutex::new(Vec::new()),
             breaker: Breaker::new(config.breaker_threshold, config.breaker_cool_down),
             stats: Stats::default(),
@@ -186,6 +202,9 @@ impl Remote {
 
 impl Shared {
     fn get(&self, key: &[u8]) -> Result<Vec<u8>, Miss> {
+        if !self.admit(Instant::now()) {
+            return Err(Miss::Busy);
+        }
         if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.max_in_flight {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
             return Err(Miss::Busy);
@@ -221,6 +240,23 @@ impl Shared {
                 Err(classify(&error))
             }
         }
+    }
+
+    /// Whether one more read fits in the current window of the read rate.
+    fn admit(&self, now: Instant) -> bool {
+        // Two plain fields, always valid together: a poisoned lock still holds a usable window.
+        let mut window = self
+            .window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if now.saturating_duration_since(window.0) >= WINDOW {
+            *window = (now, 0);
+        }
+        if window.1 >= self.reads_per_window {
+            return false;
+        }
+        window.1 += 1;
+        true
     }
 
     /// The writer thread: one connection, made again after any failure; writes refused while the breaker is

@@ -88,6 +88,7 @@ fn config(urls: Vec<String>) -> Config {
         timeout: Duration::from_millis(300),
         queue: 64,
         max_in_flight: 8,
+        max_reads_per_s: 100_000,
         breaker_threshold: 3,
         breaker_cool_down: Duration::from_millis(200),
     }
@@ -212,6 +213,22 @@ fn a_silent_redis_fills_the_queue_and_bounds_reads_in_flight() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn reads_beyond_the_rate_are_not_sent() {
+    let server = Server::start();
+    let mut config = config(vec![server.url()]);
+    config.max_reads_per_s = 50; // five a tenth of a second
+    let remote = Remote::start(config).expect("valid config");
+    let answers: Vec<Result<Vec<u8>, Miss>> = (0..20).map(|_| remote.get(b"unknown")).collect();
+    let sent = answers.iter().filter(|a| **a == Err(Miss::Absent)).count();
+    let refused = answers.iter().filter(|a| **a == Err(Miss::Busy)).count();
+    assert!((5..=10).contains(&sent), "{sent}");
+    assert_eq!(sent + refused, 20);
+    // The next window admits reads again.
+    thread::sleep(Duration::from_millis(110));
+    assert_eq!(remote.get(b"unknown"), Err(Miss::Absent));
 }
 
 #[test]

@@ -59,9 +59,9 @@ pub struct KeyRef<'a> {
 impl<'a> KeyRef<'a> {
     /// A key whose bytes `group` (if any) name its group. Returns `None` when the range is outside the bytes.
     pub fn new(bytes: &'a [u8], group: Option<Range<usize>>) -> Option<Self> {
-        let inside = group.as_ref().is_none_or(|range| {
-            range.start <= range.end && range.end <= bytes.len()
-        });
+        let inside = group
+            .as_ref()
+            .is_none_or(|range| range.start <= range.end && range.end <= bytes.len());
         inside.then_some(KeyRef { bytes, group })
     }
 
