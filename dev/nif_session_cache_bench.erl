@@ -20,6 +20,7 @@
                      readers => [pos_integer()],
                      server_cache_size => non_neg_integer(),
                      handshakes => non_neg_integer(),
+                     cluster => non_neg_integer(),
                      monitor_size => non_neg_integer(),
                      out => file:filename() | none,
                      print => boolean()}.
@@ -39,7 +40,7 @@ run() ->
 run(Options) ->
     O = maps:merge(#{sizes => [1000, 100000, 1000000], keys => [client, server], measure => operations(),
                      rounds => 5, ops => 20000,
-                     hosts => 10000, readers => [1, 2, 4], server_cache_size => 100000, handshakes => 400,
+                     hosts => 10000, readers => [1, 2, 4], server_cache_size => 100000, handshakes => 400, cluster => 200,
                      monitor_size => 1000000, out => none, print => true}, Options),
     %% A real #session{} of this OTP release, from a TLS 1.2 handshake, filled to the shape of a busy server's.
     Template = nif_session_cache_sessions:busy_server_template(),
@@ -51,6 +52,7 @@ run(Options) ->
                 memory => memory(Template, O),
                 server_cache => server_cache(Template, O),
                 handshakes => handshakes(O),
+                cluster => cluster(Template, O),
                 scheduler => scheduler(Template, O)},
     maps:get(print, O) andalso print(Results),
     _ = write(maps:get(out, O), Results),
@@ -447,6 +449,122 @@ handshake_rates(Backend, N) ->
     #{clients => Clients, resumed_per_s => Resumed, full_per_s => Full,
       resumed_share => length([I || I <- lists:append(ResumedIds), I =:= First]) / max(1, length(lists:append(ResumedIds)))}.
 
+%%% The shared level (README, "Cluster")
+
+%% Two listeners of this VM whose stores share through a redis-server started here, as two nodes would: N
+%% sessions made on one are resumed on the other (each once, so each goes to Redis), beside resumptions on the
+%% listener that made them and full handshakes. Then, on stores of the bench process, with the busy server
+%% template: the remote lookup's latency, the cost of the write-through to update, and a flood of random ids.
+cluster(_Template, #{cluster := 0}) ->
+    skipped;
+cluster(Template, #{cluster := N}) ->
+    case os:find_executable("redis-server") of
+        false -> skipped;
+        Exe -> with_redis(Exe, fun(Url) -> cluster(Template, N, Url) end)
+    end.
+
+cluster(Template, N, Url) ->
+    Shared = [{url, Url}, {namespace, <<"bench">>}, {keys, [crypto:strong_rand_bytes(32)]},
+              {timeout_ms, 100}, {max_reads_per_s, 100000}],
+    ok = application:set_env(ssl, server_session_cb_init_args, [{shared, Shared}]),
+    try
+        handshakes_across(N) ++ stores_across(Template, Shared, N)
+    after
+        application:unset_env(ssl, server_session_cb_init_args),
+        nif_session_cache_demo:restart_ssl(nif_session_cache)
+    end.
+
+handshakes_across(N) ->
+    nif_session_cache_demo:restart_ssl(nif_session_cache),
+    {ServerOpts, ClientOpts} = nif_session_cache_demo:tls_options(),
+    {A, PortA} = nif_session_cache_demo:start_listener(ServerOpts, []),
+    {B, PortB} = nif_session_cache_demo:start_listener(ServerOpts, []),
+    %% Both behind one address, as behind a load balancer: a client offers a session only where it made it.
+    Proxy = nif_session_cache_proxy:start(),
+    Connect = fun(Port, Extra) ->
+                      ok = nif_session_cache_proxy:target(Proxy, Port),
+                      element(1, nif_session_cache_demo:connect(Proxy, ClientOpts, Extra))
+              end,
+    Ids = [Connect(PortA, [{reuse_sessions, save}]) || _ <- lists:seq(1, 2 * N)],
+    timer:sleep(500), % the writes to Redis are asynchronous
+    {Local, Cross} = lists:split(N, Ids),
+    Rate = fun(Port, Offered) ->
+                   {Us, Got} = timer:tc(fun() -> [Connect(Port, [{reuse_session, Id}]) || Id <- Offered] end),
+                   {length(Offered) * 1000000 / Us, length([I || {I, I} <- lists:zip(Got, Offered)]) / length(Offered)}
+           end,
+    {LocalRate, LocalShare} = Rate(PortA, Local),
+    {CrossRate, CrossShare} = Rate(PortB, Cross),
+    {FullUs, _} = timer:tc(fun() -> [Connect(PortA, [{reuse_sessions, false}]) || _ <- lists:seq(1, N)] end),
+    ok = ssl:close(A),
+    ok = ssl:close(B),
+    [{resumed_on_the_node_per_s, LocalRate, LocalShare},
+     {resumed_across_nodes_per_s, CrossRate, CrossShare},
+     {full_per_s, N * 1000000 / FullUs, 0.0}].
+
+stores_across(Template, Shared, N) ->
+    Sessions = nif_session_cache_sessions:sessions(Template, N),
+    Time = fun(Fun) -> element(1, timer:tc(Fun)) * 1000 / N end,
+    {Writer, Plain} = in_owner(fun() -> {nif_session_cache:init([{role, server}, {shared, Shared}]),
+                                         nif_session_cache:init([{role, server}])} end),
+    UpdateShared = in_owner_time(Writer, Sessions, Time),
+    UpdatePlain = in_owner_time(Plain, Sessions, Time),
+    timer:sleep(500),
+    Reader = nif_session_cache:init([{role, server}, {shared, Shared}]),
+    Lookups = lists:sort([element(1, timer:tc(fun() -> found(nif_session_cache:lookup(Reader, Id)) end))
+                          || {Id, _} <- Sessions]),
+    Flood = nif_session_cache:init([{role, server}, {shared, lists:keystore(max_reads_per_s, 1, Shared,
+                                                                              {max_reads_per_s, 1000})}]),
+    FloodNs = Time(fun() -> [undefined = nif_session_cache:lookup(Flood, crypto:strong_rand_bytes(32))
+                             || _ <- lists:seq(1, N)] end),
+    PlainMissNs = Time(fun() -> [undefined = nif_session_cache:lookup(Plain, crypto:strong_rand_bytes(32))
+                                 || _ <- lists:seq(1, N)] end),
+    #{shared := #{misses := #{absent := Asked}}} = nif_session_cache:info(Flood),
+    [{remote_lookup_us, percentile(Lookups, 50), percentile(Lookups, 99)},
+     {update_ns, UpdateShared, UpdatePlain},
+     {flood_lookup_ns, FloodNs, PlainMissNs, Asked, N}].
+
+%% A remote lookup must find the session, or the latency measured would be a miss's.
+found(undefined) -> erlang:error(remote_session_not_found);
+found(_Session) -> ok.
+
+%% Stores made by (and so owned by) a process that stays alive, which then does the timed updates.
+in_owner(Make) ->
+    Parent = self(),
+    Owner = spawn(fun() -> Parent ! {self(), Make()}, owner_loop() end),
+    receive {Owner, Stores} -> put(bench_owner, Owner), Stores end.
+
+owner_loop() ->
+    receive {run, From, Fun} -> From ! {self(), Fun()}, owner_loop(); stop -> ok end.
+
+in_owner_time(Store, Sessions, Time) ->
+    Owner = get(bench_owner),
+    Owner ! {run, self(), fun() -> Time(fun() -> [ok = nif_session_cache:update(Store, Id, S) || {Id, S} <- Sessions] end) end},
+    receive {Owner, Ns} -> Ns end.
+
+with_redis(Exe, Fun) ->
+    {ok, Socket} = gen_tcp:listen(0, [{ip, {127, 0, 0, 1}}]),
+    {ok, Port} = inet:port(Socket),
+    ok = gen_tcp:close(Socket),
+    Dir = filename:join(os:getenv("TMPDIR", "/tmp"), "nif_session_cache_bench_redis"),
+    ok = filelib:ensure_dir(filename:join(Dir, "x")),
+    OsPort = open_port({spawn_executable, Exe}, [{args, ["--port", integer_to_list(Port), "--bind", "127.0.0.1",
+                                                          "--save", "", "--appendonly", "no", "--dir", Dir]},
+                                                 exit_status]),
+    ok = nif_session_cache_demo:wait_until(fun() -> redis_up(Port) end, 5000),
+    try
+        Fun(iolist_to_binary(io_lib:format("redis://127.0.0.1:~b/", [Port])))
+    after
+        _ = os:cmd(io_lib:format("redis-cli -p ~b shutdown nosave", [Port])),
+        receive {OsPort, {exit_status, _}} -> ok after 5000 -> ok end,
+        case get(bench_owner) of undefined -> ok; Owner -> Owner ! stop end
+    end.
+
+redis_up(Port) ->
+    case gen_tcp:connect({127, 0, 0, 1}, Port, [binary, {active, false}], 200) of
+        {ok, S} -> gen_tcp:close(S), true;
+        {error, _} -> false
+    end.
+
 %%% Scheduler safety
 
 %% Runs the operations that grow with the store on a large one under erlang:system_monitor long_schedule 1 ms,
@@ -512,6 +630,7 @@ print(R) ->
     ok = print_memory(maps:get(memory, R)),
     ok = print_server_cache(maps:get(server_cache, R)),
     ok = print_handshakes(maps:get(handshakes, R)),
+    ok = print_cluster(maps:get(cluster, R)),
     print_scheduler(maps:get(scheduler, R)).
 
 print_operations(#{keys := Shape, size := Size, ops_per_round := N, writes_per_round := W, rows := Rows,
@@ -561,6 +680,26 @@ print_handshakes(Rows) ->
     io:format(Fmt, ["store", "resumed/s", "full/s", "resumed share"]),
     [io:format(Fmt, [atom_to_list(B), num(R), num(F), num(Share)])
      || {B, #{resumed_per_s := R, full_per_s := F, resumed_share := Share}} <- Rows],
+    ok.
+
+print_cluster(skipped) -> ok;
+print_cluster(Rows) ->
+    io:format("~nThe shared level through a local redis-server (two listeners of this VM as two nodes; README, \"Cluster\"):~n"),
+    {_, Local, _} = lists:keyfind(resumed_on_the_node_per_s, 1, Rows),
+    {_, Cross, Share} = lists:keyfind(resumed_across_nodes_per_s, 1, Rows),
+    {_, Full, _} = lists:keyfind(full_per_s, 1, Rows),
+    io:format("handshakes/s, one client: resumed on the node ~s, across nodes ~s (~s resumed), full ~s~n",
+              [num(Local), num(Cross), num(Share), num(Full)]),
+    io:format("  across / on the node: ~s (goal >= 0.9x); across / full: ~s (goal >= 3x)~n",
+              [ratio(Cross, Local), ratio(Cross, Full)]),
+    {_, P50, P99} = lists:keyfind(remote_lookup_us, 1, Rows),
+    io:format("lookup that goes to Redis (us): p50 ~B, p99 ~B (goal: p99 < 1000)~n", [P50, P99]),
+    {_, WithShared, Without} = lists:keyfind(update_ns, 1, Rows),
+    io:format("update with shared ~s ns, without ~s ns: ~s (goal <= 1.2x)~n",
+              [num(WithShared), num(Without), ratio(WithShared, Without)]),
+    {_, FloodNs, PlainNs, Asked, N} = lists:keyfind(flood_lookup_ns, 1, Rows),
+    io:format("~B lookups of random ids: ~s ns each with shared (max_reads_per_s 1000: ~B reached Redis), ~s ns without~n",
+              [N, num(FloodNs), Asked, num(PlainNs)]),
     ok.
 
 print_scheduler(skipped) -> ok;

@@ -1,6 +1,6 @@
 %%% The shared level, across real nodes and a real Redis. Two BEAM nodes (OTP's peer module) each run a TLS 1.2
 %%% listener with our cache and {shared, Opts} in server_session_cb_init_args. A TCP proxy in this node stands in
-%%% for a load balancer: the client sees one address and the test chooses the node behind it. The suite starts
+%%% for a load balancer (nif_session_cache_proxy): the client sees one address and the test chooses the node behind it. The suite starts
 %%% its own redis-server on a free loopback port without persistence (and a three-master Redis Cluster for one
 %%% case), and stops them.
 -module(nif_session_cache_cluster_SUITE).
@@ -40,7 +40,7 @@ init_per_suite(Config) ->
     {Server, Client} = nif_session_cache_demo:tls_options(),
     RedisPort = free_port(),
     _ = start_redis(RedisPort, ?config(priv_dir, Config), []),
-    Proxy = start_proxy(),
+    Proxy = nif_session_cache_proxy:start(),
     Nodes = [start_node() || _ <- [a, b]],
     [{server_opts, Server}, {client_opts, Client}, {redis_port, RedisPort}, {proxy, Proxy},
      {nodes, Nodes} | Config].
@@ -314,7 +314,7 @@ resume(Config, Port, Id) ->
     {Got, Got =:= Id}.
 
 through_proxy(Config, Port, Extra) ->
-    persistent_term:put({?MODULE, target}, Port),
+    ok = nif_session_cache_proxy:target(?config(proxy, Config), Port),
     nif_session_cache_demo:connect(?config(proxy, Config), ?config(client_opts, Config), Extra).
 
 %% A session of the shape OTP's listener cache stores: an id, an internal id {TimeStamp, Unique}, a private key,
@@ -402,36 +402,6 @@ fill(S, Buf, Need) -> fill(S, more(S, Buf), Need).
 more(S, Buf) ->
     {ok, Data} = gen_tcp:recv(S, 0, 2000),
     <<Buf/binary, Data/binary>>.
-
-%%% The proxy: one address for the client; each connection goes to the port in persistent_term.
-
-start_proxy() ->
-    {ok, Listen} = gen_tcp:listen(0, [binary, {active, false}, {ip, {127, 0, 0, 1}}, {reuseaddr, true}]),
-    {ok, Port} = inet:port(Listen),
-    Pid = spawn(fun() -> accept(Listen) end),
-    ok = gen_tcp:controlling_process(Listen, Pid),
-    Port.
-
-accept(Listen) ->
-    case gen_tcp:accept(Listen) of
-        {ok, Client} ->
-            Target = persistent_term:get({?MODULE, target}),
-            {ok, Server} = gen_tcp:connect({127, 0, 0, 1}, Target, [binary, {active, false}]),
-            Pump = fun(From, To) -> spawn(fun() -> pump(From, To) end) end,
-            P1 = Pump(Client, Server),
-            P2 = Pump(Server, Client),
-            ok = gen_tcp:controlling_process(Client, P1),
-            ok = gen_tcp:controlling_process(Server, P2),
-            accept(Listen);
-        {error, closed} ->
-            ok
-    end.
-
-pump(From, To) ->
-    case gen_tcp:recv(From, 0) of
-        {ok, Data} -> ok = gen_tcp:send(To, Data), pump(From, To);
-        {error, _} -> gen_tcp:close(To), gen_tcp:close(From)
-    end.
 
 cluster_port() ->
     case free_port() of
