@@ -37,9 +37,8 @@
 
 %% What a NIF answers when a session is too large for a normal scheduler (nif_session_cache_nif).
 -define(DIRTY, nif_session_cache_dirty).
-%% What lookup/2 answers for a miss, and update/3 for a session stored, in a store with a shared level.
+%% What lookup/2 answers for a miss in a store with a shared level.
 -define(REMOTE, nif_session_cache_remote).
--define(SHARED, nif_session_cache_shared).
 
 -type store() :: nif_session_cache_nif:store().
 
@@ -77,12 +76,9 @@ lookup(Store, Key) ->
 -spec update(store(), term(), term()) -> ok.
 update(Store, Key, Session) ->
     case nif_session_cache_nif:update(Store, Key, Session) of
-        ?DIRTY -> stored(Store, Key, Session, nif_session_cache_nif:update_dirty(Store, Key, Session));
-        Result -> stored(Store, Key, Session, Result)
+        ?DIRTY -> ok_or_raise(nif_session_cache_nif:update_dirty(Store, Key, Session));
+        Result -> ok_or_raise(Result)
     end.
-
-stored(Store, Key, Session, ?SHARED) -> nif_session_cache_shared:publish(Store, Key, Session);
-stored(_Store, _Key, _Session, Result) -> ok_or_raise(Result).
 
 %% Removes Key. Idempotent: deleting a missing key returns ok. Owner only. O(1).
 -spec delete(store(), term()) -> ok.

@@ -9,12 +9,12 @@
 %% The same calls on a dirty CPU scheduler, for sessions too large for a normal one (see dirty()).
 -export([lookup_dirty/2, update_dirty/3, next_dirty/1, fold_dirty/2]).
 %% The shared level (nif_session_cache_shared).
--export([share/2, publish/4, fetch/2, unusable/1]).
+-export([share/2, fetch/2, unusable/1]).
 -export_type([store/0, cursor/0, info/0, write_result/0]).
 
 -nifs([new/1, terminate/1, lookup/2, update/3, delete/2, size/1, select/2, next/1, fold/2,
        info/1, stores/0, lookup_dirty/2, update_dirty/3, next_dirty/1, fold_dirty/2,
-       share/2, publish/4, fetch/2, unusable/1]).
+       share/2, fetch/2, unusable/1]).
 -on_load(load/0).
 
 %% Called directly in each stub, so that dialyzer trusts the stub's spec.
@@ -44,9 +44,9 @@
 %% large to copy on a normal scheduler within a fraction of a millisecond: the caller makes the same call again
 %% through lookup_dirty/2, update_dirty/3, next_dirty/1 or fold_dirty/2, which run on a dirty CPU scheduler.
 -type dirty() :: nif_session_cache_dirty.
-%% lookup/2 answers nif_session_cache_remote for a miss in a store with a shared level, and update/3
-%% nif_session_cache_shared for a session stored in one: the wrapper goes on to Redis (nif_session_cache_shared).
--type shared_marker() :: nif_session_cache_remote | nif_session_cache_shared.
+%% lookup/2 answers nif_session_cache_remote for a miss in a store with a shared level: the wrapper goes on to
+%% Redis (nif_session_cache_shared).
+-type shared_marker() :: nif_session_cache_remote.
 -type miss_reason() :: absent | breaker_open | busy | timeout | error | unsealed | unusable.
 %% A chunk of a fold or select, and whether more follow.
 -type chunk(Item) :: {[Item], done | cursor()}.
@@ -79,10 +79,10 @@ lookup(_Store, _Key) -> ?NOT_LOADED.
 -spec lookup_dirty(store(), term()) -> term().
 lookup_dirty(_Store, _Key) -> ?NOT_LOADED.
 
--spec update(store(), term(), term()) -> write_result() | dirty() | shared_marker().
+-spec update(store(), term(), term()) -> write_result() | dirty().
 update(_Store, _Key, _Session) -> ?NOT_LOADED.
 
--spec update_dirty(store(), term(), term()) -> write_result() | shared_marker().
+-spec update_dirty(store(), term(), term()) -> write_result().
 update_dirty(_Store, _Key, _Session) -> ?NOT_LOADED.
 
 -spec delete(store(), term()) -> write_result().
@@ -106,13 +106,10 @@ next(_Cursor) -> ?NOT_LOADED.
 -spec next_dirty(cursor()) -> chunk(term()).
 next_dirty(_Cursor) -> ?NOT_LOADED.
 
-%% Gives a server store a shared level: Config is checked by nif_session_cache_shared. Owner only.
+%% Gives a server store a shared level: Config is checked by nif_session_cache_shared. Owner only. From then
+%% on, every update also queues the session for Redis, on a writer thread.
 -spec share(store(), map()) -> ok | {error, atom()}.
 share(_Store, _Config) -> ?NOT_LOADED.
-
-%% Seals a session's bytes and queues them for Redis; never waits. Owner only.
--spec publish(store(), binary(), binary(), non_neg_integer()) -> ok | dropped | badarg | not_owner.
-publish(_Store, _Id, _Bytes, _TtlMs) -> ?NOT_LOADED.
 
 %% A session's bytes from Redis, opened, with the lifetime margin in seconds; on a dirty IO scheduler.
 -spec fetch(store(), binary()) -> {ok, binary(), non_neg_integer()} | {miss, miss_reason()}.

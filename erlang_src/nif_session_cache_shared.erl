@@ -1,11 +1,11 @@
 %%% @private
 %%% The shared level's Erlang side. It reads {shared, Opts} from a listener store's init args (OTP passes
-%%% server_session_cb_init_args, or session_cb_init_args, with {role, server}), decides what of a session leaves
-%%% the node, and checks what comes back from Redis before OTP sees it. The NIF (shared.rs) seals, queues and
-%%% fetches bytes; it knows nothing of sessions.
+%%% server_session_cb_init_args, or session_cb_init_args, with {role, server}), and checks what comes back from
+%%% Redis before OTP sees it. What leaves the node is made by the NIF's writer thread (shared.rs, outgoing): the
+%%% session with every field that holds a private key (found by its shape, not by a record position, as positions
+%%% differ between releases) set to undefined, and its time stamp as system time, {?FORMAT, SslVsn, SystemNs,
+%%% Session} in the external format, sealed.
 %%%
-%%% What leaves the node: the session with every field that holds a private key (found by its shape, not by a
-%%% record position, as positions differ between releases) set to undefined, and its time stamp as system time.
 %%% What comes back is returned only if it was made by the same ssl version (so that #session{} has the same
 %%% shape), names the session id it is looked up under, decodes without making atoms, and has more than the
 %%% margin of its lifetime left once its time stamp is rebased into this node's monotonic time: OTP's listener
@@ -13,13 +13,11 @@
 %%% would crash.
 -module(nif_session_cache_shared).
 
--export([attach/3, publish/3, lookup/2]).
+-export([attach/3, lookup/2]).
 %% For the tests.
--export([config/1, outgoing/2, incoming/4]).
+-export([config/1, incoming/4]).
 
 -define(FORMAT, nif_session_cache_shared_v1).
-%% The atoms a private key's term starts with, in public_key's records.
--define(KEY_RECORDS, ['RSAPrivateKey', 'ECPrivateKey', 'DSAPrivateKey', 'PrivateKeyInfo', 'OneAsymmetricKey']).
 -define(DEFAULTS, #{timeout_ms => 50, queue => 10000, max_in_flight => 16, max_reads_per_s => 1000,
                     breaker_threshold => 5,
                     breaker_cool_down_ms => 1000, margin_s => 60}).
@@ -30,7 +28,9 @@
 attach(Store, server, Args) ->
     case shared_opts(Args) of
         {ok, Opts} ->
-            case nif_session_cache_nif:share(Store, config(Opts)) of
+            Release = #{lifetime_s => lifetime(), ssl_vsn => ssl_vsn(),
+                        native_per_s => erlang:convert_time_unit(1, second, native)},
+            case nif_session_cache_nif:share(Store, maps:merge(config(Opts), Release)) of
                 ok -> ok;
                 {error, Option} -> erlang:error({bad_shared_option, Option})
             end;
@@ -101,24 +101,6 @@ keys(Keys) when is_list(Keys) ->
 keys(_) ->
     error.
 
-%% After a session was stored locally: queues it for Redis, if it is a server session whose time stamp can be
-%% found. Never waits.
--spec publish(nif_session_cache_nif:store(), term(), term()) -> ok.
-publish(Store, Id, Session) when is_binary(Id) ->
-    case outgoing(Id, Session) of
-        {ok, Bytes, TtlMs} ->
-            case nif_session_cache_nif:publish(Store, Id, Bytes, TtlMs) of
-                ok -> ok;
-                dropped -> ok;
-                badarg -> erlang:error(badarg);
-                Reason -> erlang:error({badarg, Reason})
-            end;
-        skip ->
-            ok
-    end;
-publish(_Store, _Id, _Session) ->
-    ok.
-
 %% A session from Redis for Id, checked and rebased, or undefined. Runs the Redis read on a dirty IO scheduler.
 -spec lookup(nif_session_cache_nif:store(), term()) -> tuple() | undefined.
 lookup(Store, Id) when is_binary(Id) ->
@@ -136,26 +118,6 @@ lookup(Store, Id) when is_binary(Id) ->
     end;
 lookup(_Store, _Id) ->
     undefined.
-
-%% The bytes that leave the node for Session, and how long Redis keeps them: what is left of its lifetime.
--spec outgoing(binary(), term()) -> {ok, binary(), pos_integer()} | skip.
-outgoing(Id, Session) when is_tuple(Session), element(1, Session) =:= session ->
-    Fields = tuple_to_list(Session),
-    case {lists:member(Id, Fields), time_stamp(Fields)} of
-        {true, {ok, Stamp}} ->
-            AgeMs = erlang:convert_time_unit(erlang:monotonic_time() - Stamp, native, millisecond),
-            TtlMs = lifetime() * 1000 - AgeMs,
-            Sent = list_to_tuple([case private_key(F) of true -> undefined; false -> F end || F <- Fields]),
-            SystemNs = erlang:convert_time_unit(Stamp + erlang:time_offset(), native, nanosecond),
-            case TtlMs > 0 of
-                true -> {ok, term_to_binary({?FORMAT, ssl_vsn(), SystemNs, Sent}), TtlMs};
-                false -> skip
-            end;
-        _ ->
-            skip
-    end;
-outgoing(_Id, _Session) ->
-    skip.
 
 %% Session from the bytes Redis held for Id, if this node can use it: same ssl version, a session tuple that
 %% names Id, and more than MarginS seconds of LifetimeS left once rebased.
@@ -183,7 +145,7 @@ incoming(Id, Bytes, MarginS, LifetimeS) ->
     end.
 
 %% The session's time stamp: the integer T of the field next to an internal id {T, Unique}, as OTP's listener
-%% cache sets them.
+%% cache sets them. The same rule as the NIF's (shared.rs, time_stamp).
 time_stamp(Fields) ->
     Stamps = [T || {T, U} <- Fields, is_integer(T), is_integer(U), lists:member(T, Fields)],
     case Stamps of
@@ -194,16 +156,6 @@ time_stamp(Fields) ->
 rebase(Stamp, Stamp, Local) -> Local;
 rebase({Stamp, Unique}, Stamp, Local) when is_integer(Unique) -> {Local, Unique};
 rebase(Field, _Stamp, _Local) -> Field.
-
-%% Whether a field holds the listener's private key: a public_key private key record, one with its
-%% parameters ({Key, Params}, RSA-PSS), or a key held by an engine or a signing fun (a map).
-private_key(Key) when is_tuple(Key), tuple_size(Key) > 0 ->
-    lists:member(element(1, Key), ?KEY_RECORDS)
-        orelse (tuple_size(Key) =:= 2 andalso private_key(element(1, Key)));
-private_key(#{} = Key) ->
-    is_map_key(engine, Key) orelse is_map_key(sign_fun, Key) orelse is_map_key(key_id, Key);
-private_key(_) ->
-    false.
 
 lifetime() ->
     case application:get_env(ssl, session_lifetime) of

@@ -6,9 +6,8 @@ rustler::atoms! {
     done,
     // A call's work is too large for a normal scheduler: the Erlang wrapper retries it on a dirty one.
     dirty = "nif_session_cache_dirty",
-    // A lookup missed in a store with a shared level, or an update stored in one: the wrapper goes on to Redis.
+    // A lookup missed in a store with a shared level: the wrapper goes on to Redis.
     remote_marker = "nif_session_cache_remote",
-    shared_marker = "nif_session_cache_shared",
     // The key of info/1's map of the shared level.
     shared,
     badarg,

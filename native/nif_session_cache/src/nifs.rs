@@ -5,7 +5,7 @@
 //! that grows with one session is bounded by `SCHEDULER_BUDGET`: a call whose session costs more returns
 //! `nif_session_cache_dirty` having done at most that much, and the Erlang wrapper makes the same call again
 //! through its `_dirty` twin, which runs on a dirty CPU scheduler without a budget.
-use rustler::{Atom, Encoder, Env, NifResult, ResourceArc, Term};
+use rustler::{Atom, Binary, Encoder, Env, NifResult, ResourceArc, Term};
 
 use crate::atoms;
 use crate::error::{write_outcome, CacheError};
@@ -142,8 +142,15 @@ fn write<'a>(
         writable(env, store).and_then(|store| {
             with_store_key(key, |encoded| {
                 let packed = Packed::pack(key, session, encoded.bytes(), &store.interner, budget)?;
+                // A listener's store with a shared level queues the entry for Redis once stored (`shared.rs`):
+                // a counted reference and a queue slot, the rest happens on its writer thread.
+                let publish = store.shared.get().zip(Binary::from_term(key).ok());
+                let published = publish.as_ref().map(|_| packed.clone());
                 // A replaced entry is freed here, unless a cursor still holds it: its secrets wiped, O(1).
                 store.store.insert_ref(encoded, packed)?;
+                if let (Some((shared, id)), Some(entry)) = (publish, published) {
+                    shared::publish(shared, id.as_slice(), &entry);
+                }
                 Ok(())
             })?
         })
@@ -151,14 +158,7 @@ fn write<'a>(
     // The store's locks recover from poisoning (`session_store::sync`), so nothing unwound here is reused broken.
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(write))
         .unwrap_or(Err(CacheError::Internal));
-    // Stored, in a store with a shared level: the wrapper publishes the session (`shared.rs`).
-    let shared = outcome.is_ok()
-        && StoreResource::from_term(store).is_ok_and(|store| store.shared.get().is_some());
-    if shared {
-        atoms::shared_marker()
-    } else {
-        write_outcome(outcome)
-    }
+    write_outcome(outcome)
 }
 
 /// Removes `key` if present; owner only. A key the store could not hold is absent, so deleting it is `ok`.

@@ -1,32 +1,51 @@
 //! The glue of the shared level (`session_share`): a server store may be given a namespace, sealing keys and a
-//! Redis to share its sessions with other nodes. The Erlang side (`nif_session_cache_shared.erl`) decides what
-//! of a session leaves the node and checks what comes back; here sessions are only bytes to seal and open.
+//! Redis to share its sessions with other nodes.
 //!
-//! `share/2` attaches the level (owner only). `publish/4` seals a session's bytes and queues them for Redis,
-//! never waiting. `fetch/2` asks Redis on a dirty IO scheduler, within the timeout, and opens what it finds.
+//! `share/2` attaches the level (owner only). After each insert into such a store, `publish` queues the entry
+//! for the writer thread, which is all the owner pays: there, the session is rebuilt from the entry's bytes in an
+//! environment of its own, stripped of every private key, its time stamp turned into system time, encoded and
+//! sealed. What comes back is checked by the Erlang side (`nif_session_cache_shared.erl`, `incoming/4`) before
+//! OTP sees it: `fetch/2` asks Redis on a dirty IO scheduler, within the timeout, and opens what it finds.
 //! Errors are returned as atoms, never raised: `share/2`'s arguments hold the keys, and a NIF exception would put
 //! them in a stack trace.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use once_cell::sync::OnceCell;
-use rustler::{Atom, Binary, Encoder, Env, NifResult, OwnedBinary, Term};
+use rustler::env::OwnedEnv;
+use rustler::sys::{enif_monotonic_time, enif_time_offset, ErlNifTimeUnit, ERL_NIF_TIME_ERROR};
+use rustler::types::map::MapIterator;
+use rustler::{Atom, Binary, Encoder, Env, NifResult, OwnedBinary, Term, TermType};
 use session_share::breaker::State;
 use session_share::remote::{redis_key, Config, ConfigError, Remote};
 use session_share::seal::{KeyError, Keys, OpenError};
 use session_share::stats::Miss;
+use zeroize::Zeroizing;
 
 use crate::atoms;
 use crate::error::CacheError;
+use crate::packed::Packed;
+use crate::raw;
 use crate::resource::StoreResource;
 
 /// A store's shared level.
 pub struct Shared {
-    namespace: Vec<u8>,
-    keys: Keys,
+    /// What the writer thread needs to make a session's blob.
+    sealing: Arc<Sealing>,
     remote: Remote,
     /// Seconds of lifetime a session found in Redis must have left to be returned (the Erlang side checks).
     margin_s: u64,
+}
+
+struct Sealing {
+    namespace: Vec<u8>,
+    keys: Keys,
+    /// ssl's `session_lifetime`, and its version, which a session's shape depends on (`incoming/4` checks it).
+    lifetime_s: u64,
+    ssl_vsn: Vec<u8>,
+    /// Units of `erlang:monotonic_time/0` in a second: a session's time stamp is in them.
+    native_per_s: u64,
 }
 
 /// Where a store keeps its shared level, once given.
@@ -43,6 +62,9 @@ rustler::atoms! {
     breaker_threshold,
     breaker_cool_down_ms,
     margin_s,
+    lifetime_s,
+    ssl_vsn,
+    native_per_s,
     already_shared,
     state,
     closed,
@@ -60,7 +82,7 @@ rustler::atoms! {
     max,
     miss,
     error,
-    dropped,
+    format_v1 = "nif_session_cache_shared_v1",
     // Miss reasons (`session_share::stats::Miss`).
     absent,
     breaker_open,
@@ -110,9 +132,15 @@ fn share<'a>(env: Env<'a>, store: Term<'a>, config: Term<'a>) -> Term<'a> {
             ConfigError::Zero => timeout_ms(),
             ConfigError::NoThread => atoms::enomem(),
         })?;
+        let ssl_version: Binary = field(ssl_vsn())?.decode().map_err(|_| ssl_vsn())?;
         let shared = Shared {
-            namespace: namespace.as_slice().to_vec(),
-            keys: sealing,
+            sealing: Arc::new(Sealing {
+                namespace: namespace.as_slice().to_vec(),
+                keys: sealing,
+                lifetime_s: number(lifetime_s())?,
+                ssl_vsn: ssl_version.as_slice().to_vec(),
+                native_per_s: number(native_per_s())?.max(1),
+            }),
             remote,
             margin_s: number(margin_s())?,
         };
@@ -124,34 +152,147 @@ fn share<'a>(env: Env<'a>, store: Term<'a>, config: Term<'a>) -> Term<'a> {
     }
 }
 
-/// Seals `session` (a session's bytes, as the Erlang side made them) for session `id` and queues it to be kept
-/// in Redis for `ttl_ms`. Owner only. Never waits: a full queue drops it, counted. Returns `ok`, `dropped`, or
-/// an error atom. Normal scheduler, O(size of the session): about a microsecond a kilobyte.
-#[rustler::nif]
-fn publish<'a>(
-    env: Env<'a>,
-    store: Term<'a>,
-    id: Binary<'a>,
-    session: Binary<'a>,
-    ttl_ms: u64,
-) -> Atom {
-    let outcome = (|| -> Result<Atom, Atom> {
-        let store = StoreResource::from_term(store).map_err(|_| atoms::badarg())?;
-        store.check_writer(env).map_err(CacheError::atom)?;
-        let shared = store.shared.get().ok_or(atoms::badarg())?;
-        let blob = shared
-            .keys
-            .seal(&shared.namespace, id.as_slice(), session.as_slice());
-        let key = redis_key(&shared.namespace, id.as_slice());
-        Ok(
-            if shared.remote.put(key, blob, Duration::from_millis(ttl_ms)) {
-                atoms::ok()
-            } else {
-                dropped()
-            },
+/// Queues `packed`, just stored under the server session id `id`, for Redis. Never waits: a full queue drops it,
+/// counted. The work (rebuilding, stripping, encoding, sealing) happens on the writer thread (`outgoing`).
+pub fn publish(shared: &Shared, id: &[u8], packed: &Packed) {
+    // Read here, on the scheduler: the VM answers time questions only on its own threads.
+    // SAFETY: both only read the VM's clocks, and this is a scheduler thread.
+    let clock = unsafe {
+        Clock {
+            now_ns: enif_monotonic_time(ErlNifTimeUnit::ERL_NIF_NSEC),
+            offset_ns: enif_time_offset(ErlNifTimeUnit::ERL_NIF_NSEC),
+        }
+    };
+    if clock.now_ns == ERL_NIF_TIME_ERROR || clock.offset_ns == ERL_NIF_TIME_ERROR {
+        return;
+    }
+    let sealing = Arc::clone(&shared.sealing);
+    let packed = packed.clone();
+    let session_id = id.to_vec();
+    let key = redis_key(&sealing.namespace, id);
+    shared.remote.put(
+        key,
+        Box::new(move || {
+            let (bytes, ttl) = outgoing(&packed, &sealing, clock)?;
+            Some((
+                sealing.keys.seal(&sealing.namespace, &session_id, &bytes),
+                ttl,
+            ))
+        }),
+    );
+}
+
+/// The VM's monotonic time and its offset to system time, in nanoseconds, when a session was stored.
+#[derive(Clone, Copy)]
+struct Clock {
+    now_ns: i64,
+    offset_ns: i64,
+}
+
+/// What leaves the node for the session in `packed`, and for how long Redis keeps it: `{FORMAT, SslVsn,
+/// SystemNs, Session}` in the external term format, `Session` with every private key set to `undefined`, and
+/// `SystemNs` its time stamp as system time in nanoseconds. `None` for a term that is no OTP server session
+/// (no time stamp next to an internal id `{Stamp, Unique}`), or one past its lifetime. Runs on the writer
+/// thread, in an environment of its own; the encoding is wiped once sealed.
+fn outgoing(
+    packed: &Packed,
+    sealing: &Sealing,
+    clock: Clock,
+) -> Option<(Zeroizing<Vec<u8>>, Duration)> {
+    let workspace = OwnedEnv::new();
+    workspace.run(|env| {
+        let session = packed.session(env)?;
+        let fields: Vec<Term> = raw::tuple_elements(session)?.collect();
+        if fields.first()?.atom_to_string().ok()? != "session" {
+            return None;
+        }
+        let stamp = time_stamp(&fields)?;
+        let Clock { now_ns, offset_ns } = clock;
+        let stamp_ns =
+            i64::try_from(i128::from(stamp) * 1_000_000_000 / i128::from(sealing.native_per_s))
+                .ok()?;
+        let age_ms = now_ns.saturating_sub(stamp_ns).max(0) as u64 / 1_000_000;
+        let ttl_ms = sealing
+            .lifetime_s
+            .saturating_mul(1000)
+            .checked_sub(age_ms)
+            .filter(|&ms| ms > 0)?;
+        let sent: Vec<Term> = fields
+            .iter()
+            .map(|&field| {
+                if private_key(field) {
+                    atoms::undefined().encode(env)
+                } else {
+                    field
+                }
+            })
+            .collect();
+        let mut vsn = OwnedBinary::new(sealing.ssl_vsn.len())?;
+        vsn.as_mut_slice().copy_from_slice(&sealing.ssl_vsn);
+        let payload = (
+            format_v1(),
+            Binary::from_owned(vsn, env),
+            stamp_ns.saturating_add(offset_ns),
+            rustler::types::tuple::make_tuple(env, &sent),
         )
-    })();
-    outcome.unwrap_or_else(|error| error)
+            .encode(env);
+        let bytes = raw::external(payload, |bytes| Zeroizing::new(bytes.to_vec()))?;
+        Some((bytes, Duration::from_millis(ttl_ms)))
+    })
+}
+
+/// The session's time stamp: the integer `Stamp` of a field next to an internal id `{Stamp, Unique}`, as OTP's
+/// listener cache sets them. The same rule as `nif_session_cache_shared:time_stamp/1`.
+fn time_stamp(fields: &[Term]) -> Option<i64> {
+    let integers: Vec<i64> = fields
+        .iter()
+        .filter_map(|f| f.decode::<i64>().ok())
+        .collect();
+    let mut stamps = fields.iter().filter_map(|field| {
+        let mut pair = raw::tuple_elements(*field).filter(|pair| pair.len() == 2)?;
+        let (stamp, unique) = (
+            pair.next()?.decode::<i64>().ok()?,
+            pair.next()?.decode::<i64>().ok()?,
+        );
+        let _ = unique;
+        integers.contains(&stamp).then_some(stamp)
+    });
+    let stamp = stamps.next()?;
+    stamps.next().is_none().then_some(stamp)
+}
+
+/// Whether a field holds the listener's private key: a `public_key` private key record, one with its parameters
+/// (`{Key, Params}`, RSA-PSS), or a key held by an engine or a signing fun (a map with `engine`, `sign_fun` or
+/// `key_id`).
+fn private_key(field: Term) -> bool {
+    const KEY_RECORDS: [&str; 5] = [
+        "RSAPrivateKey",
+        "ECPrivateKey",
+        "DSAPrivateKey",
+        "PrivateKeyInfo",
+        "OneAsymmetricKey",
+    ];
+    match field.get_type() {
+        TermType::Tuple => {
+            let Some(elements) = raw::tuple_elements(field) else {
+                return false;
+            };
+            let elements: Vec<Term> = elements.collect();
+            let record = elements
+                .first()
+                .and_then(|tag| tag.atom_to_string().ok())
+                .is_some_and(|tag| KEY_RECORDS.contains(&tag.as_str()));
+            record || (elements.len() == 2 && private_key(elements[0]))
+        }
+        TermType::Map => MapIterator::new(field)
+            .into_iter()
+            .flatten()
+            .any(|(key, _)| {
+                key.atom_to_string()
+                    .is_ok_and(|name| matches!(name.as_str(), "engine" | "sign_fun" | "key_id"))
+            }),
+        _ => false,
+    }
 }
 
 /// The session bytes kept in Redis for `id`, opened: `{ok, Bytes, MarginS}`, or `{miss, Reason}`. Dirty IO
@@ -161,12 +302,13 @@ fn publish<'a>(
 fn fetch<'a>(env: Env<'a>, store: Term<'a>, id: Binary<'a>) -> NifResult<Term<'a>> {
     let store = StoreResource::from_term(store)?;
     let shared = store.shared.get().ok_or(rustler::Error::BadArg)?;
-    let key = redis_key(&shared.namespace, id.as_slice());
+    let key = redis_key(&shared.sealing.namespace, id.as_slice());
     let blob = match shared.remote.get(&key) {
         Ok(blob) => blob,
         Err(why) => return Ok((miss(), reason(why)).encode(env)),
     };
-    match shared.keys.open(&shared.namespace, id.as_slice(), &blob) {
+    let sealing = &shared.sealing;
+    match sealing.keys.open(&sealing.namespace, id.as_slice(), &blob) {
         Ok(session) => {
             let mut bytes =
                 OwnedBinary::new(session.len()).ok_or(rustler::Error::RaiseAtom("enomem"))?;

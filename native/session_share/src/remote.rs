@@ -53,11 +53,14 @@ pub enum ConfigError {
     NoThread,
 }
 
-/// A session to write: its Redis key, its sealed blob, and how long Redis keeps it.
+/// Makes, on the writer thread, what a write stores and for how long: the caller's path only queues it. `None`:
+/// nothing to store after all.
+pub type Make = Box<dyn FnOnce() -> Option<(Vec<u8>, Duration)> + Send>;
+
+/// A write: its Redis key, and what makes its value.
 struct Write {
     key: Vec<u8>,
-    blob: Vec<u8>,
-    ttl: Duration,
+    make: Make,
 }
 
 enum Target {
@@ -161,16 +164,21 @@ impl Remote {
         Ok(Remote { shared, queue })
     }
 
-    /// Queues `blob` to be stored under `key` for `ttl`. Never waits: with the queue full, the write is dropped
-    /// and counted. Returns whether it was queued.
-    pub fn put(&self, key: Vec<u8>, blob: Vec<u8>, ttl: Duration) -> bool {
-        match self.queue.try_send(Write { key, blob, ttl }) {
+    /// Queues a write under `key`, whose value and lifetime `make` makes on the writer thread. Never waits: with
+    /// the queue full, the write is dropped and counted. Returns whether it was queued.
+    pub fn put(&self, key: Vec<u8>, make: Make) -> bool {
+        match self.queue.try_send(Write { key, make }) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.shared.stats.drop_write();
                 false
             }
         }
+    }
+
+    /// Queues `blob` to be stored under `key` for `ttl`, as `put` does.
+    pub fn put_blob(&self, key: Vec<u8>, blob: Vec<u8>, ttl: Duration) -> bool {
+        self.put(key, Box::new(move || Some((blob, ttl))))
     }
 
     /// The blob under `key`, asked of Redis within the timeout. Blocks the calling thread: call it off the
@@ -264,18 +272,20 @@ impl Shared {
     fn write_all(&self, writes: Receiver<Write>) {
         let mut conn: Option<Conn> = None;
         for write in writes {
+            // Made first: a write the breaker lets through as its probe must then be tried, to report.
+            let Some((blob, ttl)) = (write.make)() else {
+                continue;
+            };
             if !self.breaker.allow(Instant::now()) {
                 self.stats.drop_write();
                 continue;
             }
-            let ttl_ms = u64::try_from(write.ttl.as_millis())
-                .unwrap_or(u64::MAX)
-                .max(1);
+            let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
             let deadline = Instant::now() + self.timeout;
             let (result, kept) = self.call(conn.take(), deadline, |open| {
                 redis::cmd("SET")
                     .arg(&write.key)
-                    .arg(&write.blob)
+                    .arg(&blob)
                     .arg("PX")
                     .arg(ttl_ms)
                     .query::<()>(open.as_dyn())

@@ -113,7 +113,7 @@ fn a_written_blob_is_read_back_and_expires_with_its_ttl() {
     let remote = Remote::start(config(vec![server.url()])).expect("valid config");
     let key = redis_key(b"fleet", &[7; 32]);
     assert_eq!(remote.get(&key), Err(Miss::Absent));
-    assert!(remote.put(key.clone(), b"sealed".to_vec(), Duration::from_millis(300)));
+    assert!(remote.put_blob(key.clone(), b"sealed".to_vec(), Duration::from_millis(300)));
     assert_eq!(get_soon(&remote, &key), Ok(b"sealed".to_vec()));
     thread::sleep(Duration::from_millis(400));
     assert_eq!(remote.get(&key), Err(Miss::Absent));
@@ -129,7 +129,7 @@ fn redis_down_is_bounded_misses_an_open_breaker_and_then_a_recovery() {
     let server = Server::start_on(port, &[]);
     let remote = Remote::start(config(vec![server.url()])).expect("valid config");
     let key = redis_key(b"fleet", b"id");
-    remote.put(key.clone(), b"v1".to_vec(), Duration::from_secs(60));
+    remote.put_blob(key.clone(), b"v1".to_vec(), Duration::from_secs(60));
     assert_eq!(get_soon(&remote, &key), Ok(b"v1".to_vec()));
     drop(server);
     // Each failure is quick (the port refuses), and after three the breaker stops asking.
@@ -151,7 +151,7 @@ fn redis_down_is_bounded_misses_an_open_breaker_and_then_a_recovery() {
     thread::sleep(Duration::from_millis(250));
     assert_eq!(remote.get(&key), Err(Miss::Absent));
     assert_eq!(remote.breaker(), State::Closed);
-    remote.put(key.clone(), b"v2".to_vec(), Duration::from_secs(60));
+    remote.put_blob(key.clone(), b"v2".to_vec(), Duration::from_secs(60));
     assert_eq!(get_soon(&remote, &key), Ok(b"v2".to_vec()));
 }
 
@@ -189,7 +189,7 @@ fn a_silent_redis_fills_the_queue_and_bounds_reads_in_flight() {
     let start = Instant::now();
     let queued = (0..10)
         .filter(|i| {
-            remote.put(
+            remote.put_blob(
                 redis_key(b"fleet", &[*i]),
                 vec![0; 8],
                 Duration::from_secs(1),
@@ -284,7 +284,7 @@ fn a_three_master_cluster_stores_and_reads_keys_of_every_slot() {
         Remote::start(config(servers.iter().map(Server::url).collect())).expect("valid config");
     let keys: Vec<Vec<u8>> = (0..32u8).map(|i| redis_key(b"fleet", &[i; 32])).collect();
     for key in &keys {
-        assert!(remote.put(key.clone(), key.clone(), Duration::from_secs(60)));
+        assert!(remote.put_blob(key.clone(), key.clone(), Duration::from_secs(60)));
     }
     for key in &keys {
         assert_eq!(get_soon(&remote, key).as_ref(), Ok(key));
