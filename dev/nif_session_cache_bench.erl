@@ -487,13 +487,18 @@ handshakes_across(N) ->
               end,
     Ids = [Connect(PortA, [{reuse_sessions, save}]) || _ <- lists:seq(1, 2 * N)],
     timer:sleep(500), % the writes to Redis are asynchronous
-    {Local, Cross} = lists:split(N, Ids),
     Rate = fun(Port, Offered) ->
                    {Us, Got} = timer:tc(fun() -> [Connect(Port, [{reuse_session, Id}]) || Id <- Offered] end),
                    {length(Offered) * 1000000 / Us, length([I || {I, I} <- lists:zip(Got, Offered)]) / length(Offered)}
            end,
-    {LocalRate, LocalShare} = Rate(PortA, Local),
-    {CrossRate, CrossShare} = Rate(PortB, Cross),
+    %% In four rounds, the two kinds taking turns, so that both see the same moments of this shared machine;
+    %% each session is offered once, so each resumption across nodes goes to Redis.
+    Rounds = [lists:split(length(Chunk) div 2, Chunk) || Chunk <- chunks(Ids, max(2, length(Ids) div 4))],
+    Samples = [{Rate(PortA, Local), Rate(PortB, Cross)} || {Local, Cross} <- Rounds],
+    LocalRate = median([R || {{R, _}, _} <- Samples]),
+    CrossRate = median([R || {_, {R, _}} <- Samples]),
+    LocalShare = lists:min([S || {{_, S}, _} <- Samples]),
+    CrossShare = lists:min([S || {_, {_, S}} <- Samples]),
     {FullUs, _} = timer:tc(fun() -> [Connect(PortA, [{reuse_sessions, false}]) || _ <- lists:seq(1, N)] end),
     ok = ssl:close(A),
     ok = ssl:close(B),
@@ -688,7 +693,7 @@ print_cluster(Rows) ->
     {_, Local, _} = lists:keyfind(resumed_on_the_node_per_s, 1, Rows),
     {_, Cross, Share} = lists:keyfind(resumed_across_nodes_per_s, 1, Rows),
     {_, Full, _} = lists:keyfind(full_per_s, 1, Rows),
-    io:format("handshakes/s, one client: resumed on the node ~s, across nodes ~s (~s resumed), full ~s~n",
+    io:format("handshakes/s, one client, median of 4 alternated rounds: resumed on the node ~s, across nodes ~s (~s resumed), full ~s~n",
               [num(Local), num(Cross), num(Share), num(Full)]),
     io:format("  across / on the node: ~s (goal >= 0.9x); across / full: ~s (goal >= 3x)~n",
               [ratio(Cross, Local), ratio(Cross, Full)]),

@@ -105,6 +105,8 @@ pub struct Remote {
 
 /// Connections kept for reads when idle.
 const POOL_MAX: usize = 4;
+/// Writes sent together in one pipelined round trip, at most.
+const BATCH: usize = 64;
 /// The read rate is counted in windows of a tenth of a second.
 const WINDOWS_PER_S: u32 = 10;
 const WINDOW: Duration = Duration::from_millis(100);
@@ -268,37 +270,63 @@ impl Shared {
     }
 
     /// The writer thread: one connection, made again after any failure; writes refused while the breaker is
-    /// open. Ends when the `Remote` is dropped and the queue is empty.
+    /// open. Writes waiting in the queue go together, up to `BATCH`, in one pipelined round trip. Ends when the
+    /// `Remote` is dropped and the queue is empty.
     fn write_all(&self, writes: Receiver<Write>) {
         let mut conn: Option<Conn> = None;
-        for write in writes {
-            // Made first: a write the breaker lets through as its probe must then be tried, to report.
-            let Some((blob, ttl)) = (write.make)() else {
-                continue;
-            };
-            if !self.breaker.allow(Instant::now()) {
-                self.stats.drop_write();
+        while let Ok(first) = writes.recv() {
+            let mut batch = vec![first];
+            while batch.len() < BATCH {
+                match writes.try_recv() {
+                    Ok(write) => batch.push(write),
+                    Err(_) => break,
+                }
+            }
+            // Made first: a batch the breaker lets through as its probe must then be tried, to report.
+            let made: Vec<(Vec<u8>, Vec<u8>, u64)> = batch
+                .into_iter()
+                .filter_map(|write| {
+                    let (blob, ttl) = (write.make)()?;
+                    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+                    Some((write.key, blob, ttl_ms))
+                })
+                .collect();
+            if made.is_empty() {
                 continue;
             }
-            let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            if !self.breaker.allow(Instant::now()) {
+                made.iter().for_each(|_| self.stats.drop_write());
+                continue;
+            }
+            let set = |key: &[u8], blob: &[u8], ttl_ms: u64| {
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(key).arg(blob).arg("PX").arg(ttl_ms);
+                cmd
+            };
             let deadline = Instant::now() + self.timeout;
-            let (result, kept) = self.call(conn.take(), deadline, |open| {
-                redis::cmd("SET")
-                    .arg(&write.key)
-                    .arg(&blob)
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .query::<()>(open.as_dyn())
+            let (result, kept) = self.call(conn.take(), deadline, |open| match open {
+                // One server: one pipelined round trip for the batch.
+                Conn::Single(_) => {
+                    let mut pipeline = redis::pipe();
+                    for (key, blob, ttl_ms) in &made {
+                        pipeline.add_command(set(key, blob, *ttl_ms)).ignore();
+                    }
+                    pipeline.query::<()>(open.as_dyn())
+                }
+                // A cluster: the keys live on different masters, so one command each.
+                Conn::Cluster(_) => made.iter().try_for_each(|(key, blob, ttl_ms)| {
+                    set(key, blob, *ttl_ms).query::<()>(open.as_dyn())
+                }),
             });
             conn = kept;
             match result {
                 Ok(()) => {
                     self.breaker.success();
-                    self.stats.set();
+                    made.iter().for_each(|_| self.stats.set());
                 }
                 Err(_) => {
                     self.breaker.failure(Instant::now());
-                    self.stats.write_error();
+                    made.iter().for_each(|_| self.stats.write_error());
                 }
             }
         }
