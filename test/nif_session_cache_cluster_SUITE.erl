@@ -17,6 +17,7 @@
          a_session_with_too_little_lifetime_left_is_not_returned/1,
          redis_never_holds_a_secret_in_clear/1,
          a_flood_of_unknown_ids_costs_at_most_the_read_rate/1,
+         remote_bytes_make_no_atoms_and_odd_shapes_are_misses/1,
          bad_shared_options_fail_init_naming_the_option_not_the_value/1]).
 %% Run on the peer nodes.
 -export([listener/2, server_session/1, shared_info/0, listener_caches/0]).
@@ -30,6 +31,7 @@ all() ->
      a_session_with_too_little_lifetime_left_is_not_returned,
      redis_never_holds_a_secret_in_clear,
      a_flood_of_unknown_ids_costs_at_most_the_read_rate,
+     remote_bytes_make_no_atoms_and_odd_shapes_are_misses,
      bad_shared_options_fail_init_naming_the_option_not_the_value].
 
 -define(KEY, <<16#5eed:256>>).
@@ -221,6 +223,47 @@ a_flood_of_unknown_ids_costs_at_most_the_read_rate(Config) ->
     ?assertEqual(2000, Asked + Refused),
     %% 20 reads per tenth of a second, over however many tenths the flood lasted (one more for a partial one).
     ?assert(Asked =< 20 * (Elapsed div 100 + 2), {Asked, Elapsed}).
+
+%% What the Erlang side accepts from Redis, once opened: only {Format, SslVsn, SystemNs, Session} of this node's
+%% ssl version, naming the id looked up, with a time stamp next to its internal id; anything else is unusable,
+%% and decoding never makes an atom.
+remote_bytes_make_no_atoms_and_odd_shapes_are_misses(_Config) ->
+    Id = crypto:strong_rand_bytes(32),
+    {ok, Vsn} = application:get_key(ssl, vsn),
+    Stamp = erlang:monotonic_time(),
+    SystemNs = erlang:convert_time_unit(Stamp + erlang:time_offset(), native, nanosecond),
+    Session = {session, Id, {Stamp, 7}, undefined, <<9:384>>, Stamp},
+    Payload = fun(Fields) -> term_to_binary(list_to_tuple(Fields)) end,
+    Good = [nif_session_cache_shared_v1, list_to_binary(Vsn), SystemNs, Session],
+    Incoming = fun(Bytes) -> nif_session_cache_shared:incoming(Id, Bytes, 60, 86400) end,
+    ?assertMatch({ok, {session, Id, {_, 7}, undefined, <<9:384>>, _}}, Incoming(Payload(Good))),
+    %% A session field that is an atom this VM has never seen: refused by binary_to_term's safe mode, and not
+    %% created. The same bytes with a known atom there are accepted, so the atom is the only reason.
+    WithAtom = term_to_binary({nif_session_cache_shared_v1, list_to_binary(Vsn), SystemNs,
+                               setelement(4, Session, placeholder_atom_xyz)}, [{minor_version, 2}]),
+    ?assertMatch({ok, _}, Incoming(WithAtom)),
+    Unknown = <<"nif_session_cache_never_seen_", (integer_to_binary(erlang:unique_integer([positive])))/binary>>,
+    WithNewAtom = replace_atom(WithAtom, <<"placeholder_atom_xyz">>, Unknown),
+    ?assertNotEqual(WithAtom, WithNewAtom),
+    ?assertEqual(unusable, Incoming(WithNewAtom)),
+    ?assertError(badarg, binary_to_existing_atom(Unknown)),
+    Unusable = [Payload([nif_session_cache_shared_v1, <<"0.0">>, SystemNs, Session]),         % another ssl version
+                Payload([other_format, list_to_binary(Vsn), SystemNs, Session]),              % another format
+                Payload([nif_session_cache_shared_v1, list_to_binary(Vsn), SystemNs,
+                         setelement(2, Session, <<0:256>>)]),                                  % another id
+                Payload([nif_session_cache_shared_v1, list_to_binary(Vsn), SystemNs,
+                         setelement(3, Session, no_internal_id)]),                             % no time stamp
+                Payload([nif_session_cache_shared_v1, list_to_binary(Vsn), SystemNs, {not_a_session, Id}]),
+                term_to_binary(Session),
+                <<131, 255, 0>>,                                                               % not a term
+                <<>>],
+    [?assertEqual(unusable, Incoming(Bytes)) || Bytes <- Unusable].
+
+%% Bytes with every occurrence of From's external form as a small UTF-8 atom changed into To's.
+replace_atom(Bytes, From, To) ->
+    Old = <<119, (byte_size(From)), From/binary>>,
+    New = <<119, (byte_size(To)), To/binary>>,
+    binary:replace(Bytes, Old, New, [global]).
 
 bad_shared_options_fail_init_naming_the_option_not_the_value(Config) ->
     Good = shared(Config, <<"ns">>, [?KEY]),
