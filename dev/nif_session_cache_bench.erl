@@ -328,9 +328,17 @@ write_until_done(Mod, Store, Replacements, Readers, Times) ->
 
 %% Bytes per session: the growth of erlang:memory(total) when an owner process fills a store (the certificate
 %% payloads, shared with the sessions this process holds, are not in it), and the store's own figure.
+%% Two sessions: the benchmark's busy one (a peer certificate, a 2048-bit key), with client keys, and a plain
+%% server session, OTP's own from a TLS 1.2 handshake without a client certificate (no peer certificate; the
+%% listener's certificate chain and key shared by all), with server keys: the case nginx documents.
 memory(Template, O) ->
     Size = min(100000, lists:max(maps:get(sizes, O))),
-    Entries = [{client_key(Id, maps:get(hosts, O)), S} || {Id, S} <- sessions(Template, Size)],
+    Busy = memory_of([{client_key(Id, maps:get(hosts, O)), S} || {Id, S} <- sessions(Template, Size)]),
+    Plain = memory_of(nif_session_cache_sessions:sessions(nif_session_cache_sessions:server_template(), Size)),
+    Busy#{plain => Plain}.
+
+memory_of(Entries) ->
+    Size = length(Entries),
     Etf = lists:sum([byte_size(term_to_binary(S)) || {_, S} <- lists:sublist(Entries, 1000)]) / min(1000, Size),
     %% Measured: what the VM holds outside process heaps (ETS tables, binaries, resource objects, NIF
     %% allocations), plus the owner's own memory (for gb_trees, the tree is its heap). The benchmark process's
@@ -660,9 +668,19 @@ print_concurrency(#{size := Size, rows := Rows}) ->
      || {R, [{_, O}, {_, E}]} <- Rows],
     ok.
 
-print_memory(#{size := Size, etf_bytes := Etf, stores := Stores}) ->
+print_memory(#{size := Size, etf_bytes := Etf, stores := Stores, plain := Plain}) ->
     io:format("~nMemory per session at ~B entries (bytes; measured: growth of erlang:memory(system) plus the owner process's memory; reported: the store's own figure):~n", [Size]),
-    io:format("term_to_binary size: ~s~n", [num(Etf)]),
+    io:format("the benchmark's busy session (client keys), term_to_binary size: ~s~n", [num(Etf)]),
+    print_memory_rows(Stores),
+    #{etf_bytes := PlainEtf, stores := PlainStores} = Plain,
+    io:format("a plain server session, OTP's own without a client certificate (server keys), term_to_binary size: ~s~n",
+              [num(PlainEtf)]),
+    print_memory_rows(PlainStores),
+    io:format("~-28s ~19s ~10s  (about 4,000 sessions per MB, as nginx documents ssl_session_cache)~n",
+              ["nginx", "", "262"]),
+    ok.
+
+print_memory_rows(Stores) ->
     [io:format("~-28s measured ~10s   reported ~10s~n", [atom_to_list(Mod), num(Measured), num(Reported)])
      || {Mod, {Measured, Reported}} <- Stores],
     ok.
