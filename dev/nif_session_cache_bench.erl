@@ -476,7 +476,7 @@ cluster(Template, N, Url) ->
               {timeout_ms, 100}, {max_reads_per_s, 100000}],
     ok = application:set_env(ssl, server_session_cb_init_args, [{shared, Shared}]),
     try
-        handshakes_across(N) ++ stores_across(Template, Shared, N)
+        handshakes_across(N) ++ stores_across(Template, Shared, N) ++ flood(N, Shared)
     after
         application:unset_env(ssl, server_session_cb_init_args),
         nif_session_cache_demo:restart_ssl(nif_session_cache)
@@ -535,6 +535,36 @@ stores_across(Template, Shared, N) ->
     [{remote_lookup_us, percentile(Lookups, 50), percentile(Lookups, 99)},
      {update_ns, UpdateShared, UpdatePlain},
      {flood_lookup_ns, FloodNs, PlainMissNs, Asked, N}].
+
+%% Resumptions on a listener while two processes flood its cache process with made-up session ids, the call a
+%% ClientHello offering an unknown id makes (ssl_server_session_cache:reuse_session/2): with `shared` (each id a
+%% local miss, and up to max_reads_per_s of them a Redis round trip), without it, and without a flood.
+flood(N, Shared) ->
+    [{flood_resumed_per_s, flooded_rate(N, none), flooded_rate(N, plain), flooded_rate(N, Shared)}].
+
+flooded_rate(N, Level) ->
+    case Level of
+        none -> application:unset_env(ssl, server_session_cb_init_args);
+        plain -> application:unset_env(ssl, server_session_cb_init_args);
+        Shared -> application:set_env(ssl, server_session_cb_init_args, [{shared, Shared}])
+    end,
+    nif_session_cache_demo:restart_ssl(nif_session_cache),
+    {ServerOpts, ClientOpts} = nif_session_cache_demo:tls_options(),
+    {Listener, Port} = nif_session_cache_demo:start_listener(ServerOpts, []),
+    {Id, _} = nif_session_cache_demo:connect(Port, ClientOpts, []),
+    timer:sleep(200),
+    [Cache] = listener_caches(),
+    Flooders = [spawn_link(fun() -> flood_loop(Cache) end) || Level =/= none, _ <- [1, 2]],
+    {Us, Got} = timer:tc(fun() -> [element(1, nif_session_cache_demo:connect(Port, ClientOpts, []))
+                                   || _ <- lists:seq(1, N)] end),
+    [begin unlink(F), exit(F, kill) end || F <- Flooders],
+    ok = ssl:close(Listener),
+    N = length([G || G <- Got, G =:= Id]),
+    N * 1000000 / Us.
+
+flood_loop(Cache) ->
+    _ = ssl_server_session_cache:reuse_session(Cache, crypto:strong_rand_bytes(32)),
+    flood_loop(Cache).
 
 %% A remote lookup must find the session, or the latency measured would be a miss's.
 found(undefined) -> erlang:error(remote_session_not_found);
@@ -723,6 +753,10 @@ print_cluster(Rows) ->
     {_, FloodNs, PlainNs, Asked, N} = lists:keyfind(flood_lookup_ns, 1, Rows),
     io:format("~B lookups of random ids: ~s ns each with shared (max_reads_per_s 1000: ~B reached Redis), ~s ns without~n",
               [N, num(FloodNs), Asked, num(PlainNs)]),
+    {_, Calm, FloodedPlain, FloodedShared} = lists:keyfind(flood_resumed_per_s, 1, Rows),
+    io:format("resumptions/s on a listener whose cache two processes flood with random ids: ~s with shared, ~s without "
+              "(~s); ~s with no flood~n", [num(FloodedShared), num(FloodedPlain), ratio(FloodedShared, FloodedPlain),
+                                          num(Calm)]),
     ok.
 
 print_scheduler(skipped) -> ok;
