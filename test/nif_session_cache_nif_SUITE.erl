@@ -21,6 +21,7 @@
          foldl_requires_a_two_argument_fun/1,
          write_errors_never_put_the_session_in_the_stack_trace/1,
          huge_sessions_never_hold_a_scheduler_for_a_millisecond/1,
+         a_binary_equal_to_the_key_is_kept_once_and_comes_back_exactly/1,
          a_store_without_references_is_freed/1,
          many_stores_come_and_go_without_leaking/1,
          stores_survive_a_purge_and_reload_of_the_nif_module/1,
@@ -43,6 +44,7 @@ all() ->
      foldl_requires_a_two_argument_fun,
      write_errors_never_put_the_session_in_the_stack_trace,
      huge_sessions_never_hold_a_scheduler_for_a_millisecond,
+     a_binary_equal_to_the_key_is_kept_once_and_comes_back_exactly,
      a_store_without_references_is_freed,
      many_stores_come_and_go_without_leaking,
      stores_survive_a_purge_and_reload_of_the_nif_module,
@@ -337,6 +339,28 @@ collect_long_schedules(Parent, Events) ->
         {monitor, Pid, long_schedule, Info} -> collect_long_schedules(Parent, [{Pid, Info} | Events]);
         {stop, Parent} -> Parent ! {self(), lists:reverse(Events)}
     end.
+
+%% A server session names its own id, which is also its key: the entry keeps those bytes once, in its key, and
+%% every binary equal to the key, wherever it sits and however long, comes back exactly.
+a_binary_equal_to_the_key_is_kept_once_and_comes_back_exactly(_Config) ->
+    Bytes = fun(Sessions) ->
+                    Store = nif_session_cache:init([{role, server}]),
+                    [ok = nif_session_cache:update(Store, Id, S) || {Id, S} <- Sessions],
+                    #{bytes := B} = nif_session_cache:info(Store),
+                    B div length(Sessions)
+            end,
+    Ids = [crypto:strong_rand_bytes(32) || _ <- lists:seq(1, 1000)],
+    Own = Bytes([{Id, {session, Id, <<9:384>>}} || Id <- Ids]),
+    Other = Bytes([{Id, {session, crypto:strong_rand_bytes(32), <<9:384>>}} || Id <- Ids]),
+    ?assert(Other - Own >= 32, {Other, Own}),
+    Store = nif_session_cache:init([]),
+    Long = crypto:strong_rand_bytes(100),
+    Cases = [{Id, {session, Id, [Id, {Id}], #{Id => Id}, <<Id/binary, 0>>, binary:part(Id, 0, 31)}} || Id <- Ids]
+            ++ [{Long, {session, Long, [Long]}}, {<<>>, {session, <<>>, [<<>>]}}],
+    [ok = nif_session_cache:update(Store, K, S) || {K, S} <- Cases],
+    [?assertEqual(S, nif_session_cache:lookup(Store, K)) || {K, S} <- Cases],
+    ?assertEqual(lists:sort([{K, S} || {K, S} <- Cases]),
+                 lists:sort(nif_session_cache:foldl(fun(E, A) -> [E | A] end, [], Store))).
 
 a_store_without_references_is_freed(_Config) ->
     Before = length(nif_session_cache:stores()),

@@ -89,6 +89,9 @@ mod tag {
     pub const HELD: u8 = 10;
     /// A binary of up to `SECRET_BINARY_MAX` bytes, whose bytes are the next ones of the secret section.
     pub const SECRET: u8 = 11;
+    /// A binary equal to the entry's key when the key is a binary (a server's session id: the pair's key and the
+    /// session's own id field), whose bytes are those of the key section.
+    pub const KEY: u8 = 12;
 }
 
 /// Binaries up to this size (a master secret, session ids) are packed into the entry's secret section, the one
@@ -118,6 +121,7 @@ impl Packed {
                 probe: None,
                 budget,
                 held_words: 0,
+                key_binary: session_codec::key::binary_of(key_bytes),
             };
             let packed = match packer.pair(key, session) {
                 Ok((session_at, end)) => {
@@ -185,6 +189,7 @@ impl Packed {
                 blob_base: code_at + code.len(),
                 blob_at: from.blob as usize,
                 held: &header.held,
+                key_binary: session_codec::key::binary_of(all.get(..secret_at)?),
                 stack,
             };
             // SAFETY: the term is built in the calling process's environment, which outlives 'a.
@@ -218,6 +223,8 @@ struct Packer<'s> {
     /// The work packing may do (`SCHEDULER_BUDGET`), and the words of the held parts so far.
     budget: usize,
     held_words: usize,
+    /// The key's bytes when the key is a binary: binaries equal to it are packed as `KEY`.
+    key_binary: Option<&'s [u8]>,
 }
 
 /// Where appended bytes go.
@@ -357,6 +364,7 @@ impl Packer<'_> {
                 self.append(Section::Code, &value.to_le_bytes())?;
             }
             TermType::Binary => match Binary::from_term(term) {
+                Ok(binary) if self.key_binary == Some(binary.as_slice()) => self.push(tag::KEY),
                 Ok(binary) if binary.len() <= SECRET_BINARY_MAX => {
                     self.push(tag::SECRET);
                     self.varint(binary.len() as u64);
@@ -484,6 +492,8 @@ struct Unpacker<'p> {
     blob_base: usize,
     blob_at: usize,
     held: &'p HeldParts,
+    /// The key's bytes when the key is a binary, for `KEY` tags.
+    key_binary: Option<&'p [u8]>,
     /// Elements of the tuples and lists being built, innermost last.
     stack: &'p mut Vec<ERL_NIF_TERM>,
 }
@@ -511,6 +521,7 @@ impl Unpacker<'_> {
                     let blob = self.all.get(start..start.checked_add(len)?)?;
                     bytes::binary(env, self.block, blob)
                 }
+                tag::KEY => new_binary(env, self.key_binary?)?,
                 tag::SECRET => {
                     let len = self.len()?;
                     let end = self.secret_at.checked_add(len)?;

@@ -109,6 +109,18 @@ pub fn encode_group<'a, T: KeyTerm<'a>>(term: T, out: &mut Vec<u8>) -> Result<()
     encode_into(term, 1, out)
 }
 
+/// The bytes of the binary whose canonical encoding is `encoded`, if it is one: a server's session id. Lets a
+/// stored entry refer to its key's bytes instead of keeping the same binary again.
+pub fn binary_of(encoded: &[u8]) -> Option<&[u8]> {
+    let (&tag, rest) = encoded.split_first()?;
+    if tag != BINARY {
+        return None;
+    }
+    let mut at = 0;
+    let len = usize::try_from(crate::read_varint(rest, &mut at)?).ok()?;
+    rest.get(at..).filter(|bytes| bytes.len() == len)
+}
+
 fn encode_into<'a, T: KeyTerm<'a>>(
     term: T,
     depth: usize,
@@ -343,6 +355,25 @@ mod tests {
         assert_eq!(encode(Fake::Ext(None)), Err(KeyError::OutOfMemory));
         let key = [Fake::Bin(&[1; 32]), Fake::Ext(None)];
         assert_eq!(encode(Fake::Tuple(&key)), Err(KeyError::OutOfMemory));
+    }
+
+    #[test]
+    fn a_binary_key_gives_back_its_bytes_and_nothing_else_does() {
+        let id = [7u8; 32];
+        assert_eq!(binary_of(&encode(Fake::Bin(&id)).unwrap()), Some(&id[..]));
+        assert_eq!(binary_of(&encode(Fake::Bin(&[])).unwrap()), Some(&[][..]));
+        let pair = [Fake::Int(1), Fake::Bin(&id)];
+        for other in [
+            Fake::Tuple(&pair),
+            Fake::Int(7),
+            Fake::Atom(1),
+            Fake::List(&[], None),
+        ] {
+            assert_eq!(binary_of(&encode(other).unwrap()), None);
+        }
+        // A truncated encoding is not taken for a shorter binary.
+        let whole = encode(Fake::Bin(&id)).unwrap();
+        assert_eq!(binary_of(&whole[..whole.len() - 1]), None);
     }
 
     /// A slice that lives for the rest of the test run, to nest fakes by reference.
