@@ -468,7 +468,7 @@ cluster(_Template, #{cluster := 0}) ->
 cluster(Template, #{cluster := N}) ->
     case os:find_executable("redis-server") of
         false -> skipped;
-        Exe -> with_redis(Exe, fun(Url) -> cluster(Template, N, Url) end)
+        _ -> with_redis(fun(Url) -> cluster(Template, N, Url) end)
     end.
 
 cluster(Template, N, Url) ->
@@ -584,28 +584,14 @@ in_owner_time(Store, Sessions, Time) ->
     Owner ! {run, self(), fun() -> Time(fun() -> [ok = nif_session_cache:update(Store, Id, S) || {Id, S} <- Sessions] end) end},
     receive {Owner, Ns} -> Ns end.
 
-with_redis(Exe, Fun) ->
-    {ok, Socket} = gen_tcp:listen(0, [{ip, {127, 0, 0, 1}}]),
-    {ok, Port} = inet:port(Socket),
-    ok = gen_tcp:close(Socket),
-    Dir = filename:join(os:getenv("TMPDIR", "/tmp"), "nif_session_cache_bench_redis"),
-    ok = filelib:ensure_dir(filename:join(Dir, "x")),
-    OsPort = open_port({spawn_executable, Exe}, [{args, ["--port", integer_to_list(Port), "--bind", "127.0.0.1",
-                                                          "--save", "", "--appendonly", "no", "--dir", Dir]},
-                                                 exit_status]),
-    ok = nif_session_cache_demo:wait_until(fun() -> redis_up(Port) end, 5000),
+with_redis(Fun) ->
+    Port = nif_session_cache_redis:free_port(),
+    _ = nif_session_cache_redis:start(Port, filename:join(os:getenv("TMPDIR", "/tmp"), "nif_session_cache_bench_redis"), []),
     try
         Fun(iolist_to_binary(io_lib:format("redis://127.0.0.1:~b/", [Port])))
     after
-        _ = os:cmd(io_lib:format("redis-cli -p ~b shutdown nosave", [Port])),
-        receive {OsPort, {exit_status, _}} -> ok after 5000 -> ok end,
+        nif_session_cache_redis:stop(Port),
         case get(bench_owner) of undefined -> ok; Owner -> Owner ! stop end
-    end.
-
-redis_up(Port) ->
-    case gen_tcp:connect({127, 0, 0, 1}, Port, [binary, {active, false}], 200) of
-        {ok, S} -> gen_tcp:close(S), true;
-        {error, _} -> false
     end.
 
 %%% Scheduler safety

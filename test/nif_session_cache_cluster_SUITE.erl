@@ -40,8 +40,8 @@ all() ->
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(ssl),
     {Server, Client} = nif_session_cache_demo:tls_options(),
-    RedisPort = free_port(),
-    _ = start_redis(RedisPort, ?config(priv_dir, Config), []),
+    RedisPort = nif_session_cache_redis:free_port(),
+    _ = nif_session_cache_redis:start(RedisPort, ?config(priv_dir, Config), []),
     Proxy = nif_session_cache_proxy:start(),
     Nodes = [start_node() || _ <- [a, b]],
     [{server_opts, Server}, {client_opts, Client}, {redis_port, RedisPort}, {proxy, Proxy},
@@ -49,7 +49,7 @@ init_per_suite(Config) ->
 
 end_per_suite(Config) ->
     [peer:stop(Peer) || Peer <- ?config(nodes, Config)],
-    stop_redis(?config(redis_port, Config)),
+    nif_session_cache_redis:stop(?config(redis_port, Config)),
     ok.
 
 init_per_testcase(_Case, Config) ->
@@ -100,7 +100,7 @@ through_a_redis_cluster_sessions_resume_across_nodes(Config) ->
     %% A cluster node also listens on its port + 10000, for the cluster bus.
     Ports = [cluster_port() || _ <- [1, 2, 3]],
     Dir = ?config(priv_dir, Config),
-    Servers = [start_redis(P, filename:join(Dir, integer_to_list(P)),
+    Servers = [nif_session_cache_redis:start(P, filename:join(Dir, integer_to_list(P)),
                            ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]) || P <- Ports],
     try
         Create = os:cmd(lists:flatten(["redis-cli --cluster create ",
@@ -120,7 +120,7 @@ through_a_redis_cluster_sessions_resume_across_nodes(Config) ->
         ?assertEqual({Id, true}, resume(Config, PortA, Id))
     after
         _ = Servers,
-        [stop_redis(P) || P <- Ports]
+        [nif_session_cache_redis:stop(P) || P <- Ports]
     end.
 
 with_redis_down_nodes_work_alone_and_recover_when_it_returns(Config) ->
@@ -130,7 +130,7 @@ with_redis_down_nodes_work_alone_and_recover_when_it_returns(Config) ->
     PortB = listen(B, Config, Shared),
     Before = full_handshake(Config, PortA),
     ok = await_published(A, 1),
-    stop_redis(?config(redis_port, Config)),
+    nif_session_cache_redis:stop(?config(redis_port, Config)),
     try
         %% Local resumption goes on; a session of the other node costs a full handshake, quickly.
         ?assertEqual({Before, true}, resume(Config, PortA, Before)),
@@ -142,7 +142,7 @@ with_redis_down_nodes_work_alone_and_recover_when_it_returns(Config) ->
         [?assertMatch({_, false}, resume(Config, PortB, Before)) || _ <- [1, 2, 3]],
         ?assertMatch(#{misses := #{breaker_open := N}} when N >= 1, shared_of(B))
     after
-        start_redis(?config(redis_port, Config), ?config(priv_dir, Config), [])
+        nif_session_cache_redis:start(?config(redis_port, Config), ?config(priv_dir, Config), [])
     end,
     %% Redis is back (empty): new sessions are shared again once the breaker has let a probe through.
     timer:sleep(300),
@@ -369,30 +369,6 @@ fake_session(Id, AgeS) ->
 
 %%% Redis
 
-start_redis(Port, Dir, Extra) ->
-    ok = filelib:ensure_path(Dir),
-    Exe = os:find_executable("redis-server"),
-    Args = ["--port", integer_to_list(Port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", Dir | Extra],
-    OsPort = open_port({spawn_executable, Exe}, [{args, Args}, exit_status, stderr_to_stdout]),
-    ok = nif_session_cache_demo:wait_until(fun() -> ping(Port) end, 10000),
-    OsPort.
-
-stop_redis(Port) ->
-    _ = os:cmd(io_lib:format("redis-cli -p ~b shutdown nosave 2>/dev/null", [Port])),
-    ok = nif_session_cache_demo:wait_until(fun() -> not ping(Port) end, 5000).
-
-ping(Port) ->
-    case gen_tcp:connect({127, 0, 0, 1}, Port, [binary, {active, false}], 200) of
-        {ok, S} ->
-            ok = gen_tcp:send(S, <<"PING\r\n">>),
-            R = gen_tcp:recv(S, 0, 500),
-            gen_tcp:close(S),
-            R =:= {ok, <<"+PONG\r\n">>};
-        {error, _} ->
-            false
-    end.
-
 cluster_ok(Port) ->
     {ok, S} = gen_tcp:connect({127, 0, 0, 1}, Port, [binary, {active, false}], 1000),
     Info = resp(S, [<<"CLUSTER">>, <<"INFO">>]),
@@ -447,13 +423,7 @@ more(S, Buf) ->
     <<Buf/binary, Data/binary>>.
 
 cluster_port() ->
-    case free_port() of
+    case nif_session_cache_redis:free_port() of
         Port when Port < 55000 -> Port;
         _ -> cluster_port()
     end.
-
-free_port() ->
-    {ok, S} = gen_tcp:listen(0, [{ip, {127, 0, 0, 1}}]),
-    {ok, Port} = inet:port(S),
-    gen_tcp:close(S),
-    Port.

@@ -189,7 +189,7 @@ impl Packed {
                 blob_base: code_at + code.len(),
                 blob_at: from.blob as usize,
                 held: &header.held,
-                key_binary: session_codec::key::binary_of(all.get(..secret_at)?),
+                key: all.get(..secret_at)?,
                 stack,
             };
             // SAFETY: the term is built in the calling process's environment, which outlives 'a.
@@ -492,8 +492,8 @@ struct Unpacker<'p> {
     blob_base: usize,
     blob_at: usize,
     held: &'p HeldParts,
-    /// The key's bytes when the key is a binary, for `KEY` tags.
-    key_binary: Option<&'p [u8]>,
+    /// The key section, whose binary a `KEY` tag stands for (read only when one is met).
+    key: &'p [u8],
     /// Elements of the tuples and lists being built, innermost last.
     stack: &'p mut Vec<ERL_NIF_TERM>,
 }
@@ -521,7 +521,7 @@ impl Unpacker<'_> {
                     let blob = self.all.get(start..start.checked_add(len)?)?;
                     bytes::binary(env, self.block, blob)
                 }
-                tag::KEY => new_binary(env, self.key_binary?)?,
+                tag::KEY => new_binary(env, session_codec::key::binary_of(self.key)?)?,
                 tag::SECRET => {
                     let len = self.len()?;
                     let end = self.secret_at.checked_add(len)?;

@@ -250,11 +250,9 @@ fn time_stamp(fields: &[Term]) -> Option<i64> {
         .collect();
     let mut stamps = fields.iter().filter_map(|field| {
         let mut pair = raw::tuple_elements(*field).filter(|pair| pair.len() == 2)?;
-        let (stamp, unique) = (
-            pair.next()?.decode::<i64>().ok()?,
-            pair.next()?.decode::<i64>().ok()?,
-        );
-        let _ = unique;
+        let stamp = pair.next()?.decode::<i64>().ok()?;
+        // The second element, OTP's unique integer, must be an integer too.
+        pair.next()?.decode::<i64>().ok()?;
         integers.contains(&stamp).then_some(stamp)
     });
     let stamp = stamps.next()?;
