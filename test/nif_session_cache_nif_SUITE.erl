@@ -17,6 +17,7 @@
          every_encoding_edge_round_trips_in_every_position/1,
          shared_fields_are_stored_once_and_freed_with_their_last_session/1,
          shared_fields_that_differ_only_in_the_sign_of_zero_are_not_shared/1,
+         a_small_shared_field_costs_each_session_one_reference/1,
          a_session_holding_a_store_or_cursor_is_refused_and_leaks_nothing/1,
          foldl_requires_a_two_argument_fun/1,
          write_errors_never_put_the_session_in_the_stack_trace/1,
@@ -40,6 +41,7 @@ all() ->
      every_encoding_edge_round_trips_in_every_position,
      shared_fields_are_stored_once_and_freed_with_their_last_session,
      shared_fields_that_differ_only_in_the_sign_of_zero_are_not_shared,
+     a_small_shared_field_costs_each_session_one_reference,
      a_session_holding_a_store_or_cursor_is_refused_and_leaks_nothing,
      foldl_requires_a_two_argument_fun,
      write_errors_never_put_the_session_in_the_stack_trace,
@@ -132,7 +134,11 @@ every_encoding_edge_round_trips_in_every_position(_Config) ->
     Store = nif_session_cache:init([{role, client}]),
     Nest = fun(Wrap, N) -> lists:foldl(fun(_, Acc) -> Wrap(Acc) end, leaf, lists:seq(1, N)) end,
     <<_:3/binary, Sub:70/binary, _/binary>> = Bytes = crypto:strong_rand_bytes(5000),
-    Integers = [0, -1, 1 bsl 59 - 1, -(1 bsl 59), 1 bsl 59, 1 bsl 63 - 1, -(1 bsl 63), 1 bsl 63, 1 bsl 64 - 1,
+    %% The smallest small integer, -2^59, and the band above it that packs counted from it, with its edges: where
+    %% erlang:monotonic_time/0 and erlang:unique_integer/0 start.
+    Low = [-(1 bsl 59) - 1, -(1 bsl 59) + 1, -(1 bsl 59) + 1 bsl 58 - 1, -(1 bsl 59) + 1 bsl 58,
+           erlang:monotonic_time(), erlang:unique_integer()],
+    Integers = Low ++ [0, -1, 1 bsl 59 - 1, -(1 bsl 59), 1 bsl 59, 1 bsl 63 - 1, -(1 bsl 63), 1 bsl 63, 1 bsl 64 - 1,
                 1 bsl 64, -(1 bsl 64), 1 bsl 2047 + 1, -(1 bsl 2047)],
     Binaries = [<<>>, binary:part(Bytes, 0, 64), binary:part(Bytes, 0, 65), binary:part(Bytes, 0, 4096),
                 binary:part(Bytes, 0, 4097), Sub, <<1:1>>, <<3:13>>],
@@ -186,6 +192,25 @@ shared_fields_are_stored_once_and_freed_with_their_last_session(_Config) ->
     ?assertMatch(#{held_bytes := One}, nif_session_cache:info(Store)),
     [ok = nif_session_cache:delete(Store, <<N:256>>) || N <- lists:seq(1, 200)],
     ?assertMatch(#{entries := 0, bytes := 0, held_bytes := 0}, nif_session_cache:info(Store)).
+
+%% A listener with an EC key puts the same 'ECPrivateKey' record, about 100 bytes packed, in every session. It is
+%% shared like a certificate chain: an entry holding it costs no more than one holding an atom in its place, and
+%% a reference to the shared copy.
+a_small_shared_field_costs_each_session_one_reference(_Config) ->
+    Key = public_key:generate_key({namedCurve, secp256r1}),
+    Chain = [crypto:strong_rand_bytes(900)],
+    PerEntry = fun(PrivateKey) ->
+                       Store = nif_session_cache:init([{role, server}]),
+                       [ok = nif_session_cache:update(Store, <<N:256>>, {session, <<N:256>>, Chain, PrivateKey, <<N:384>>})
+                        || N <- lists:seq(1, 100)],
+                       [?assertEqual({session, <<N:256>>, Chain, PrivateKey, <<N:384>>},
+                                     nif_session_cache:lookup(Store, <<N:256>>)) || N <- lists:seq(1, 100)],
+                       #{bytes := Bytes, held_bytes := Held, entries := 100} = nif_session_cache:info(Store),
+                       (Bytes - Held) div 100
+               end,
+    WithKey = PerEntry(Key),
+    WithAtom = PerEntry(undefined),
+    ?assert(WithKey =< WithAtom + 8, {with_key, WithKey, with_an_atom, WithAtom}).
 
 %% enif_is_identical, like =:= before OTP 27, takes 0.0 and -0.0 for the same term. Two sessions whose shared field
 %% (one holding a port, so it is held, not packed) differs only there must each get their own back: compared in

@@ -54,8 +54,10 @@ use crate::raw;
 pub const INLINE_BINARY_MAX: usize = 4096;
 /// A session field (an element of the session tuple) that packs to this many bytes or more, or that holds a
 /// part, is shared through the store's interner instead. Binaries are not fields of this kind: a peer
-/// certificate is different in every session.
-pub const SHARE_MIN_BYTES: usize = 256;
+/// certificate is different in every session. A listener's EC private key record packs to about 100 bytes and
+/// is the same in every session, so it is shared; a session's own compound fields are smaller (its internal id
+/// packs to a dozen bytes), so they stay inline rather than each making a held copy of a few kilobytes.
+pub const SHARE_MIN_BYTES: usize = 64;
 /// Tuples and lists nested deeper than this are held, which bounds the recursion of packing and unpacking.
 const MAX_PACK_DEPTH: usize = 32;
 /// The depth of a session's fields within `{Key, {session, Field, ...}}`.
@@ -92,7 +94,16 @@ mod tag {
     /// A binary equal to the entry's key when the key is a binary (a server's session id: the pair's key and the
     /// session's own id field), whose bytes are those of the key section.
     pub const KEY: u8 = 12;
+    /// An integer just above the smallest small integer, counted from it (`LOW_BASE`).
+    pub const LOW: u8 = 13;
 }
+
+/// The smallest small integer on a 64-bit VM, -2^59. `erlang:monotonic_time/0` and `erlang:unique_integer/0`
+/// start from about here, so a session's time stamp and internal id sit just above it: as zigzag varints they
+/// take 9 bytes each, counted from here 1 to 8 (an hour of uptime in nanoseconds takes 6).
+const LOW_BASE: i64 = -(1 << 59);
+/// Integers in `LOW_BASE..LOW_BASE + LOW_SPAN` are packed as `LOW`, every other one as `INT` or `UINT`.
+const LOW_SPAN: i64 = 1 << 58;
 
 /// Binaries up to this size (a master secret, session ids) are packed into the entry's secret section, the one
 /// part of its bytes wiped when it is dropped: a few cache lines, where wiping everything would touch the
@@ -399,6 +410,11 @@ impl Packer<'_> {
         let mut unsigned = 0;
         // SAFETY: each call only reads the term and writes its out-parameter.
         if unsafe { enif_get_long(env, raw, &mut signed) } != 0 {
+            if (LOW_BASE..LOW_BASE + LOW_SPAN).contains(&signed) {
+                self.push(tag::LOW);
+                self.varint((signed - LOW_BASE) as u64);
+                return Ok(());
+            }
             self.push(tag::INT);
             self.varint(zigzag(signed));
         } else if unsafe { enif_get_ulong(env, raw, &mut unsigned) } != 0 {
@@ -511,6 +527,10 @@ impl Unpacker<'_> {
                 tag::ATOM => self.varint()? as ERL_NIF_TERM,
                 tag::INT => enif_make_long(env, unzigzag(self.varint()?)),
                 tag::UINT => enif_make_ulong(env, self.varint()?),
+                tag::LOW => enif_make_long(
+                    env,
+                    LOW_BASE.checked_add(i64::try_from(self.varint()?).ok()?)?,
+                ),
                 tag::FLOAT => {
                     enif_make_double(env, f64::from_le_bytes(self.take(8)?.try_into().ok()?))
                 }
