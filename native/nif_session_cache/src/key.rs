@@ -16,7 +16,7 @@ thread_local! {
     static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `write` on a full key as the store takes it for an insert (a 2-tuple key gets its first element as
+/// Runs `write` on a full key as the store takes it for an insert or a removal (a 2-tuple key gets its first element as
 /// group), borrowed from the encoding buffer: nothing is allocated for a key that is already stored. `write`
 /// must not encode another key.
 pub fn with_store_key<R>(term: Term, write: impl FnOnce(KeyRef) -> R) -> Result<R, CacheError> {

@@ -165,7 +165,7 @@ fn write<'a>(
 /// Normal scheduler, O(1). Returns `ok` or an error atom.
 fn delete<'a>(env: Env<'a>, [store, key]: [Term<'a>; 2]) -> NifResult<Atom> {
     Ok(write_outcome(writable(env, store).and_then(
-        |store| match with_key(key, |bytes| store.store.remove(bytes)) {
+        |store| match with_store_key(key, |key| store.store.remove(key)) {
             Ok(removed) => removed.map(drop).map_err(CacheError::from),
             // Out of memory while encoding the key: the entry may be there, so the delete did not happen.
             Err(CacheError::OutOfMemory) => Err(CacheError::OutOfMemory),

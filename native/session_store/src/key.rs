@@ -2,7 +2,8 @@
 //!
 //! The store never interprets a key. Whoever builds one (the NIF layer) guarantees that two keys are equal
 //! exactly when their bytes are, and marks the byte range that names the key's group: for an OTP client key
-//! `{{Host, Port}, SessionId}`, the canonical bytes of `{Host, Port}`.
+//! `{{Host, Port}, SessionId}`, the canonical bytes of `{Host, Port}`. The group is a function of the bytes: a
+//! key is removed with the group it was inserted with, which the store does not keep.
 
 use std::ops::Range;
 

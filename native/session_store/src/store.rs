@@ -14,7 +14,6 @@
 //! out, so a value's clone must be cheap and share what it points to (an `Arc`, or the NIF layer's counted
 //! reference to a packed entry).
 
-use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -26,7 +25,7 @@ use crate::slab::{Slab, Unlinked};
 use crate::small::SmallBytes;
 use crate::stats::{Counter, Counts, Stats};
 use crate::sync::{lock, read, write};
-use crate::table::{Filed, Table};
+use crate::table::{Filed, Hash, Table};
 
 /// What the store asks of the values it holds. Values are handles (see the module documentation).
 pub trait Value: Clone {
@@ -105,13 +104,13 @@ pub enum Inserted<V> {
     Replaced(V),
 }
 
+/// An entry map slot: two words. The group a key belongs to is not kept: a removal is told it with the key.
 struct Slot<V> {
-    /// The hash the entry map filed it under.
-    hash: u64,
     value: V,
-    slot: usize,
-    /// Where the key's group name lies in the key's bytes.
-    group: Option<Range<usize>>,
+    /// The hash the entry map filed it under.
+    hash: Hash,
+    /// Its fold slot ([`Slab`]'s indices fit 32 bits).
+    slot: u32,
 }
 
 impl<V: Value> Filed for Slot<V> {
@@ -119,7 +118,7 @@ impl<V: Value> Filed for Slot<V> {
         self.value.key()
     }
 
-    fn hash(&self) -> u64 {
+    fn hash(&self) -> Hash {
         self.hash
     }
 
@@ -253,7 +252,7 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
 
         let replaced = self.entries.update(hash, bytes, |slot| {
             let old = std::mem::replace(&mut slot.value, value.clone());
-            (old, slot.slot)
+            (old, slot.slot as usize)
         });
         if let Some((old, index)) = replaced {
             old.prefetch_for_drop();
@@ -271,10 +270,10 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
         }
         .ok_or(StoreError::Full)?;
         self.entries.insert_new(Slot {
-            hash,
             value,
-            slot: index,
-            group: group_range,
+            hash,
+            // The slab hands out indices below `u32::MAX` only.
+            slot: index as u32,
         });
         self.len.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(weight, Ordering::Relaxed);
@@ -282,18 +281,21 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
         Ok(Inserted::New)
     }
 
-    /// Removes a key; removing a missing key is not an error. O(1).
-    pub fn remove(&self, key: &[u8]) -> Result<Option<V>, StoreError> {
+    /// Removes a key; removing a missing key is not an error. O(1). The key names the group it was inserted with:
+    /// a key's group is a function of its bytes, which whoever builds keys guarantees ([`crate::key`]).
+    pub fn remove(&self, key: KeyRef<'_>) -> Result<Option<V>, StoreError> {
+        let (key, group_range) = (key.bytes(), key.group_range());
         let _writer = self.write_guard()?;
         let Some(slot) = self.entries.remove(key) else {
             return Ok(None);
         };
         slot.value.prefetch_for_drop();
         self.stats.add(Counter::Delete);
+        let index = slot.slot as usize;
         // The slot's clone of the value is dropped here, after the locks (the entry map's is returned).
-        let _unslotted = match slot.group.clone() {
-            Some(range) => self.leave_group(&key[range], slot.slot),
-            None => write(&self.slab).remove(slot.slot).map(|(value, _)| value),
+        let _unslotted = match group_range {
+            Some(range) => self.leave_group(&key[range], index),
+            None => write(&self.slab).remove(index).map(|(value, _)| value),
         };
         self.len.fetch_sub(1, Ordering::Relaxed);
         self.bytes.fetch_sub(slot.value.weight(), Ordering::Relaxed);

@@ -4,7 +4,8 @@
 //! anyway (a fold hands out `{Key, Session}`), and a lookup of a large store then reads both from cold memory.
 //! Here a table slot holds the entry's hash beside it and nothing of its key: a lookup compares against the key
 //! inside the value, which it reads next in any case, and a shard grows by the stored hashes without reading a
-//! single key.
+//! single key. The stored hash is 32 bits, so that a slot is two words with its value and its fold slot: the
+//! bits pick the lock shard, and spread over 64 (`spread`) they index and tag the shard's table.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -14,10 +15,13 @@ use hashbrown::HashTable;
 
 use crate::sync::{read, write};
 
+/// A key's hash as the table files it: 32 bits of SipHash.
+pub(crate) type Hash = u32;
+
 /// What a table holds: something that knows its key and the hash the table filed it under.
 pub(crate) trait Filed {
     fn key(&self) -> &[u8];
-    fn hash(&self) -> u64;
+    fn hash(&self) -> Hash;
     /// A hint that the entry is about to be read: see [`crate::Value::prefetch_for_read`].
     fn prefetch_for_read(&self) {}
 }
@@ -50,8 +54,9 @@ impl<T: Filed> Table<T> {
         }
     }
 
-    pub(crate) fn hash(&self, key: &[u8]) -> u64 {
-        self.hasher.hash_one(key)
+    pub(crate) fn hash(&self, key: &[u8]) -> Hash {
+        // The low half of a keyed SipHash is as unpredictable as the whole.
+        self.hasher.hash_one(key) as Hash
     }
 
     /// Runs `read` on the entry under `key` while its shard is read-locked.
@@ -59,7 +64,7 @@ impl<T: Filed> Table<T> {
         let hash = self.hash(key);
         let shard = self.read_shard(hash);
         shard
-            .find(hash, |entry| {
+            .find(spread(hash), |entry| {
                 entry.prefetch_for_read();
                 entry.key() == key
             })
@@ -70,26 +75,28 @@ impl<T: Filed> Table<T> {
     /// while its shard is write-locked: readers see it before or after.
     pub(crate) fn update<R>(
         &self,
-        hash: u64,
+        hash: Hash,
         key: &[u8],
         update: impl FnOnce(&mut T) -> R,
     ) -> Option<R> {
         let mut shard = self.write_shard(hash);
-        shard.find_mut(hash, |entry| entry.key() == key).map(update)
+        shard
+            .find_mut(spread(hash), |entry| entry.key() == key)
+            .map(update)
     }
 
     /// Adds an entry whose key the table does not hold (the caller has checked, and no other writer runs).
     pub(crate) fn insert_new(&self, entry: T) {
         let hash = entry.hash();
         self.write_shard(hash)
-            .insert_unique(hash, entry, |entry| entry.hash());
+            .insert_unique(spread(hash), entry, |entry| spread(entry.hash()));
     }
 
     /// Takes out the entry under `key`.
     pub(crate) fn remove(&self, key: &[u8]) -> Option<T> {
         let hash = self.hash(key);
         let mut shard = self.write_shard(hash);
-        match shard.find_entry(hash, |entry| entry.key() == key) {
+        match shard.find_entry(spread(hash), |entry| entry.key() == key) {
             Ok(found) => Some(found.remove().0),
             Err(_) => None,
         }
@@ -116,18 +123,27 @@ impl<T: Filed> Table<T> {
             .collect()
     }
 
-    fn shard(&self, hash: u64) -> &RwLock<HashTable<T>> {
-        // Bits the tables themselves do not use: they index by the low bits and tag by the top seven.
-        &self.shards[(hash >> 32) as usize & (self.shards.len() - 1)].0
+    fn shard(&self, hash: Hash) -> &RwLock<HashTable<T>> {
+        // The top bits: a shard's table indexes by the low bits of `spread`, which only the low bits of the hash
+        // decide, up to 2^(32 - log2 shards) buckets per shard.
+        let bits = self.shards.len().trailing_zeros();
+        let index = (hash as u64 >> (Hash::BITS - bits)) as usize;
+        &self.shards[index & (self.shards.len() - 1)].0
     }
 
-    fn read_shard(&self, hash: u64) -> RwLockReadGuard<'_, HashTable<T>> {
+    fn read_shard(&self, hash: Hash) -> RwLockReadGuard<'_, HashTable<T>> {
         read(self.shard(hash))
     }
 
-    fn write_shard(&self, hash: u64) -> RwLockWriteGuard<'_, HashTable<T>> {
+    fn write_shard(&self, hash: Hash) -> RwLockWriteGuard<'_, HashTable<T>> {
         write(self.shard(hash))
     }
+}
+
+/// The 64-bit hash a shard's table works with: hashbrown indexes by its low bits and tags by its top seven, so
+/// a multiplication by an odd constant (a bijection) carries the stored bits into both.
+fn spread(hash: Hash) -> u64 {
+    u64::from(hash).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// Control bytes hashbrown reads at once, and adds to the end of a table: 16 where it uses SSE2, else a word's

@@ -67,7 +67,7 @@ fn readers_never_see_a_value_of_another_key_while_one_writer_churns() {
         let id = (round * 7919 % 256) as u16;
         let key = client_key((id % 8) as u8, id);
         if round % 3 == 0 {
-            store.remove(key.bytes()).expect("live store");
+            store.remove(key.as_ref()).expect("live store");
             model.remove(key.bytes());
         } else {
             store

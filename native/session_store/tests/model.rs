@@ -88,7 +88,7 @@ proptest! {
                     }
                 }
                 Op::Remove(key) => {
-                    let removed = store.remove(key.bytes()).expect("live store");
+                    let removed = store.remove(key.as_ref()).expect("live store");
                     prop_assert_eq!(removed, model.remove(key.bytes()));
                 }
                 Op::Read(key) => {

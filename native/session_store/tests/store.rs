@@ -3,7 +3,7 @@
 mod common;
 
 use common::{client_key, select_all, server_key, store, val, Stored};
-use session_store::{Inserted, StoreError};
+use session_store::{Inserted, KeyRef, StoreError};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -73,13 +73,16 @@ fn remove_is_idempotent_and_counts_exactly() {
     store.insert(key.clone(), val(&key, 1)).expect("live store");
     assert_eq!(
         store
-            .remove(key.bytes())
+            .remove(key.as_ref())
             .expect("live store")
             .map(|v| v.version),
         Some(1)
     );
-    assert!(store.remove(key.bytes()).expect("live store").is_none());
-    assert!(store.remove(b"never there").expect("live store").is_none());
+    assert!(store.remove(key.as_ref()).expect("live store").is_none());
+    assert!(store
+        .remove(KeyRef::new(b"never there", None).expect("no group"))
+        .expect("live store")
+        .is_none());
     assert_eq!(store.len(), 0);
     assert!(store.is_empty());
     assert_eq!(store.read(key.bytes(), |_| ()), None);
@@ -97,7 +100,9 @@ fn len_tracks_every_insert_replace_and_remove() {
         store.insert(key.clone(), val(&key, 1)).expect("live store");
     }
     for id in (0..500u16).step_by(2) {
-        store.remove(&id.to_be_bytes()).expect("live store");
+        store
+            .remove(KeyRef::new(&id.to_be_bytes(), None).expect("no group"))
+            .expect("live store");
     }
     assert_eq!(store.len(), 250);
     assert_eq!(fold_all(&store).len(), 250);
@@ -130,7 +135,7 @@ fn a_group_disappears_with_its_last_member() {
     let store = store();
     let key = client_key(5, 1);
     store.insert(key.clone(), val(&key, 0)).expect("live store");
-    store.remove(key.bytes()).expect("live store");
+    store.remove(key.as_ref()).expect("live store");
     assert!(selected(&store, b"h\x05").is_empty());
     let again = client_key(5, 2);
     store
@@ -168,7 +173,7 @@ fn a_select_over_several_calls_survives_losing_its_place() {
             .rev()
             .find(|id| !given.contains(id) && !removed.contains(id))
         {
-            store.remove(key(resume).bytes()).expect("live store");
+            store.remove(key(resume).as_ref()).expect("live store");
             removed.push(resume);
             let taker = if resume % 2 == 0 {
                 key(resume)
@@ -216,7 +221,9 @@ fn bytes_return_to_zero_when_everything_is_removed() {
     }
     assert_eq!(store.bytes(), 100 * 16);
     for id in 0..100 {
-        store.remove(client_key(1, id).bytes()).expect("live store");
+        store
+            .remove(client_key(1, id).as_ref())
+            .expect("live store");
     }
     assert_eq!(store.bytes(), 0);
 }
@@ -243,7 +250,7 @@ fn retire_empties_the_store_and_refuses_later_writes() {
         Some(StoreError::Terminated)
     );
     assert_eq!(
-        store.remove(key.bytes()).err(),
+        store.remove(key.as_ref()).err(),
         Some(StoreError::Terminated)
     );
     drop(retired);
@@ -300,7 +307,7 @@ fn a_value_present_for_a_whole_fold_is_seen_exactly_once_despite_writes() {
             store.insert(key.clone(), val(&key, 0)).expect("live store");
             if churn >= 10_002 {
                 store
-                    .remove(server_key(churn - 2).bytes())
+                    .remove(server_key(churn - 2).as_ref())
                     .expect("live store");
             }
             churn += 1;
@@ -334,8 +341,8 @@ fn counters_record_every_kind_of_operation() {
     store.count_miss();
     assert_eq!(selected(&store, b"h\x01").len(), 1);
     assert!(selected(&store, b"h\x09").is_empty());
-    store.remove(key.bytes()).expect("live store");
-    store.remove(key.bytes()).expect("live store");
+    store.remove(key.as_ref()).expect("live store");
+    store.remove(key.as_ref()).expect("live store");
     let counts = store.counts();
     assert_eq!(
         (
@@ -400,7 +407,7 @@ fn a_value_is_told_before_it_is_read_and_before_it_is_dropped() {
         .insert(key.clone(), second.clone())
         .expect("live store");
     assert_eq!(first.drops.load(Relaxed), 1, "a replaced value is told");
-    store.remove(key.bytes()).expect("live store");
+    store.remove(key.as_ref()).expect("live store");
     assert_eq!(second.drops.load(Relaxed), 1, "a removed value is told");
     assert!(store.read(key.bytes(), |_| ()).is_none());
     assert_eq!(second.reads.load(Relaxed), 0, "a miss hints nothing");
