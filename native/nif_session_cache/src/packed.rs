@@ -45,7 +45,7 @@ use session_codec::{push_varint, read_varint, reserve_wiped, unzigzag, wipe, zig
 
 use crate::bytes;
 pub use crate::entry::Packed;
-use crate::entry::{prefetch, Cursor, HeldParts, Lengths};
+use crate::entry::{prefetch, Lengths};
 use crate::error::CacheError;
 use crate::held::{Held, Interner};
 use crate::raw;
@@ -122,12 +122,12 @@ impl Packed {
         interner: &Interner,
         budget: usize,
     ) -> Result<Packed, CacheError> {
-        SCRATCH.with_borrow_mut(|(out, secrets, blobs)| {
+        SCRATCH.with_borrow_mut(|(out, secrets, blobs, held)| {
             let mut packer = Packer {
                 out,
                 secrets,
                 blobs,
-                held: HeldParts::default(),
+                held,
                 interner,
                 probe: None,
                 budget,
@@ -135,8 +135,7 @@ impl Packed {
                 key_binary: session_codec::key::binary_of(key_bytes),
             };
             let packed = match packer.pair(key, session) {
-                Ok((session_at, end)) => {
-                    let held = std::mem::take(&mut packer.held);
+                Ok(end) => {
                     let sections = [
                         key_bytes,
                         &packer.secrets[..],
@@ -150,7 +149,7 @@ impl Packed {
                             secret: end.secret,
                             code: end.code,
                         })
-                        .and_then(|lengths| Packed::new(held, session_at, lengths, sections))
+                        .and_then(|lengths| Packed::new(packer.held, lengths, sections))
                         .ok_or(CacheError::OutOfMemory)
                 }
                 Err(Stop::HoldsStore) => Err(CacheError::HoldsStore),
@@ -162,23 +161,28 @@ impl Packed {
             for buffer in [packer.out, packer.secrets, packer.blobs] {
                 buffer.clear();
             }
+            // Held parts of an entry not made; an entry made has taken the others.
+            packer.held.clear();
             packed
         })
     }
 
     /// A copy of the session on the caller's heap.
     pub fn session<'a>(&self, env: Env<'a>) -> Option<Term<'a>> {
-        self.unpack(env, self.header().session_at)
+        self.unpack(env, false)
     }
 
     /// A copy of `{Key, Session}` on the caller's heap, the element shape foldl hands to its fun.
     pub fn entry<'a>(&self, env: Env<'a>) -> Option<Term<'a>> {
-        self.unpack(env, Cursor::default())
+        self.unpack(env, true)
     }
 
-    fn unpack<'a>(&self, env: Env<'a>, from: Cursor) -> Option<Term<'a>> {
+    /// The session, or with `with_key` the pair: the key's encoding follows the session's.
+    fn unpack<'a>(&self, env: Env<'a>, with_key: bool) -> Option<Term<'a>> {
         // The certificate's binary will count a reference there (a fold or select comes here directly).
-        prefetch(self.vm_line(), 64, true);
+        if let Some(line) = self.vm_line() {
+            prefetch(line, 64, true);
+        }
         let header = self.header();
         let all = self.bytes();
         let secret_at = header.key_len as usize;
@@ -194,27 +198,37 @@ impl Packed {
                 block: self.block(),
                 all,
                 bytes: code,
-                at: from.code as usize,
+                at: 0,
                 secrets,
-                secret_at: from.secret as usize,
+                secret_at: 0,
                 blob_base: code_at + code.len(),
-                blob_at: from.blob as usize,
-                held: &header.held,
+                blob_at: 0,
+                held: self.held(),
                 key: all.get(..secret_at)?,
                 stack,
             };
+            let session = unpacker.term()?;
+            let term = if with_key {
+                let key = unpacker.term()?;
+                // SAFETY: both are terms of the calling process's environment.
+                unsafe { enif_make_tuple_from_array(env.as_c_arg(), [key, session].as_ptr(), 2) }
+            } else {
+                session
+            };
             // SAFETY: the term is built in the calling process's environment, which outlives 'a.
-            unpacker.term().map(|term| unsafe { Term::new(env, term) })
+            Some(unsafe { Term::new(env, term) })
         })
     }
 }
 
+type Scratch = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<Arc<Held>>);
+
 thread_local! {
-    /// The buffers entries are packed in (encoding, secret section, blob section), one set per scheduler
-    /// thread, never shrunk. The secret section's is wiped after each use and before any reallocation frees
-    /// its old block.
-    static SCRATCH: RefCell<(Vec<u8>, Vec<u8>, Vec<u8>)> =
-        const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+    /// The buffers entries are packed in (encoding, secret section, blob section, held parts), one set per
+    /// scheduler thread, never shrunk. The secret section's is wiped after each use and before any reallocation
+    /// frees its old block; the held parts' is emptied after each use.
+    static SCRATCH: RefCell<Scratch> =
+        const { RefCell::new((Vec::new(), Vec::new(), Vec::new(), Vec::new())) };
 }
 
 thread_local! {
@@ -227,7 +241,7 @@ struct Packer<'s> {
     out: &'s mut Vec<u8>,
     secrets: &'s mut Vec<u8>,
     blobs: &'s mut Vec<u8>,
-    held: HeldParts,
+    held: &'s mut Vec<Arc<Held>>,
     interner: &'s Interner,
     /// While a session field is tried inline: where its bytes start.
     probe: Option<Cursor>,
@@ -236,6 +250,14 @@ struct Packer<'s> {
     held_words: usize,
     /// The key's bytes when the key is a binary: binaries equal to it are packed as `KEY`.
     key_binary: Option<&'s [u8]>,
+}
+
+/// A position in each section, while packing.
+#[derive(Clone, Copy)]
+struct Cursor {
+    code: u32,
+    secret: u32,
+    blob: u32,
 }
 
 /// Where appended bytes go.
@@ -271,21 +293,19 @@ impl From<CacheError> for Stop {
 type Packing = Result<(), Stop>;
 
 impl Packer<'_> {
-    /// Packs the pair and returns where the session starts and where the entry ends.
-    fn pair(&mut self, key: Term, session: Term) -> Result<(Cursor, Cursor), Stop> {
+    /// Packs the session, then its key (a lookup reads the session alone, from the start), and returns where
+    /// the entry ends. Each is packed as an element of `{Key, Session}`, which is what a fold hands out.
+    fn pair(&mut self, key: Term, session: Term) -> Result<Cursor, Stop> {
         self.out.reserve(1024);
         reserve_wiped(self.secrets, 256);
-        self.push(tag::TUPLE);
-        self.varint(2);
-        self.term(key, 1, 0)?;
-        let session_at = self.cursor()?;
         self.term(session, 1, 1)?;
+        self.term(key, 1, 0)?;
         // Checked at every term, and once more for the last: an entry that packs within the budget copies out
         // within it (`Packed::cost`).
         if self.work() > self.budget {
             return Err(Stop::TooLarge);
         }
-        Ok((session_at, self.cursor()?))
+        self.cursor()
     }
 
     /// Where packing has got to. Fails for an entry of 4 GiB or more, which the VM would not hand a NIF.
@@ -496,8 +516,9 @@ impl Packer<'_> {
 
 struct Unpacker<'p> {
     env: *mut ErlNifEnv,
-    /// The entry's block and all of its bytes, for binaries handed out by reference.
-    block: NonNull<u8>,
+    /// The entry's resource object (an entry with blobs has one) and all of its bytes, for binaries handed out
+    /// by reference.
+    block: Option<NonNull<u8>>,
     all: &'p [u8],
     /// The encoding: the entry's bytes after the secret section.
     bytes: &'p [u8],
@@ -507,7 +528,7 @@ struct Unpacker<'p> {
     /// Where the blob section starts in the entry's bytes, and the next blob's offset in it.
     blob_base: usize,
     blob_at: usize,
-    held: &'p HeldParts,
+    held: &'p [Arc<Held>],
     /// The key section, whose binary a `KEY` tag stands for (read only when one is met).
     key: &'p [u8],
     /// Elements of the tuples and lists being built, innermost last.
@@ -539,7 +560,7 @@ impl Unpacker<'_> {
                     let start = self.blob_base.checked_add(self.blob_at)?;
                     self.blob_at += len;
                     let blob = self.all.get(start..start.checked_add(len)?)?;
-                    bytes::binary(env, self.block, blob)
+                    bytes::binary(env, self.block?, blob)
                 }
                 tag::KEY => new_binary(env, session_codec::key::binary_of(self.key)?)?,
                 tag::SECRET => {

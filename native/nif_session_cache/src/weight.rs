@@ -1,7 +1,7 @@
 //! What stored entries cost in memory, for `info/1`'s `bytes`.
 //!
 //! The figures are computed, not sampled. An entry is its packed bytes (see `packed.rs`), a reference per held
-//! part, and the resource object around them with the entry's own header; the store's structures (its maps and
+//! part, its header, and the VM's bookkeeping of the block around them (`entry.rs`); the store's structures (its maps and
 //! fold slots) are `info/1`'s `index_bytes`, which `Store::index_bytes` computes. A held term is an environment (the
 //! environment and the phony process the VM gives it) whose heap fragment holds the term's heap words plus the
 //! slack the VM adds to every fragment of such an environment; a shared one is counted once per store, however
@@ -25,11 +25,12 @@ const FRAGMENT_SLACK_WORDS: usize = 200;
 const FRAGMENT_HEADER_BYTES: usize = 48;
 /// A held term's `Arc` and header.
 const HELD_HEADER_BYTES: usize = 64;
-/// One entry's fixed cost: its header and the VM's resource object around its bytes, allocator block header
-/// included. The packed bytes (the key's among them) are added separately. Calibrated against
-/// `erlang:memory(binary)`, where resource objects are counted: with the benchmark's session, 100k entries grew
-/// it by 1,656.0 bytes each with client keys and 1,608.0 with server keys, against 1,657.8 and 1,606.1 computed.
-const ENTRY_BYTES: usize = 155;
+/// What the VM adds to an entry's block, beyond its own bytes: the resource object's bookkeeping and the
+/// allocator's block header for an entry with blobs (a resource object), the allocator's block header and
+/// rounding for a plain allocation. Calibrated against `erlang:memory(system)` at 100k entries, where
+/// resource objects and the NIF's allocations are counted (`make bench` prints both figures side by side).
+const RESOURCE_OVERHEAD_BYTES: usize = 80;
+const ALLOCATION_OVERHEAD_BYTES: usize = 16;
 
 /// Binaries up to this size are heap binaries, copied into the term's own heap; larger ones are a reference.
 const HEAP_BINARY_MAX: usize = 64;
@@ -38,9 +39,15 @@ const REFC_BINARY_WORDS: usize = 6;
 /// Maps of up to this many keys are flat; larger ones are hash tries.
 const FLAT_MAP_MAX: usize = 32;
 
-/// Bytes an entry of `packed` bytes (its key's included) with `held` references owns.
-pub fn entry_bytes(packed: usize, held: usize) -> usize {
-    ENTRY_BYTES + packed + held * WORD
+/// Bytes an entry whose block is `block` bytes (its header, held part references and packed bytes, its key's
+/// included) owns, in a resource object or a plain allocation.
+pub fn entry_bytes(resource: bool, block: usize) -> usize {
+    block
+        + if resource {
+            RESOURCE_OVERHEAD_BYTES
+        } else {
+            ALLOCATION_OVERHEAD_BYTES
+        }
 }
 
 /// Bytes a held term of `words` heap words costs.
