@@ -159,13 +159,10 @@ impl Interner {
         position: usize,
         limit: usize,
     ) -> Result<Arc<Held>, CacheError> {
-        let mut shared = lock(&self.shared);
-        if let Some(recent) = shared.recent.get(position).and_then(Weak::upgrade) {
-            // A comparison stops at the first difference, so it costs at most the size of the copy.
-            if recent.words <= limit && recent.is(term) {
-                return Ok(recent);
-            }
+        if let Some(recent) = self.recent(term, position, limit) {
+            return Ok(recent);
         }
+        let mut shared = lock(&self.shared);
         // Measured before it is hashed, as hashing walks the whole term.
         let measure = weight::measure(term, limit).ok_or(CacheError::TooLarge)?;
         let held = shared.find_or_insert(term, measure, &self.ledger)?;
@@ -176,6 +173,15 @@ impl Interner {
             shared.recent[position] = Arc::downgrade(&held);
         }
         Ok(held)
+    }
+
+    /// The copy last used at `position`, if `term` is identical to it and of at most `limit` words: a
+    /// listener's sessions repeat their shared fields, so a session field is first compared with it, before any
+    /// work is spent on packing it. A comparison stops at the first difference, so it costs at most the size of
+    /// the copy.
+    pub fn recent(&self, term: Term, position: usize, limit: usize) -> Option<Arc<Held>> {
+        let recent = lock(&self.shared).recent.get(position).and_then(Weak::upgrade)?;
+        (recent.words <= limit && recent.is(term)).then_some(recent)
     }
 
     /// Bytes of every live held term of this store.

@@ -356,6 +356,10 @@ impl Packer<'_> {
 
     /// A session field: packed inline if small and plain, else shared through the interner.
     fn field(&mut self, term: Term, kind: TermType, depth: usize, position: usize) -> Packing {
+        if let Some(shared) = self.interner.recent(term, position, self.left()) {
+            self.put_held(shared);
+            return Ok(());
+        }
         let start = self.cursor()?;
         self.probe = Some(start);
         let inline = self.inline(term, kind, depth);
