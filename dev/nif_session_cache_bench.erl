@@ -21,6 +21,7 @@
                      server_cache_size => non_neg_integer(),
                      handshakes => non_neg_integer(),
                      cluster => non_neg_integer(),
+                     scale => [pos_integer()],
                      monitor_size => non_neg_integer(),
                      out => file:filename() | none,
                      print => boolean()}.
@@ -41,6 +42,7 @@ run(Options) ->
     O = maps:merge(#{sizes => [1000, 100000, 1000000], keys => [client, server], measure => operations(),
                      rounds => 5, ops => 20000,
                      hosts => 10000, readers => [1, 2, 4], server_cache_size => 100000, handshakes => 400, cluster => 200,
+                     scale => [100000, 1000000, 10000000],
                      monitor_size => 1000000, out => none, print => true}, Options),
     %% A real #session{} of this OTP release, from a TLS 1.2 handshake, filled to the shape of a busy server's.
     Template = nif_session_cache_sessions:busy_server_template(),
@@ -50,6 +52,7 @@ run(Options) ->
                                || Shape <- maps:get(keys, O), Size <- maps:get(sizes, O)],
                 concurrency => concurrency(Template, O),
                 memory => memory(Template, O),
+                scale => scale(O),
                 server_cache => server_cache(Template, O),
                 handshakes => handshakes(O),
                 cluster => cluster(Template, O),
@@ -378,6 +381,60 @@ reported_bytes(nif_session_cache, Store) ->
 reported_bytes(ssl_client_session_cache_db, Table) -> ets:info(Table, memory) * erlang:system_info(wordsize);
 reported_bytes(ssl_server_session_cache_db, Tree) -> erts_debug:flat_size(Tree) * erlang:system_info(wordsize).
 
+%%% Scale: our store alone, with up to 10M plain server sessions
+
+%% Memory per session and time per lookup at each size of `scale`, with plain server sessions (server keys), our
+%% store alone: OTP's stores would need about 14 GB at 10M. The owner makes each session as it inserts it, from
+%% its number, so that no list of millions of sessions is held: its id is the SHA-256 of the number, and its
+%% master secret fresh. Lookups are of random numbers, 20,000 per round, median of five rounds, from another
+%% process, as a listener's connections read.
+scale(#{scale := []}) ->
+    skipped;
+scale(#{scale := Sizes}) ->
+    [{Size, scale_at(Size)} || Size <- Sizes].
+
+scale_at(Size) ->
+    {Template, #{session_id := IdAt, master_secret := SecretAt}} = nif_session_cache_sessions:server_template(),
+    Session = fun(I) ->
+                      Id = scale_id(I),
+                      {Id, setelement(SecretAt, setelement(IdAt, Template, Id), crypto:strong_rand_bytes(48))}
+              end,
+    Before = settled_memory(system),
+    Self = self(),
+    Owner = spawn_link(fun() ->
+                               Store = nif_session_cache:init([{role, server}]),
+                               scale_fill(Store, Session, Size),
+                               erlang:garbage_collect(),
+                               {memory, Own} = process_info(self(), memory),
+                               Self ! {filled, self(), Store, Own},
+                               receive stop -> nif_session_cache:terminate(Store) end
+                       end),
+    {Store, Own} = receive {filled, Owner, Filled, OwnerBytes} -> {Filled, OwnerBytes} end,
+    #{entries := Size, bytes := Bytes, index_bytes := Index} = nif_session_cache:info(Store),
+    Measured = (settled_memory(system) - Before + Own) / Size,
+    Time = fun(Keys) ->
+                   Ns = [element(1, timer:tc(fun() -> lookup_loop(nif_session_cache, Store, Keys) end)) * 1000 / length(Keys)
+                         || _ <- lists:seq(1, 5)],
+                   median(Ns)
+           end,
+    Hit = Time([scale_id(rand:uniform(Size)) || _ <- lists:seq(1, 20000)]),
+    Miss = Time([scale_id(Size + rand:uniform(Size)) || _ <- lists:seq(1, 20000)]),
+    true = is_tuple(nif_session_cache:lookup(Store, scale_id(Size))),
+    unlink(Owner),
+    Owner ! stop,
+    #{measured_bytes => Measured, reported_bytes => (Bytes + Index) / Size, lookup_hit_ns => Hit,
+      lookup_miss_ns => Miss}.
+
+scale_fill(_, _, 0) ->
+    ok;
+scale_fill(Store, Session, I) ->
+    {Id, S} = Session(I),
+    ok = nif_session_cache:update(Store, Id, S),
+    scale_fill(Store, Session, I - 1).
+
+scale_id(I) ->
+    crypto:hash(sha256, <<I:64>>).
+
 %%% OTP's real server cache process
 
 server_cache(_Template, #{server_cache_size := 0}) ->
@@ -657,6 +714,7 @@ print(R) ->
     lists:foreach(fun print_operations/1, maps:get(operations, R)),
     ok = print_concurrency(maps:get(concurrency, R)),
     ok = print_memory(maps:get(memory, R)),
+    ok = print_scale(maps:get(scale, R)),
     ok = print_server_cache(maps:get(server_cache, R)),
     ok = print_handshakes(maps:get(handshakes, R)),
     ok = print_cluster(maps:get(cluster, R)),
@@ -699,6 +757,16 @@ print_memory(#{size := Size, etf_bytes := Etf, stores := Stores, plain := Plain}
 print_memory_rows(Stores) ->
     [io:format("~-28s measured ~10s   reported ~10s~n", [atom_to_list(Mod), num(Measured), num(Reported)])
      || {Mod, {Measured, Reported}} <- Stores],
+    ok.
+
+print_scale(skipped) -> ok;
+print_scale(Rows) ->
+    io:format("~nScale: plain server sessions in our store alone (bytes per session; ns per lookup, median of rounds):~n"),
+    Fmt = "~-12s ~12s ~12s ~12s ~12s ~16s~n",
+    io:format(Fmt, ["sessions", "measured", "reported", "lookup_hit", "lookup_miss", "hit/hit at first"]),
+    [{_, #{lookup_hit_ns := First}} | _] = Rows,
+    [io:format(Fmt, [num(Size), num(M), num(R), num(H), num(Miss), ratio(H, First)])
+     || {Size, #{measured_bytes := M, reported_bytes := R, lookup_hit_ns := H, lookup_miss_ns := Miss}} <- Rows],
     ok.
 
 print_server_cache(skipped) -> ok;

@@ -27,9 +27,9 @@ the_benchmark_runs_at_a_tiny_size_and_returns_well_formed_results(Config) ->
     Out = filename:join(?config(priv_dir, Config), "bench"),
     R = nif_session_cache_bench:run(#{sizes => [50, 200], rounds => 1, ops => 100, hosts => 20, readers => [1, 2],
                                       server_cache_size => 100, handshakes => 8, monitor_size => 300,
-                                      out => Out, print => false}),
+                                      scale => [100, 300], out => Out, print => false}),
     #{machine := Machine, session_etf_bytes := Etf, operations := Ops, concurrency := Conc, memory := Mem,
-      server_cache := Server, handshakes := Hs, scheduler := Sched} = R,
+      server_cache := Server, handshakes := Hs, scheduler := Sched, scale := Scale} = R,
     ?assert(is_list(Machine) andalso Etf > 1000),
     %% Both of OTP's key shapes, each at every size.
     ?assertEqual([{client, 50}, {client, 200}, {server, 50}, {server, 200}],
@@ -56,6 +56,10 @@ the_benchmark_runs_at_a_tiny_size_and_returns_well_formed_results(Config) ->
     #{stores := MemRows} = Mem,
     ?assertEqual(?STORES, [M || {M, _} <- MemRows]),
     [?assert(Reported > 0) || {_, {_Measured, Reported}} <- MemRows],
+    %% Our store alone at each scale, with both figures of memory and both lookups.
+    ?assertEqual([100, 300], [N || {N, _} <- Scale]),
+    [?assert(M > 0 andalso Rep > 0 andalso H > 0 andalso Miss > 0)
+     || {_, #{measured_bytes := M, reported_bytes := Rep, lookup_hit_ns := H, lookup_miss_ns := Miss}} <- Scale],
     ?assertEqual([default, nif_session_cache], [B || {B, _} <- Server]),
     %% Every synthetic registration is resumable in OTP's real cache process, with either store.
     [?assertEqual(100, Resumable) || {_, #{resumable_of_100 := Resumable}} <- Server],
@@ -73,7 +77,7 @@ measure_times_only_the_operations_it_names(Config) ->
     #{operations := [#{keys := server, rows := Rows}]} =
         nif_session_cache_bench:run(#{sizes => [100], keys => [server], measure => [delete, update_new], rounds => 1,
                                       ops => 50, hosts => 10, readers => [1], server_cache_size => 0, handshakes => 0,
-                                      monitor_size => 0, out => Out, print => false}),
+                                      monitor_size => 0, scale => [], out => Out, print => false}),
     %% In the benchmark's own order, whatever the order asked; the chart is still drawn without the others.
     ?assertEqual([update_new, delete], [Op || {Op, _} <- Rows]),
     [?assertEqual(?STORES, [M || {M, _} <- Row]) || {_, Row} <- Rows],
