@@ -55,7 +55,9 @@
 
 -spec load() -> ok | {error, term()}.
 load() ->
-    erlang:load_nif(filename:join(priv_dir(), atom_to_list(?MODULE)), 0).
+    %% The release tells the library what the VM's allocators add to each entry, for info/1's figures.
+    Release = list_to_integer(erlang:system_info(otp_release)),
+    erlang:load_nif(filename:join(priv_dir(), atom_to_list(?MODULE)), Release).
 
 %% The application's priv dir, or the priv dir beside this module's ebin when the code was added by path only.
 -spec priv_dir() -> file:filename().

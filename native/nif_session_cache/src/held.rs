@@ -180,7 +180,10 @@ impl Interner {
     /// work is spent on packing it. A comparison stops at the first difference, so it costs at most the size of
     /// the copy.
     pub fn recent(&self, term: Term, position: usize, limit: usize) -> Option<Arc<Held>> {
-        let recent = lock(&self.shared).recent.get(position).and_then(Weak::upgrade)?;
+        let recent = lock(&self.shared)
+            .recent
+            .get(position)
+            .and_then(Weak::upgrade)?;
         (recent.words <= limit && recent.is(term)).then_some(recent)
     }
 

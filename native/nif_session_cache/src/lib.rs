@@ -27,7 +27,9 @@ mod weight;
 rustler::init!("nif_session_cache_nif", load = load);
 
 /// Opens the store resource type, in a way that keeps stores made before a reload usable (`store_type.rs`),
-/// and the type of entries' bytes (`bytes.rs`).
-fn load(env: rustler::Env, _load_info: rustler::Term) -> bool {
+/// and the type of entries' bytes (`bytes.rs`). The load info is the VM's OTP release, on which what its
+/// allocators add to an entry depends (`weight.rs`).
+fn load(env: rustler::Env, load_info: rustler::Term) -> bool {
+    weight::set_release(load_info.decode::<u32>().unwrap_or(u32::MAX));
     store_type::open(env) && bytes::open(env)
 }

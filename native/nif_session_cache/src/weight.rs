@@ -7,8 +7,11 @@
 //! slack the VM adds to every fragment of such an environment; a shared one is counted once per store, however
 //! many entries use it. Payloads of reference-counted binaries (over 64 bytes) inside held terms are not
 //! counted: they are shared with whatever else holds the same binary, and ETS's `memory` does not count them
-//! either. The constants were measured on OTP 25 against `erlang:memory(total)` (the NIF's Rust allocations go
-//! through the VM's allocator, so that figure sees them); `make bench` prints both figures side by side.
+//! either. The constants were measured on OTP 25 (the entries' overheads on 27 and 29 as well) against
+//! `erlang:memory(system)` (the NIF's Rust allocations go through the VM's allocator, so that figure sees them);
+//! `make bench` prints both figures side by side.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustler::types::map::MapIterator;
 use rustler::{Binary, Term, TermType};
@@ -28,9 +31,38 @@ const HELD_HEADER_BYTES: usize = 64;
 /// What the VM adds to an entry's block, beyond its own bytes: the resource object's bookkeeping and the
 /// allocator's block header for an entry with blobs (a resource object), the allocator's block header and
 /// rounding for a plain allocation. Calibrated against `erlang:memory(system)` at 100k entries, where
-/// resource objects and the NIF's allocations are counted (`make bench` prints both figures side by side).
-const RESOURCE_OVERHEAD_BYTES: usize = 80;
-const ALLOCATION_OVERHEAD_BYTES: usize = 16;
+/// resource objects and the NIF's allocations are counted (`make bench` prints both figures side by side), on
+/// OTP 25 and on OTP 27 and 29, whose allocators add more per block (the same on both).
+#[derive(Clone, Copy)]
+struct Overheads {
+    resource: usize,
+    allocation: usize,
+}
+
+const OTP_25: Overheads = Overheads {
+    resource: 80,
+    allocation: 16,
+};
+const OTP_26_AND_LATER: Overheads = Overheads {
+    resource: 98,
+    allocation: 26,
+};
+
+/// Whether the VM is of OTP 26 or later, as the library's load info said (`set_release`).
+static LATER_THAN_25: AtomicBool = AtomicBool::new(true);
+
+/// Chooses the overheads for OTP `release`; called from the library's load callback.
+pub fn set_release(release: u32) {
+    LATER_THAN_25.store(release > 25, Ordering::Relaxed);
+}
+
+fn overheads() -> Overheads {
+    if LATER_THAN_25.load(Ordering::Relaxed) {
+        OTP_26_AND_LATER
+    } else {
+        OTP_25
+    }
+}
 
 /// Binaries up to this size are heap binaries, copied into the term's own heap; larger ones are a reference.
 const HEAP_BINARY_MAX: usize = 64;
@@ -42,11 +74,12 @@ const FLAT_MAP_MAX: usize = 32;
 /// Bytes an entry whose block is `block` bytes (its header, held part references and packed bytes, its key's
 /// included) owns, in a resource object or a plain allocation.
 pub fn entry_bytes(resource: bool, block: usize) -> usize {
+    let overheads = overheads();
     block
         + if resource {
-            RESOURCE_OVERHEAD_BYTES
+            overheads.resource
         } else {
-            ALLOCATION_OVERHEAD_BYTES
+            overheads.allocation
         }
 }
 
