@@ -520,7 +520,7 @@ info_bytes_agree_with_the_growth_the_vm_measures(_Config) ->
 
 %% nginx documents about 4,000 sessions per megabyte of its cache, 262 bytes each. A plain server session (OTP's own,
 %% from a TLS 1.2 handshake without a client certificate: the listener's chain and private key shared) costs no
-%% more here, by the VM's measure and by info/1's, at 100k sessions. Memory, not time.
+%% more here, by the VM's measure and by info/1's, which agree within 2 %, at 100k sessions. Memory, not time.
 a_plain_server_session_costs_at_most_262_bytes(_Config) ->
     in_other_process(
       fun() ->
@@ -533,6 +533,8 @@ a_plain_server_session_costs_at_most_262_bytes(_Config) ->
               #{bytes := Bytes, index_bytes := Index, entries := N} = nif_session_cache:info(Store),
               ?assert(Grown =< 262 * N, {measured_per_session, Grown / N}),
               ?assert(Bytes + Index =< 262 * N, {reported_per_session, (Bytes + Index) / N}),
+              %% And the two agree, on every release (the VM's allocators add more per block from OTP 26).
+              ?assert(abs(Bytes + Index - Grown) =< Grown div 50, {computed, Bytes + Index, measured, Grown}),
               N
       end).
 
