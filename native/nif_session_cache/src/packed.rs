@@ -7,7 +7,8 @@
 //! term format costs twice an ETS lookup. So an entry is a compact byte encoding that is quick to rebuild with
 //! the NIF API:
 //!
-//! - atoms are their VM handles (atoms are never freed, so a handle stays valid); integers are varints;
+//! - atoms are their VM handles (atoms are never freed, so a handle stays valid); integers are varints, those of
+//!   0 to 127 and tuples of up to 15 elements one byte, and a repeated time stamp a reference to its first;
 //!   binaries up to `INLINE_BINARY_MAX` bytes and Latin-1 strings are their bytes; tuples and lists are
 //!   rebuilt from their elements. Binaries up to `SECRET_BINARY_MAX` bytes go to a secret section of their
 //!   own behind the entry's key, larger inlined ones to a blob section behind the encoding, which lookups
@@ -96,6 +97,42 @@ mod tag {
     pub const KEY: u8 = 12;
     /// An integer just above the smallest small integer, counted from it (`LOW_BASE`).
     pub const LOW: u8 = 13;
+    /// The same integer as the entry's `LOW` integer numbered by the varint that follows, counting from 0 in the
+    /// order they were packed, up to `LOWS_KEPT` of them (a session's time stamp is its internal id's first
+    /// element).
+    pub const LOW_AGAIN: u8 = 14;
+    /// A tuple of arity `byte - SMALL_TUPLE`, below `SMALL_TUPLE_MAX`: one byte instead of two.
+    pub const SMALL_TUPLE: u8 = 32;
+    pub const SMALL_TUPLE_MAX: u8 = SMALL_TUPLE + 16;
+    /// The integer `byte - SMALL_INT`: 0 to 127 in one byte instead of two or three.
+    pub const SMALL_INT: u8 = 128;
+}
+
+/// `LOW` integers an entry remembers for `LOW_AGAIN`, on packing and unpacking alike.
+const LOWS_KEPT: usize = 4;
+
+/// The `LOW` integers packed or unpacked so far, in order, up to `LOWS_KEPT`.
+#[derive(Clone, Copy, Default)]
+struct Lows {
+    values: [i64; LOWS_KEPT],
+    len: usize,
+}
+
+impl Lows {
+    fn position(&self, value: i64) -> Option<usize> {
+        self.values[..self.len].iter().position(|&low| low == value)
+    }
+
+    fn push(&mut self, value: i64) {
+        if self.len < LOWS_KEPT {
+            self.values[self.len] = value;
+            self.len += 1;
+        }
+    }
+
+    fn get(&self, index: usize) -> Option<i64> {
+        self.values[..self.len].get(index).copied()
+    }
 }
 
 /// The smallest small integer on a 64-bit VM, -2^59. `erlang:monotonic_time/0` and `erlang:unique_integer/0`
@@ -133,6 +170,7 @@ impl Packed {
                 budget,
                 held_words: 0,
                 key_binary: session_codec::key::binary_of(key_bytes),
+                lows: Lows::default(),
             };
             let packed = match packer.pair(key, session) {
                 Ok(end) => {
@@ -206,6 +244,7 @@ impl Packed {
                 held: self.held(),
                 key: all.get(..secret_at)?,
                 stack,
+                lows: Lows::default(),
             };
             let session = unpacker.term()?;
             let term = if with_key {
@@ -250,6 +289,8 @@ struct Packer<'s> {
     held_words: usize,
     /// The key's bytes when the key is a binary: binaries equal to it are packed as `KEY`.
     key_binary: Option<&'s [u8]>,
+    /// The `LOW` integers packed so far, for `LOW_AGAIN`.
+    lows: Lows,
 }
 
 /// A position in each section, while packing.
@@ -361,6 +402,8 @@ impl Packer<'_> {
             return Ok(());
         }
         let start = self.cursor()?;
+        // A field given up for sharing takes back what it packed, the `LOW` integers it remembered with it.
+        let lows = self.lows;
         self.probe = Some(start);
         let inline = self.inline(term, kind, depth);
         self.probe = None;
@@ -369,6 +412,7 @@ impl Packer<'_> {
             Ok(()) | Err(Stop::Share) => {}
             Err(stop @ (Stop::NoMemory | Stop::HoldsStore | Stop::TooLarge)) => return Err(stop),
         }
+        self.lows = lows;
         wipe(&mut self.secrets[start.secret as usize..]);
         self.secrets.truncate(start.secret as usize);
         self.out.truncate(start.code as usize);
@@ -416,8 +460,15 @@ impl Packer<'_> {
                 let Some(elements) = raw::tuple_elements(term) else {
                     return self.hold(term);
                 };
-                self.push(tag::TUPLE);
-                self.varint(elements.len() as u64);
+                match u8::try_from(elements.len()) {
+                    Ok(arity) if arity < tag::SMALL_TUPLE_MAX - tag::SMALL_TUPLE => {
+                        self.push(tag::SMALL_TUPLE + arity);
+                    }
+                    _ => {
+                        self.push(tag::TUPLE);
+                        self.varint(elements.len() as u64);
+                    }
+                }
                 for (position, element) in elements.enumerate() {
                     self.term(element, depth + 1, position)?;
                 }
@@ -434,9 +485,24 @@ impl Packer<'_> {
         let mut unsigned = 0;
         // SAFETY: each call only reads the term and writes its out-parameter.
         if unsafe { enif_get_long(env, raw, &mut signed) } != 0 {
+            if let Ok(small) = u8::try_from(signed) {
+                if small < u8::MAX - tag::SMALL_INT + 1 {
+                    self.push(tag::SMALL_INT + small);
+                    return Ok(());
+                }
+            }
             if (LOW_BASE..LOW_BASE + LOW_SPAN).contains(&signed) {
-                self.push(tag::LOW);
-                self.varint((signed - LOW_BASE) as u64);
+                match self.lows.position(signed) {
+                    Some(index) => {
+                        self.push(tag::LOW_AGAIN);
+                        self.varint(index as u64);
+                    }
+                    None => {
+                        self.lows.push(signed);
+                        self.push(tag::LOW);
+                        self.varint((signed - LOW_BASE) as u64);
+                    }
+                }
                 return Ok(());
             }
             self.push(tag::INT);
@@ -537,6 +603,8 @@ struct Unpacker<'p> {
     key: &'p [u8],
     /// Elements of the tuples and lists being built, innermost last.
     stack: &'p mut Vec<ERL_NIF_TERM>,
+    /// The `LOW` integers met so far, for `LOW_AGAIN`.
+    lows: Lows,
 }
 
 impl Unpacker<'_> {
@@ -552,10 +620,16 @@ impl Unpacker<'_> {
                 tag::ATOM => self.varint()? as ERL_NIF_TERM,
                 tag::INT => enif_make_long(env, unzigzag(self.varint()?)),
                 tag::UINT => enif_make_ulong(env, self.varint()?),
-                tag::LOW => enif_make_long(
-                    env,
-                    LOW_BASE.checked_add(i64::try_from(self.varint()?).ok()?)?,
-                ),
+                tag::LOW => {
+                    let low = LOW_BASE.checked_add(i64::try_from(self.varint()?).ok()?)?;
+                    self.lows.push(low);
+                    enif_make_long(env, low)
+                }
+                tag::LOW_AGAIN => {
+                    let index = self.len()?;
+                    enif_make_long(env, self.lows.get(index)?)
+                }
+                small @ tag::SMALL_INT.. => enif_make_long(env, i64::from(small - tag::SMALL_INT)),
                 tag::FLOAT => {
                     enif_make_double(env, f64::from_le_bytes(self.take(8)?.try_into().ok()?))
                 }
@@ -584,8 +658,11 @@ impl Unpacker<'_> {
                         ErlNifCharEncoding::ERL_NIF_LATIN1,
                     )
                 }
-                tag::TUPLE => {
-                    let arity = self.len()?;
+                arity @ (tag::TUPLE | tag::SMALL_TUPLE..tag::SMALL_TUPLE_MAX) => {
+                    let arity = match arity {
+                        tag::TUPLE => self.len()?,
+                        small => usize::from(small - tag::SMALL_TUPLE),
+                    };
                     let base = self.stack.len();
                     for _ in 0..arity {
                         let element = self.term()?;
