@@ -3,7 +3,7 @@
 //! Rooms: `nifs` (the functions Erlang calls; `lean` registers the hottest without an allocation), `resource`
 //! (what Erlang holds), `store_type` (the store's resource type, across reloads), `key` (key terms to canonical
 //! bytes), `packed` (the session packed into bytes, and rebuilt), `entry` (an entry's memory: a counted header,
-//! its sections, the wipe of its secrets), `bytes` (the VM resource an entry lives in), `held` (the parts kept as terms, and the fields shared between sessions),
+//! its sections, the wipe of its secrets), `bytes` (the VM resource an entry with blobs lives in), `held` (the parts kept as terms, and the fields shared between sessions),
 //! `shared` (the glue of the shared level, `session_share`), `weight` (what entries cost), `registry` (every live store, weakly), `reaper` (freeing large stores off the
 //! schedulers), `raw` (allocation-free term inspection), `error` and `atoms` (what Erlang sees).
 
