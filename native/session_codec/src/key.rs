@@ -86,8 +86,9 @@ pub fn encode_key<'a, T: KeyTerm<'a>>(
     out: &mut Vec<u8>,
 ) -> Result<Option<Range<usize>>, KeyError> {
     out.clear();
-    if let View::Tuple(mut elements) = term.view() {
-        if elements.len() == 2 {
+    // The term is looked at once: a server's key, a binary, is encoded from the view taken here.
+    match term.view() {
+        View::Tuple(mut elements) if elements.len() == 2 => {
             if let (Some(partial), Some(id)) = (elements.next(), elements.next()) {
                 out.push(TUPLE);
                 push_varint(out, 2);
@@ -97,9 +98,10 @@ pub fn encode_key<'a, T: KeyTerm<'a>>(
                 encode_into(id, 1, out)?;
                 return Ok(Some(start..end));
             }
+            encode_into(term, 0, out)?;
         }
+        view => encode_view(term, view, 0, out)?,
     }
-    encode_into(term, 0, out)?;
     Ok(None)
 }
 
@@ -126,10 +128,20 @@ fn encode_into<'a, T: KeyTerm<'a>>(
     depth: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), KeyError> {
+    encode_view(term, term.view(), depth, out)
+}
+
+/// `encode_into` of a term whose view is already taken.
+fn encode_view<'a, T: KeyTerm<'a>>(
+    term: T,
+    view: View<'a, T>,
+    depth: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), KeyError> {
     if depth > MAX_DEPTH || out.len() > MAX_KEY_BYTES {
         return Err(KeyError::Unsupported);
     }
-    match term.view() {
+    match view {
         View::Atom(handle) => {
             out.push(ATOM);
             out.extend_from_slice(&handle.to_le_bytes());
