@@ -110,9 +110,10 @@ impl Packed {
             let header_at = block.cast::<Header>();
             header_at.as_ptr().write(header);
             let held_at = block.as_ptr().add(HEADER_BYTES).cast::<Arc<Held>>();
-            ptr::copy_nonoverlapping(held.as_ptr(), held_at, held.len());
+            let count = held.len();
+            ptr::copy_nonoverlapping(held.as_ptr(), held_at, count);
             held.set_len(0);
-            let mut at = held_at.add((*header_at.as_ptr()).held()).cast::<u8>();
+            let mut at = held_at.add(count).cast::<u8>();
             for section in sections {
                 ptr::copy_nonoverlapping(section.as_ptr(), at, section.len());
                 at = at.add(section.len());

@@ -150,18 +150,15 @@ impl Interner {
     }
 
     /// The store's copy of a term identical to `term`, the field at `position` of a session, made now if there
-    /// is none. O(size of `term`) for a comparison with the copy last used at `position`, and if that differs,
-    /// for a hash and comparisons with the copies of that hash; the copy is made once per distinct term. Fails
-    /// with `TooLarge`, having done O(`limit`) work, for a term of more than `limit` words.
+    /// is none, and remembered as the copy last used there. For a term that [`Interner::recent`] did not find:
+    /// O(size of `term`) for a hash and comparisons with the copies of that hash; the copy is made once per
+    /// distinct term. Fails with `TooLarge`, having done O(`limit`) work, for a term of more than `limit` words.
     pub fn share(
         &self,
         term: Term,
         position: usize,
         limit: usize,
     ) -> Result<Arc<Held>, CacheError> {
-        if let Some(recent) = self.recent(term, position, limit) {
-            return Ok(recent);
-        }
         let mut shared = lock(&self.shared);
         // Measured before it is hashed, as hashing walks the whole term.
         let measure = weight::measure(term, limit).ok_or(CacheError::TooLarge)?;

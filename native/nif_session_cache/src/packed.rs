@@ -104,8 +104,9 @@ mod tag {
     /// A tuple of arity `byte - SMALL_TUPLE`, below `SMALL_TUPLE_MAX`: one byte instead of two.
     pub const SMALL_TUPLE: u8 = 32;
     pub const SMALL_TUPLE_MAX: u8 = SMALL_TUPLE + 16;
-    /// The integer `byte - SMALL_INT`: 0 to 127 in one byte instead of two or three.
+    /// The integer `byte - SMALL_INT`: 0 to `SMALL_INT_MAX` (127) in one byte instead of two or three.
     pub const SMALL_INT: u8 = 128;
+    pub const SMALL_INT_MAX: u8 = u8::MAX - SMALL_INT;
 }
 
 /// `LOW` integers an entry remembers for `LOW_AGAIN`, on packing and unpacking alike.
@@ -485,11 +486,9 @@ impl Packer<'_> {
         let mut unsigned = 0;
         // SAFETY: each call only reads the term and writes its out-parameter.
         if unsafe { enif_get_long(env, raw, &mut signed) } != 0 {
-            if let Ok(small) = u8::try_from(signed) {
-                if small < u8::MAX - tag::SMALL_INT + 1 {
-                    self.push(tag::SMALL_INT + small);
-                    return Ok(());
-                }
+            if let Ok(small @ 0..=tag::SMALL_INT_MAX) = u8::try_from(signed) {
+                self.push(tag::SMALL_INT + small);
+                return Ok(());
             }
             if (LOW_BASE..LOW_BASE + LOW_SPAN).contains(&signed) {
                 match self.lows.position(signed) {
