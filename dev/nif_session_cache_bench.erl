@@ -887,9 +887,21 @@ short(S) -> integer_to_list(S).
 %%% Helpers
 
 machine() ->
-    lists:flatten(io_lib:format("OTP ~s (erts ~s), ~B schedulers, ~s",
+    lists:flatten(io_lib:format("OTP ~s (erts ~s), ~B schedulers, ~s, transparent huge pages ~s",
                                 [erlang:system_info(otp_release), erlang:system_info(version),
-                                 erlang:system_info(schedulers_online), cpu()])).
+                                 erlang:system_info(schedulers_online), cpu(), huge_pages()])).
+
+%% Linux's transparent huge page mode, the bracketed word of its setting: the scale section's lookups at 10M
+%% entries depend on it (README, "Scale").
+huge_pages() ->
+    case file:read_file("/sys/kernel/mm/transparent_hugepage/enabled") of
+        {ok, Modes} ->
+            case re:run(Modes, "\\[([a-z]+)\\]", [{capture, all_but_first, list}]) of
+                {match, [Mode]} -> Mode;
+                nomatch -> "unknown"
+            end;
+        _ -> "unknown"
+    end.
 
 cpu() ->
     case file:read_file("/proc/cpuinfo") of
