@@ -10,7 +10,7 @@
 %%%                     owner only. Any other process gets error:{badarg, not_owner}, and the store is unchanged.
 %%%                     A write to a terminated store raises {badarg, terminated}; an update with a key the
 %%%                     store cannot hold (a map, a fun, a bitstring, nesting deeper than 16, an encoding over
-%%%                     64 KiB) raises {badarg, bad_key}; a session that holds a store or a fold cursor of this
+%%%                     4 KiB) raises {badarg, bad_key}; a session that holds a store or a fold cursor of this
 %%%                     library (in its tuples, lists or maps) raises {badarg, holds_store}, as its entry would
 %%%                     keep that store alive for good; anything but a store raises badarg.
 %%%   lookup/2, select_session/2, size/1, foldl/3

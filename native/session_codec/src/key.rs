@@ -17,8 +17,11 @@ use std::ops::Range;
 
 use crate::{push_varint, zigzag};
 
-/// Largest accepted key encoding. OTP keys are under 600 bytes (a 255-byte host name and a 32-byte id).
-pub const MAX_KEY_BYTES: usize = 64 * 1024;
+/// Largest accepted key encoding. OTP keys are under 600 bytes (a 255-byte host name and a 32-byte id). A key is
+/// encoded on a normal scheduler at every call, and a term walked through the NIF API costs up to about 10 ns
+/// per byte of its encoding (a list of small integers), so this bounds any key's encoding, or its refusal, to
+/// about 40 µs.
+pub const MAX_KEY_BYTES: usize = 4 * 1024;
 /// Deepest accepted nesting of tuples and list heads. OTP keys nest three levels.
 pub const MAX_DEPTH: usize = 16;
 /// Byte strings up to this length (every DNS name) are read in one call instead of cell by cell.

@@ -75,7 +75,7 @@ impl<'a> KeyRef<'a> {
     }
 }
 
-// Keys are not secret, but a derived Debug would print every byte of a 64 KiB key into a test failure.
+// Keys are not secret, but a derived Debug would print every byte of a 4 KiB key into a test failure.
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.as_ref().fmt(f)
