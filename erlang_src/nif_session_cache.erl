@@ -110,7 +110,8 @@ size(Store) ->
 info(Store) ->
     nif_session_cache_nif:info(Store).
 
-%% info/1 of every live store in this VM, oldest first. Keeps none of them alive.
+%% info/1 of every live store in this VM, oldest first. Keeps none of them alive. O(stores), on a dirty CPU
+%% scheduler.
 -spec stores() -> [nif_session_cache_nif:info()].
 stores() ->
     nif_session_cache_nif:stores().

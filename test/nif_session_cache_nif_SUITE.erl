@@ -24,6 +24,7 @@
          huge_sessions_never_hold_a_scheduler_for_a_millisecond/1,
          a_map_over_the_budget_is_refused_without_a_walk/1,
          huge_keys_are_refused_within_a_slice/1,
+         listing_many_stores_never_holds_a_normal_scheduler/1,
          a_binary_equal_to_the_key_is_kept_once_and_comes_back_exactly/1,
          a_store_without_references_is_freed/1,
          many_stores_come_and_go_without_leaking/1,
@@ -51,6 +52,7 @@ all() ->
      huge_sessions_never_hold_a_scheduler_for_a_millisecond,
      a_map_over_the_budget_is_refused_without_a_walk,
      huge_keys_are_refused_within_a_slice,
+     listing_many_stores_never_holds_a_normal_scheduler,
      a_binary_equal_to_the_key_is_kept_once_and_comes_back_exactly,
      a_store_without_references_is_freed,
      many_stores_come_and_go_without_leaking,
@@ -395,6 +397,22 @@ huge_keys_are_refused_within_a_slice(_Config) ->
             end,
     ?assertEqual({[], [{undefined, {error, {badarg, bad_key}}, {value, ok}, []}]},
                  long_schedules(Setup, Calls)).
+
+%% stores/0 describes every live store, a few microseconds each: a node with thousands of listeners, or a monitor
+%% that polls it, must not hold a normal scheduler for it. Two listings of 3,000 stores see no long_schedule event
+%% (on a normal scheduler they took about 10 ms each) and list every one of them.
+listing_many_stores_never_holds_a_normal_scheduler(_Config) ->
+    Setup = fun() ->
+                    Stores = [nif_session_cache:init([]) || _ <- lists:seq(1, 3000)],
+                    {Stores, lists:sort([Id || Store <- Stores, #{id := Id} <- [nif_session_cache:info(Store)]])}
+            end,
+    Calls = fun({_Stores, Ids}) ->
+                    Listings = [nif_session_cache:stores() || _ <- [1, 2]],
+                    fun() ->
+                            [ordsets:is_subset(Ids, lists:sort([Id || #{id := Id} <- Listing])) || Listing <- Listings]
+                    end
+            end,
+    ?assertEqual({[], [true, true]}, long_schedules(Setup, Calls)).
 
 %% {Events, Result}: the long_schedule events system_monitor sees for a process while it runs Calls(Setup()), and
 %% the result of the check that Calls returns, which runs once the monitor is off, as Setup ran before it was on. The

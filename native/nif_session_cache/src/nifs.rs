@@ -345,9 +345,9 @@ fn info<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
     describe(env, StoreResource::from_term(store)?)
 }
 
-/// `info/1` of every live store, oldest first. Holds no store alive. Normal scheduler, O(stores): meant for an
-/// operator's shell, where there are a handful of stores (one per listener, one for clients).
-#[rustler::nif]
+/// `info/1` of every live store, oldest first. Holds no store alive. O(stores), a few microseconds each, so on a
+/// dirty CPU scheduler: a node may have thousands of listeners, and a monitor may poll this.
+#[rustler::nif(schedule = "DirtyCpu")]
 fn stores(env: Env) -> NifResult<Vec<Term>> {
     registry::live()
         .iter()
