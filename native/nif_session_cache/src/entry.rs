@@ -18,6 +18,8 @@ use session_store::Value;
 
 use crate::bytes;
 use crate::held::Held;
+use crate::packed::SCHEDULER_BUDGET;
+use crate::reaper;
 use crate::weight;
 
 /// A counted reference to one entry, which lives in one block: a [`Header`], the entry's held parts (an `Arc`
@@ -251,16 +253,29 @@ impl Drop for Packed {
         let secret_at = secret_at.min(len);
         let secret_len = (header.secret_len as usize).min(len - secret_at);
         let (held, resource) = (header.held(), header.resource());
+        // An entry too large to pack or copy on a normal scheduler is too large to free on one: releasing its
+        // held parts releases each one's environment and every reference-counted binary inside them. They are
+        // freed on the reaper thread instead (they hold no secret: see `packed.rs`). Past `INLINE_HELD_PARTS`,
+        // the parts are not even read for their size: each is a cache miss away.
+        let heavy = held > INLINE_HELD_PARTS || self.cost() > SCHEDULER_BUDGET;
         // SAFETY: this was the last reference, so nothing else reads the entry. The secret section was never
         // handed out (the VM copies binaries of up to 64 bytes), so no binary refers to it. The held parts are
-        // dropped once, then the block is freed with the layout it was allocated with, or our reference to the
-        // resource object is given up (binaries may keep it alive). The header needs no drop.
+        // dropped once, here or, moved out of the block, on the reaper, then the block is freed with the layout
+        // it was allocated with, or our reference to the resource object is given up (binaries may keep it
+        // alive). The header needs no drop.
         unsafe {
             wipe(std::slice::from_raw_parts_mut(
                 self.data().add(secret_at),
                 secret_len,
             ));
-            ptr::drop_in_place(ptr::slice_from_raw_parts_mut(self.held_at(), held));
+            if heavy {
+                let parts: Vec<Arc<Held>> = (0..held)
+                    .map(|i| ptr::read(self.held_at().add(i)))
+                    .collect();
+                reaper::dispose_later(Box::new(parts));
+            } else {
+                ptr::drop_in_place(ptr::slice_from_raw_parts_mut(self.held_at(), held));
+            }
             if resource {
                 bytes::release(self.header.cast());
             } else if let Some(layout) = block_layout(held, len) {
@@ -269,6 +284,10 @@ impl Drop for Packed {
         }
     }
 }
+
+/// Held parts an entry frees where its last reference goes, at most: each is an environment to free, a few
+/// hundred nanoseconds. An entry with more frees them on the reaper thread.
+const INLINE_HELD_PARTS: usize = 256;
 
 /// Bytes from the start of an entry's block to its held parts: the header, rounded up to their alignment.
 const HEADER_BYTES: usize = std::mem::size_of::<Header>().next_multiple_of(BLOCK_ALIGN);
