@@ -18,7 +18,7 @@ use session_store::Value;
 
 use crate::bytes;
 use crate::held::Held;
-use crate::packed::SCHEDULER_BUDGET;
+use crate::packed::{HELD_PART_UNITS, SCHEDULER_BUDGET};
 use crate::reaper;
 use crate::weight;
 
@@ -170,11 +170,11 @@ impl Packed {
         unsafe { self.held_at().add(self.header().held()).cast() }
     }
 
-    /// What copying the entry out costs, in `packed::SCHEDULER_BUDGET`'s units: its encoding's bytes and its held parts'
-    /// words. Blobs are handed out by reference. O(held parts).
+    /// What copying the entry out costs, in `packed::SCHEDULER_BUDGET`'s units: its encoding's bytes, and its held
+    /// parts' words and `HELD_PART_UNITS` each. Blobs are handed out by reference. O(held parts).
     pub fn cost(&self) -> usize {
         let held_words: usize = self.held().iter().map(|held| held.words()).sum();
-        self.header().code_len as usize + held_words
+        self.header().code_len as usize + held_words + self.header().held() * HELD_PART_UNITS
     }
 }
 
@@ -255,9 +255,9 @@ impl Drop for Packed {
         let (held, resource) = (header.held(), header.resource());
         // An entry too large to pack or copy on a normal scheduler is too large to free on one: releasing its
         // held parts releases each one's environment and every reference-counted binary inside them. They are
-        // freed on the reaper thread instead (they hold no secret: see `packed.rs`). Past `INLINE_HELD_PARTS`,
-        // the parts are not even read for their size: each is a cache miss away.
-        let heavy = held > INLINE_HELD_PARTS || self.cost() > SCHEDULER_BUDGET;
+        // freed on the reaper thread instead (they hold no secret: see `packed.rs`). Their number alone may
+        // decide it, O(1), which spares reading thousands of parts, a cache miss each, for their size.
+        let heavy = held * HELD_PART_UNITS > SCHEDULER_BUDGET || self.cost() > SCHEDULER_BUDGET;
         // SAFETY: this was the last reference, so nothing else reads the entry. The secret section was never
         // handed out (the VM copies binaries of up to 64 bytes), so no binary refers to it. The held parts are
         // dropped once, here or, moved out of the block, on the reaper, then the block is freed with the layout
@@ -284,10 +284,6 @@ impl Drop for Packed {
         }
     }
 }
-
-/// Held parts an entry frees where its last reference goes, at most: each is an environment to free, a few
-/// hundred nanoseconds. An entry with more frees them on the reaper thread.
-const INLINE_HELD_PARTS: usize = 256;
 
 /// Bytes from the start of an entry's block to its held parts: the header, rounded up to their alignment.
 const HEADER_BYTES: usize = std::mem::size_of::<Header>().next_multiple_of(BLOCK_ALIGN);

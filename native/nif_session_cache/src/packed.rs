@@ -67,14 +67,19 @@ const FIELD_DEPTH: usize = 2;
 const STRING_MAX: usize = 255;
 
 /// The work a call may do on a normal scheduler, in units of a byte of an entry's encoding (each term rebuilt
-/// costs one or a few) or a word of a held term (`enif_make_copy`), and 16 bytes of secrets and blobs copied
-/// in. Packing or unpacking an entry over this budget runs on a dirty CPU scheduler instead (the Erlang wrapper
-/// retries there), so no call holds a normal scheduler for near a millisecond. An OTP session costs a few
-/// hundred units. Measured on sessions just within it (README, "Guarantees"): 4 to 133 µs per call, the most
-/// for an update of a map of 2,000 keys (a held part: measured, hashed and copied).
+/// costs one or a few) or a word of a held term (`enif_make_copy`), 16 bytes of secrets and blobs copied in, and
+/// `HELD_PART_UNITS` for each held part. Packing or unpacking an entry over this budget runs on a dirty CPU
+/// scheduler instead (the Erlang wrapper retries there), so no call holds a normal scheduler for near a
+/// millisecond. An OTP session costs a few hundred units. Measured on sessions just within it (README,
+/// "Guarantees").
 pub const SCHEDULER_BUDGET: usize = 8 * 1024;
 /// Bytes of secrets and blobs per unit of work: they are copied with `memcpy`.
 const BYTES_PER_UNIT: usize = 16;
+/// Units of work a held part costs besides its words: an environment made and, when the entry goes, freed, and a
+/// copy out of it at each lookup, each a microsecond or so however small the term (a pid, a reference, a
+/// bignum). Without it, 2,000 pids or 1,000 small bignums packed within the budget and took 1.5 ms. An OTP session
+/// holds two or three parts (its listener's chain and key, shared).
+pub const HELD_PART_UNITS: usize = 128;
 
 mod tag {
     pub const NIL: u8 = 0;
@@ -361,7 +366,10 @@ impl Packer<'_> {
 
     /// The work done so far, in `SCHEDULER_BUDGET`'s units.
     fn work(&self) -> usize {
-        self.out.len() + self.held_words + (self.secrets.len() + self.blobs.len()) / BYTES_PER_UNIT
+        self.out.len()
+            + self.held_words
+            + self.held.len() * HELD_PART_UNITS
+            + (self.secrets.len() + self.blobs.len()) / BYTES_PER_UNIT
     }
 
     /// What is left of the budget, in words of a held part: `usize::MAX` for no budget, which lets a held part be
