@@ -27,6 +27,7 @@
          listing_many_stores_never_holds_a_normal_scheduler/1,
          freeing_huge_held_parts_never_holds_a_normal_scheduler/1,
          many_small_held_parts_never_hold_a_normal_scheduler/1,
+         a_small_store_of_many_held_parts_is_freed_off_the_schedulers/1,
          a_binary_equal_to_the_key_is_kept_once_and_comes_back_exactly/1,
          a_store_without_references_is_freed/1,
          many_stores_come_and_go_without_leaking/1,
@@ -57,6 +58,7 @@ all() ->
      listing_many_stores_never_holds_a_normal_scheduler,
      freeing_huge_held_parts_never_holds_a_normal_scheduler,
      many_small_held_parts_never_hold_a_normal_scheduler,
+     a_small_store_of_many_held_parts_is_freed_off_the_schedulers,
      a_binary_equal_to_the_key_is_kept_once_and_comes_back_exactly,
      a_store_without_references_is_freed,
      many_stores_come_and_go_without_leaking,
@@ -463,6 +465,23 @@ many_small_held_parts_never_hold_a_normal_scheduler(_Config) ->
                     fun() -> {Found, Left} end
             end,
     ?assertEqual(clean, clean_in_one_of(3, Setup, Calls, {[true, true, true, true], 0}, [])).
+
+%% A store of a few hundred entries is freed in place, unless its held terms are many: 256 sessions of 60 pids
+%% each, every pid held apart, took 2.2 to 2.7 ms to free. Terminating two such stores sees no long_schedule
+%% event in one of three attempts, and each is empty at once.
+a_small_store_of_many_held_parts_is_freed_off_the_schedulers(_Config) ->
+    Setup = fun() ->
+                    Stores = [nif_session_cache:init([]) || _ <- [1, 2]],
+                    [ok = nif_session_cache:update(S, {{"host", 443}, <<N:256>>}, lists:duplicate(60, self()))
+                     || S <- Stores, N <- lists:seq(1, 256)],
+                    Stores
+            end,
+    Calls = fun(Stores) ->
+                    [ok = nif_session_cache:terminate(S) || S <- Stores],
+                    Sizes = [nif_session_cache:size(S) || S <- Stores],
+                    fun() -> Sizes end
+            end,
+    ?assertEqual(clean, clean_in_one_of(3, Setup, Calls, [0, 0], [])).
 
 clean_in_one_of(0, _Setup, _Calls, _Result, Seen) ->
     lists:reverse(Seen);

@@ -66,7 +66,7 @@ impl StoreInner {
 
     /// Empties the store and frees its contents, off the scheduler when they are large. Idempotent.
     pub fn retire(&self) {
-        reaper::dispose(self.store.retire());
+        reaper::dispose(self.store.retire(), self.interner.bytes());
         self.interner.clear();
     }
 }
