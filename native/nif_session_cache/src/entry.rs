@@ -18,7 +18,7 @@ use session_store::Value;
 
 use crate::bytes;
 use crate::held::Held;
-use crate::packed::{HELD_PART_UNITS, SCHEDULER_BUDGET};
+use crate::packed::HELD_PART_UNITS;
 use crate::reaper;
 use crate::weight;
 
@@ -43,6 +43,9 @@ pub(crate) struct Lengths {
     pub key: u32,
     pub secret: u32,
     pub code: u32,
+    /// Whether the entry costs more than `packed::SCHEDULER_BUDGET` to copy out (`Packed::cost`), so that its
+    /// held parts are too much to free on a normal scheduler.
+    pub heavy: bool,
 }
 
 /// The start of an entry's block, six 32-bit words; its held parts and then its bytes follow it.
@@ -50,8 +53,9 @@ pub(crate) struct Lengths {
 pub(crate) struct Header {
     /// Clones of the `Packed` that refers to this entry.
     refs: AtomicU32,
-    /// Twice the number of held parts (numbered in the order their `HELD` tags appear), plus one if the block
-    /// is a VM resource object (the entry has blobs), else a plain allocation.
+    /// Four times the number of held parts (numbered in the order their `HELD` tags appear), plus two if they
+    /// are to be freed off the schedulers (`Lengths::heavy`), plus one if the block is a VM resource object (the
+    /// entry has blobs), else a plain allocation.
     parts: u32,
     /// Lengths of the key, the secret section and the encoding; the blob section is the rest.
     pub key_len: u32,
@@ -63,7 +67,11 @@ pub(crate) struct Header {
 
 impl Header {
     fn held(&self) -> usize {
-        (self.parts >> 1) as usize
+        (self.parts >> 2) as usize
+    }
+
+    fn heavy(&self) -> bool {
+        self.parts & 2 == 2
     }
 
     fn resource(&self) -> bool {
@@ -91,8 +99,8 @@ impl Packed {
             refs: AtomicU32::new(1),
             parts: u32::try_from(held.len())
                 .ok()?
-                .checked_mul(2)?
-                .checked_add(u32::from(resource))?,
+                .checked_mul(4)?
+                .checked_add(2 * u32::from(lengths.heavy) + u32::from(resource))?,
             key_len: lengths.key,
             secret_len: lengths.secret,
             code_len: lengths.code,
@@ -255,9 +263,8 @@ impl Drop for Packed {
         let (held, resource) = (header.held(), header.resource());
         // An entry too large to pack or copy on a normal scheduler is too large to free on one: releasing its
         // held parts releases each one's environment and every reference-counted binary inside them. They are
-        // freed on the reaper thread instead (they hold no secret: see `packed.rs`). Their number alone may
-        // decide it, O(1), which spares reading thousands of parts, a cache miss each, for their size.
-        let heavy = held * HELD_PART_UNITS > SCHEDULER_BUDGET || self.cost() > SCHEDULER_BUDGET;
+        // freed on the reaper thread instead (they hold no secret: see `packed.rs`).
+        let heavy = header.heavy();
         // SAFETY: this was the last reference, so nothing else reads the entry. The secret section was never
         // handed out (the VM copies binaries of up to 64 bytes), so no binary refers to it. The held parts are
         // dropped once, here or, moved out of the block, on the reaper, then the block is freed with the layout

@@ -192,6 +192,11 @@ impl Packed {
                             key,
                             secret: end.secret,
                             code: end.code,
+                            // What `Packed::cost` will find, known here without reading the held parts again.
+                            heavy: end.code as usize
+                                + packer.held_words
+                                + packer.held.len() * HELD_PART_UNITS
+                                > SCHEDULER_BUDGET,
                         })
                         .and_then(|lengths| Packed::new(packer.held, lengths, sections))
                         .ok_or(CacheError::OutOfMemory)
