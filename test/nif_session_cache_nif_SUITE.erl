@@ -185,7 +185,10 @@ every_encoding_edge_round_trips_in_every_position(_Config) ->
     [ok = nif_session_cache:update(Store, K, S) || {K, S} <- Shifted],
     [?assert(nif_session_cache:lookup(Store, K) =:= S) || {K, S} <- Shifted],
     [ok = nif_session_cache:delete(Store, K) || K <- Keys],
-    ?assertMatch(#{entries := 0, bytes := 0, held_bytes := 0}, nif_session_cache:info(Store)).
+    ?assertMatch(#{entries := 0}, nif_session_cache:info(Store)),
+    %% Entries too large for a normal scheduler free their held parts on the reaper thread, a little later.
+    ok = wait_until(fun() -> maps:with([bytes, held_bytes], nif_session_cache:info(Store)) =:=
+                                 #{bytes => 0, held_bytes => 0} end).
 
 %% A listener's sessions all carry the same certificate chain and private key term: the store keeps one copy of
 %% each, whichever process's copy of the term a session arrives with, and frees it with the last session.
