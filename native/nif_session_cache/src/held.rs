@@ -127,10 +127,17 @@ struct Shared {
     by_hash: HashMap<u64, Vec<Weak<Held>>>,
     /// Table size at which dead copies are next swept out, so the table stays within twice the live ones.
     sweep_at: usize,
+    /// Copies made while the table was full, since it was last swept.
+    unfiled: usize,
 }
 
 /// Sweeps never run on tables smaller than this.
 const MIN_SWEEP: usize = 64;
+/// Hashes the table of shared copies files at most. A listener's sessions share one or two values (its chain and
+/// its key); sessions that each bring new ones would grow the table without end, and a write that grows or
+/// sweeps it would take time in proportion (54 ms at 300,000). Past this, a new value is held by its entry alone,
+/// as any term bytes cannot express is, and the table is swept again once as many have been made.
+const MAX_FILED: usize = 4096;
 /// Field positions with a remembered copy: OTP's #session{} has 15 fields.
 const RECENT_POSITIONS: usize = 32;
 
@@ -204,23 +211,33 @@ impl Shared {
     ) -> Result<Arc<Held>, CacheError> {
         // SAFETY: enif_hash only reads the term.
         let hash = unsafe { enif_hash(ErlNifHash::ERL_NIF_INTERNAL_HASH, term.as_c_arg(), 0) };
-        let bucket = self.by_hash.entry(hash).or_default();
-        if let Some(found) = bucket
-            .iter()
-            .filter_map(Weak::upgrade)
-            .find(|held| held.is(term))
-        {
-            return Ok(found);
+        if let Some(bucket) = self.by_hash.get_mut(&hash) {
+            if let Some(found) = bucket
+                .iter()
+                .filter_map(Weak::upgrade)
+                .find(|held| held.is(term))
+            {
+                return Ok(found);
+            }
+            bucket.retain(|held| held.strong_count() > 0);
         }
-        bucket.retain(|held| held.strong_count() > 0);
         let held = Arc::new(Held::new(term, measure, ledger)?);
-        bucket.push(Arc::downgrade(&held));
-        if self.by_hash.len() >= self.sweep_at {
+        let full = self.by_hash.len() >= MAX_FILED;
+        if self.by_hash.len() >= self.sweep_at || (full && self.unfiled >= MAX_FILED) {
             self.by_hash.retain(|_, bucket| {
                 bucket.retain(|held| held.strong_count() > 0);
                 !bucket.is_empty()
             });
             self.sweep_at = (2 * self.by_hash.len()).max(MIN_SWEEP);
+            self.unfiled = 0;
+        }
+        if self.by_hash.len() < MAX_FILED {
+            self.by_hash
+                .entry(hash)
+                .or_default()
+                .push(Arc::downgrade(&held));
+        } else {
+            self.unfiled += 1;
         }
         Ok(held)
     }
