@@ -137,7 +137,7 @@ const MIN_SWEEP: usize = 64;
 /// its key); sessions that each bring new ones would grow the table without end, and a write that grows or
 /// sweeps it would take time in proportion (54 ms at 300,000). Past this, a new value is held by its entry alone,
 /// as any term bytes cannot express is, and the table is swept again once as many have been made.
-const MAX_FILED: usize = 4096;
+const MAX_FILED: usize = 1024;
 /// Field positions with a remembered copy: OTP's #session{} has 15 fields.
 const RECENT_POSITIONS: usize = 32;
 
