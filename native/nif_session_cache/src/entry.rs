@@ -18,7 +18,7 @@ use session_store::Value;
 
 use crate::bytes;
 use crate::held::Held;
-use crate::packed::HELD_PART_UNITS;
+use crate::packed::copy_cost;
 use crate::reaper;
 use crate::weight;
 
@@ -178,11 +178,14 @@ impl Packed {
         unsafe { self.held_at().add(self.header().held()).cast() }
     }
 
-    /// What copying the entry out costs, in `packed::SCHEDULER_BUDGET`'s units: its encoding's bytes, and its held
-    /// parts' words and `HELD_PART_UNITS` each. Blobs are handed out by reference. O(held parts).
+    /// What copying the entry out costs (`packed::copy_cost`). O(held parts).
     pub fn cost(&self) -> usize {
         let held_words: usize = self.held().iter().map(|held| held.words()).sum();
-        self.header().code_len as usize + held_words + self.header().held() * HELD_PART_UNITS
+        copy_cost(
+            self.header().code_len as usize,
+            held_words,
+            self.header().held(),
+        )
     }
 }
 

@@ -222,8 +222,8 @@ impl Shared {
             bucket.retain(|held| held.strong_count() > 0);
         }
         let held = Arc::new(Held::new(term, measure, ledger)?);
-        let full = self.by_hash.len() >= MAX_FILED;
-        if self.by_hash.len() >= self.sweep_at || (full && self.unfiled >= MAX_FILED) {
+        // Copies go unfiled only while the table is full, which only a sweep changes.
+        if self.by_hash.len() >= self.sweep_at || self.unfiled >= MAX_FILED {
             self.by_hash.retain(|_, bucket| {
                 bucket.retain(|held| held.strong_count() > 0);
                 !bucket.is_empty()

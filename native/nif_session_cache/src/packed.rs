@@ -79,7 +79,13 @@ const BYTES_PER_UNIT: usize = 16;
 /// copy out of it at each lookup, each a microsecond or so however small the term (a pid, a reference, a
 /// bignum). Without it, 2,000 pids or 1,000 small bignums packed within the budget and took 1.5 ms. An OTP session
 /// holds two or three parts (its listener's chain and key, shared).
-pub const HELD_PART_UNITS: usize = 128;
+const HELD_PART_UNITS: usize = 128;
+
+/// What copying an entry out costs, in `SCHEDULER_BUDGET`'s units: its encoding's bytes, and its held parts' words
+/// and `HELD_PART_UNITS` each. Blobs are handed out by reference.
+pub fn copy_cost(code_len: usize, held_words: usize, held_parts: usize) -> usize {
+    code_len + held_words + held_parts * HELD_PART_UNITS
+}
 
 mod tag {
     pub const NIL: u8 = 0;
@@ -193,10 +199,11 @@ impl Packed {
                             secret: end.secret,
                             code: end.code,
                             // What `Packed::cost` will find, known here without reading the held parts again.
-                            heavy: end.code as usize
-                                + packer.held_words
-                                + packer.held.len() * HELD_PART_UNITS
-                                > SCHEDULER_BUDGET,
+                            heavy: copy_cost(
+                                end.code as usize,
+                                packer.held_words,
+                                packer.held.len(),
+                            ) > SCHEDULER_BUDGET,
                         })
                         .and_then(|lengths| Packed::new(packer.held, lengths, sections))
                         .ok_or(CacheError::OutOfMemory)
