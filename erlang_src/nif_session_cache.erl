@@ -19,9 +19,9 @@
 %%%                     however many match; an entry present for the whole call is returned or visited exactly
 %%%                     once, and one added or removed meanwhile may or may not be.
 %%%
-%%% No call holds a normal scheduler for a millisecond, whatever the session: the NIF answers nif_session_cache_dirty
-%%% when a session is too large to copy within its budget, having done at most that much work, and the call is made
-%%% again on a dirty CPU scheduler.
+%%% No call spends more than a fixed budget of work on a normal scheduler, whatever the session (a small fraction
+%%% of a millisecond): a session that costs more to copy or to pack goes on on a dirty CPU scheduler, and the work
+%%% is done once. info/1's scheduler map accounts for it.
 %%%
 %%% The store never evicts on its own: OTP's session_cache_client_max, session_cache_server_max and
 %%% session_lifetime bound it, and OTP crashes its cache processes if entries vanish behind its back.
@@ -34,11 +34,6 @@
 -export([init/1, terminate/1, lookup/2, update/3, delete/2, foldl/3, select_session/2, size/1]).
 -export([info/1, stores/0, check_config/0]).
 -export_type([store/0]).
-
-%% What a NIF answers when a session is too large for a normal scheduler (nif_session_cache_nif).
--define(DIRTY, nif_session_cache_dirty).
-%% What lookup/2 answers for a miss in a store with a shared level.
--define(REMOTE, nif_session_cache_remote).
 
 -type store() :: nif_session_cache_nif:store().
 
@@ -65,9 +60,10 @@ terminate(Store) ->
 -spec lookup(store(), term()) -> ssl_session_cache_api:session() | undefined.
 lookup(Store, Key) ->
     case nif_session_cache_nif:lookup(Store, Key) of
-        ?DIRTY -> nif_session_cache_nif:lookup_dirty(Store, Key);
-        ?REMOTE -> nif_session_cache_shared:lookup(Store, Key);
-        Session -> Session
+        {ok, Session} -> Session;
+        undefined -> undefined;
+        remote -> nif_session_cache_shared:lookup(Store, Key);
+        dirty -> found(nif_session_cache_nif:lookup_dirty(Store, Key))
     end.
 
 %% Inserts or replaces. Owner only. Keys are opaque terms (maps and funs excepted: {badarg, bad_key}). A session
@@ -76,8 +72,8 @@ lookup(Store, Key) ->
 -spec update(store(), term(), term()) -> ok.
 update(Store, Key, Session) ->
     case nif_session_cache_nif:update(Store, Key, Session) of
-        ?DIRTY -> ok_or_raise(nif_session_cache_nif:update_dirty(Store, Key, Session));
-        Result -> ok_or_raise(Result)
+        {dirty, Resume, Items} -> stored(Store, Key, Session, nif_session_cache_nif:update_dirty(Store, Key, Resume, Items));
+        Result -> stored(Store, Key, Session, Result)
     end.
 
 %% Removes Key. Idempotent: deleting a missing key returns ok. Owner only. O(1).
@@ -126,6 +122,13 @@ check_config() ->
 
 %%% Internal
 
+found({ok, Session}) -> Session;
+found(undefined) -> undefined.
+
+%% A store with a shared level asks for the session it stored to be published.
+stored(Store, Key, Session, publish) -> nif_session_cache_shared:publish(Store, Key, Session);
+stored(_Store, _Key, _Session, Result) -> ok_or_raise(Result).
+
 %% Writes report failure as an atom and are raised here, with erlang:error/1: its stack trace names the
 %% function's arity, not its arguments, so a session passed to update/3 never reaches a crash report.
 -spec ok_or_raise(nif_session_cache_nif:write_result()) -> ok.
@@ -141,7 +144,7 @@ role(_) -> undefined.
 %% A fold's state is the store and the slot to go on from, so it goes on across a reload of the NIF library.
 fold_from(Store, Slot, Fun, Acc) ->
     Chunk = case nif_session_cache_nif:fold(Store, Slot) of
-                ?DIRTY -> nif_session_cache_nif:fold_dirty(Store, Slot);
+                dirty -> nif_session_cache_nif:fold_dirty(Store, Slot);
                 Entries -> Entries
             end,
     case Chunk of
@@ -156,6 +159,6 @@ collect({Items, Cursor}, Acc) ->
 
 next(Cursor) ->
     case nif_session_cache_nif:next(Cursor) of
-        ?DIRTY -> nif_session_cache_nif:next_dirty(Cursor);
+        dirty -> nif_session_cache_nif:next_dirty(Cursor);
         Chunk -> Chunk
     end.

@@ -1,20 +1,21 @@
 %%% @private
 %%% The NIF library's loader and its not-loaded stubs. Users call nif_session_cache, never this module.
-%%% Every function here is implemented in native/nif_session_cache/src/nifs.rs, whose doc comments state the
-%%% scheduler each runs on and its cost. None of them blocks a scheduler for a millisecond.
+%%% Every function here is implemented in native/nif_session_cache/src/ (nifs.rs, walk.rs, shared.rs), whose doc
+%%% comments state the scheduler each runs on and its cost. None of them spends more than its budget of work on a
+%%% normal scheduler: what costs more goes on on a dirty one, through the *_dirty functions.
 -module(nif_session_cache_nif).
 
 -export([new/1, terminate/1, lookup/2, update/3, delete/2, size/1, select/2, next/1, fold/2,
          info/1, stores/0]).
-%% The same calls on a dirty CPU scheduler, for sessions too large for a normal one (see dirty()).
--export([lookup_dirty/2, update_dirty/3, next_dirty/1, fold_dirty/2]).
+%% The same calls on a dirty CPU scheduler, for sessions too costly for a normal one.
+-export([lookup_dirty/2, update_dirty/4, next_dirty/1, fold_dirty/2]).
 %% The shared level (nif_session_cache_shared).
--export([share/2, fetch/2, unusable/1]).
--export_type([store/0, cursor/0, info/0, write_result/0]).
+-export([share/2, publish/4, fetch/2, unusable/1]).
+-export_type([store/0, cursor/0, info/0, write_result/0, resume/0]).
 
 -nifs([new/1, terminate/1, lookup/2, update/3, delete/2, size/1, select/2, next/1, fold/2,
-       info/1, stores/0, lookup_dirty/2, update_dirty/3, next_dirty/1, fold_dirty/2,
-       share/2, fetch/2, unusable/1]).
+       info/1, stores/0, lookup_dirty/2, update_dirty/4, next_dirty/1, fold_dirty/2,
+       share/2, publish/4, fetch/2, unusable/1]).
 -on_load(load/0).
 
 %% Called directly in each stub, so that dialyzer trusts the stub's spec.
@@ -22,6 +23,9 @@
 
 -type store() :: reference().
 -type cursor() :: reference().
+%% A packing that stopped for its budget on a normal scheduler, and what is left of it (update_dirty/4).
+-type resume() :: reference().
+-type items() :: [{0..2, term(), non_neg_integer(), non_neg_integer()}].
 -type info() :: #{id := pos_integer(),
                   role := client | server | undefined,
                   owner := pid(),
@@ -37,18 +41,17 @@
                   deletes := non_neg_integer(),
                   select_hits := non_neg_integer(),
                   select_misses := non_neg_integer(),
+                  scheduler := #{budget := pos_integer(),
+                                 largest_call := non_neg_integer(),
+                                 dirty_calls := non_neg_integer(),
+                                 freed_later := non_neg_integer()},
                   shared => map()}.
 %% Writes return their failure instead of raising it (see nif_session_cache:ok_or_raise/1).
 -type write_result() :: ok | badarg | not_owner | terminated | bad_key | holds_store | enomem | internal_error.
-%% lookup/2, update/3 and next/1 answer this, having done a bounded amount of work, when the session is too
-%% large to copy on a normal scheduler within a fraction of a millisecond: the caller makes the same call again
-%% through lookup_dirty/2, update_dirty/3, next_dirty/1 or fold_dirty/2, which run on a dirty CPU scheduler.
--type dirty() :: nif_session_cache_dirty.
-%% lookup/2 answers nif_session_cache_remote for a miss in a store with a shared level: the wrapper goes on to
-%% Redis (nif_session_cache_shared).
--type shared_marker() :: nif_session_cache_remote.
+%% What update/3 and update_dirty/4 answer: publish for a store whose shared level is to get the session.
+-type update_result() :: write_result() | publish.
 -type miss_reason() :: absent | breaker_open | busy | timeout | error | unsealed | unusable.
-%% A chunk of a fold or select, and whether more follow.
+%% A chunk of a select, and whether more follow.
 -type chunk(Item) :: {[Item], done | cursor()}.
 %% A chunk of a fold, and the fold slot to go on from: a plain integer, so a fold needs no cursor.
 -type fold_chunk() :: {[{term(), term()}], done | non_neg_integer()}.
@@ -75,17 +78,20 @@ new(_Role) -> ?NOT_LOADED.
 -spec terminate(store()) -> write_result().
 terminate(_Store) -> ?NOT_LOADED.
 
--spec lookup(store(), term()) -> term() | dirty() | shared_marker().
+%% {ok, Session}, or undefined; remote for a miss in a store with a shared level; dirty for a session too costly to
+%% copy on a normal scheduler, having done nothing.
+-spec lookup(store(), term()) -> {ok, term()} | undefined | remote | dirty.
 lookup(_Store, _Key) -> ?NOT_LOADED.
 
--spec lookup_dirty(store(), term()) -> term().
+-spec lookup_dirty(store(), term()) -> {ok, term()} | undefined.
 lookup_dirty(_Store, _Key) -> ?NOT_LOADED.
 
--spec update(store(), term(), term()) -> write_result() | dirty().
+%% Stores the session, or stops where its budget ran out and hands back what is left: update_dirty/4 finishes it.
+-spec update(store(), term(), term()) -> update_result() | {dirty, resume(), items()}.
 update(_Store, _Key, _Session) -> ?NOT_LOADED.
 
--spec update_dirty(store(), term(), term()) -> write_result().
-update_dirty(_Store, _Key, _Session) -> ?NOT_LOADED.
+-spec update_dirty(store(), term(), resume(), items()) -> update_result().
+update_dirty(_Store, _Key, _Resume, _Items) -> ?NOT_LOADED.
 
 -spec delete(store(), term()) -> write_result().
 delete(_Store, _Key) -> ?NOT_LOADED.
@@ -96,22 +102,26 @@ size(_Store) -> ?NOT_LOADED.
 -spec select(store(), term()) -> chunk(term()).
 select(_Store, _PartialKey) -> ?NOT_LOADED.
 
--spec fold(store(), non_neg_integer()) -> fold_chunk() | dirty().
+-spec fold(store(), non_neg_integer()) -> fold_chunk() | dirty.
 fold(_Store, _From) -> ?NOT_LOADED.
 
 -spec fold_dirty(store(), non_neg_integer()) -> fold_chunk().
 fold_dirty(_Store, _From) -> ?NOT_LOADED.
 
--spec next(cursor()) -> chunk(term()) | dirty().
+-spec next(cursor()) -> chunk(term()) | dirty.
 next(_Cursor) -> ?NOT_LOADED.
 
 -spec next_dirty(cursor()) -> chunk(term()).
 next_dirty(_Cursor) -> ?NOT_LOADED.
 
-%% Gives a server store a shared level: Config is checked by nif_session_cache_shared. Owner only. From then
-%% on, every update also queues the session for Redis, on a writer thread.
+%% Gives a server store a shared level: Config is checked by nif_session_cache_shared. Owner only.
 -spec share(store(), map()) -> ok | {error, atom()}.
 share(_Store, _Config) -> ?NOT_LOADED.
+
+%% Queues what nif_session_cache_shared made of a session just stored under Id, for Redis to keep TtlMs. Owner
+%% only; never waits.
+-spec publish(store(), binary(), term(), non_neg_integer()) -> write_result().
+publish(_Store, _Id, _Payload, _TtlMs) -> ?NOT_LOADED.
 
 %% A session's bytes from Redis, opened, with the lifetime margin in seconds; on a dirty IO scheduler.
 -spec fetch(store(), binary()) -> {ok, binary(), non_neg_integer()} | {miss, miss_reason()}.

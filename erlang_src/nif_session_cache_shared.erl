@@ -1,10 +1,13 @@
 %%% @private
-%%% The shared level's Erlang side. It reads {shared, Opts} from a listener store's init args (OTP passes
-%%% server_session_cb_init_args, or session_cb_init_args, with {role, server}), and checks what comes back from
-%%% Redis before OTP sees it. What leaves the node is made by the NIF's writer thread (shared.rs, outgoing): the
-%%% session with every field that holds a private key (found by its shape, not by a record position, as positions
-%%% differ between releases) set to undefined, and its time stamp as system time, {?FORMAT, SslVsn, SystemNs,
-%%% Session} in the external format, sealed.
+%%% The shared level's Erlang side, and the one owner of its wire format. It reads {shared, Opts} from a listener
+%%% store's init args (OTP passes server_session_cache_init_args, or session_cb_init_args, with {role, server}),
+%%% makes what leaves the node for each session the store keeps (outgoing/3), and checks what comes back from
+%%% Redis before OTP sees it (incoming/4). The NIF only encodes, seals and sends the one, and fetches and opens the
+%%% other (native/nif_session_cache/src/level.rs).
+%%%
+%%% What leaves: {?FORMAT, SslVsn, SystemNs, Session} in the external format, sealed, for the session's remaining
+%%% lifetime: the session with every field that holds a private key set to undefined (found by its shape, not by a
+%%% record position, as positions differ between releases), and SystemNs its time stamp as system time.
 %%%
 %%% What comes back is returned only if it was made by the same ssl version (so that #session{} has the same
 %%% shape), names the session id it is looked up under, decodes without making atoms, and has more than the
@@ -13,9 +16,9 @@
 %%% would crash.
 -module(nif_session_cache_shared).
 
--export([attach/3, lookup/2]).
+-export([attach/3, lookup/2, publish/3]).
 %% For the tests.
--export([config/1, incoming/4]).
+-export([config/1, outgoing/3, incoming/4]).
 
 -define(FORMAT, nif_session_cache_shared_v1).
 -define(DEFAULTS, #{timeout_ms => 50, queue => 10000, max_in_flight => 16, max_reads_per_s => 1000,
@@ -28,9 +31,7 @@
 attach(Store, server, Args) ->
     case shared_opts(Args) of
         {ok, Opts} ->
-            Release = #{lifetime_s => lifetime(), ssl_vsn => ssl_vsn(),
-                        native_per_s => erlang:convert_time_unit(1, second, native)},
-            case nif_session_cache_nif:share(Store, maps:merge(config(Opts), Release)) of
+            case nif_session_cache_nif:share(Store, config(Opts)) of
                 ok -> ok;
                 {error, Option} -> erlang:error({bad_shared_option, Option})
             end;
@@ -101,6 +102,56 @@ keys(Keys) when is_list(Keys) ->
 keys(_) ->
     error.
 
+%% Feeds the shared level the session the store just kept under Id. Never raises: a session that cannot be shared
+%% (not an OTP session, or past its lifetime) stays local.
+-spec publish(nif_session_cache_nif:store(), binary(), term()) -> ok.
+publish(Store, Id, Session) ->
+    case outgoing(Session, lifetime(), erlang:monotonic_time()) of
+        {ok, Payload, TtlMs} ->
+            _ = nif_session_cache_nif:publish(Store, Id, Payload, TtlMs),
+            ok;
+        none ->
+            ok
+    end.
+
+%% What leaves the node for Session, and how many milliseconds Redis keeps it: none for a term that is no OTP
+%% session (no time stamp next to an internal id {Stamp, Unique}), or one past LifetimeS at Now.
+-spec outgoing(term(), pos_integer(), integer()) -> {ok, tuple(), pos_integer()} | none.
+outgoing(Session, LifetimeS, Now) when tuple_size(Session) > 1, element(1, Session) =:= session ->
+    Fields = tuple_to_list(Session),
+    case time_stamp(Fields) of
+        {ok, Stamp} ->
+            case LifetimeS * 1000 - max(0, erlang:convert_time_unit(Now - Stamp, native, millisecond)) of
+                TtlMs when TtlMs > 0 ->
+                    SystemNs = erlang:convert_time_unit(Stamp + erlang:time_offset(), native, nanosecond),
+                    {ok, {?FORMAT, ssl_vsn(), SystemNs, list_to_tuple([strip(F) || F <- Fields])}, TtlMs};
+                _ ->
+                    none
+            end;
+        none ->
+            none
+    end;
+outgoing(_Session, _LifetimeS, _Now) ->
+    none.
+
+%% A field that holds the listener's private key is never sent: a public_key private key record, one with its
+%% parameters ({Key, Params}, RSA-PSS), or a key held by an engine or a signing fun (a map with engine, sign_fun or
+%% key_id).
+strip(Field) ->
+    case private_key(Field) of
+        true -> undefined;
+        false -> Field
+    end.
+
+private_key(Key) when tuple_size(Key) > 0 ->
+    lists:member(element(1, Key), ['RSAPrivateKey', 'ECPrivateKey', 'DSAPrivateKey', 'PrivateKeyInfo',
+                                   'OneAsymmetricKey'])
+        orelse (tuple_size(Key) =:= 2 andalso private_key(element(1, Key)));
+private_key(Key) when is_map(Key) ->
+    lists:any(fun(Name) -> is_map_key(Name, Key) end, [engine, sign_fun, key_id]);
+private_key(_Field) ->
+    false.
+
 %% A session from Redis for Id, checked and rebased, or undefined. Runs the Redis read on a dirty IO scheduler.
 -spec lookup(nif_session_cache_nif:store(), term()) -> tuple() | undefined.
 lookup(Store, Id) when is_binary(Id) ->
@@ -145,7 +196,7 @@ incoming(Id, Bytes, MarginS, LifetimeS) ->
     end.
 
 %% The session's time stamp: the integer T of the field next to an internal id {T, Unique}, as OTP's listener
-%% cache sets them. The same rule as the NIF's (shared.rs, time_stamp).
+%% cache sets them.
 time_stamp(Fields) ->
     Stamps = [T || {T, U} <- Fields, is_integer(T), is_integer(U), lists:member(T, Fields)],
     case Stamps of

@@ -4,12 +4,12 @@ rustler::atoms! {
     ok,
     undefined,
     done,
-    // A call's work is too large for a normal scheduler: the Erlang wrapper retries it on a dirty one.
-    dirty = "nif_session_cache_dirty",
-    // A lookup missed in a store with a shared level: the wrapper goes on to Redis.
-    remote_marker = "nif_session_cache_remote",
-    // The key of info/1's map of the shared level.
-    shared,
+    error,
+    // What a call answers besides its result: go on on a dirty scheduler, ask Redis, publish what was stored.
+    // Never in place of a stored term: a lookup's session comes back as `{ok, Session}`.
+    dirty,
+    remote,
+    publish,
     badarg,
     // Roles, as OTP passes them to init/1.
     client,
@@ -21,7 +21,7 @@ rustler::atoms! {
     holds_store,
     enomem,
     internal_error,
-    // Keys of info/1.
+    // info/1.
     id,
     role,
     owner,
@@ -36,4 +36,44 @@ rustler::atoms! {
     deletes,
     select_hits,
     select_misses,
+    scheduler,
+    budget,
+    largest_call,
+    dirty_calls,
+    freed_later,
+    shared,
+    // The shared level's options (`share/2`) and info.
+    url,
+    namespace,
+    keys,
+    timeout_ms,
+    queue,
+    max_in_flight,
+    max_reads_per_s,
+    breaker_threshold,
+    breaker_cool_down_ms,
+    margin_s,
+    already_shared,
+    state,
+    closed,
+    open,
+    probing,
+    gets,
+    hits,
+    misses,
+    sets,
+    drops,
+    errors,
+    latency_us,
+    p50,
+    p99,
+    max,
+    miss,
+    // Why a read of the shared level found nothing (`session_share::stats::Miss`).
+    absent,
+    breaker_open,
+    busy,
+    timeout,
+    unsealed,
+    unusable,
 }

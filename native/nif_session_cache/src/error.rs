@@ -6,6 +6,8 @@
 //! `error:{badarg, Reason}` itself, with `erlang:error/1`, whose stack trace names only the arity.
 
 use rustler::Atom;
+use session_codec::key::KeyError;
+use session_codec::pack::Stop;
 use session_store::StoreError;
 
 use crate::atoms;
@@ -21,22 +23,21 @@ pub enum CacheError {
     /// The store was terminated; it can no longer be written. Raised as `{badarg, terminated}`.
     #[error("the store was terminated")]
     Terminated,
-    /// The key is a term the store does not accept (see `key.rs`). Raised as `{badarg, bad_key}`.
+    /// The key is a term the store does not accept (`session_codec::key`). Raised as `{badarg, bad_key}`.
     #[error("the key is not a supported term")]
     BadKey,
     /// The session holds a store or a cursor of this library, which its entry would keep alive for as long as
-    /// it lives: a store inside its own session would never be freed (see `held.rs`). Raised as
-    /// `{badarg, holds_store}`.
+    /// it lives. Raised as `{badarg, holds_store}`.
     #[error("the session holds a store or a cursor")]
     HoldsStore,
-    /// The VM could not allocate memory for the entry (its bytes, or a held part) or to encode its key, or the store already holds
-    /// 2^32 - 1 entries, as many as it can index. Raised as `{badarg, enomem}`.
+    /// The VM could not allocate memory for the entry, or the store already holds 2^32 - 1 entries. Raised as
+    /// `{badarg, enomem}`.
     #[error("out of memory")]
     OutOfMemory,
-    /// The session is too large to pack on a normal scheduler within its time (`packed::SCHEDULER_BUDGET`). Never
-    /// reaches users: the Erlang wrapper retries the call on a dirty scheduler, where there is no budget.
-    #[error("the session is too large for a normal scheduler")]
-    TooLarge,
+    /// The session costs more than the budget of a normal scheduler. Never reaches users: the NIF goes on on a
+    /// dirty scheduler.
+    #[error("the session is too costly for a normal scheduler")]
+    OverBudget,
     /// A bug: a write panicked. Returned rather than raised, so that the session never reaches a stack trace.
     /// Raised as `{badarg, internal_error}`.
     #[error("internal error")]
@@ -53,7 +54,7 @@ impl CacheError {
             CacheError::BadKey => atoms::bad_key(),
             CacheError::HoldsStore => atoms::holds_store(),
             CacheError::OutOfMemory => atoms::enomem(),
-            CacheError::TooLarge => atoms::dirty(),
+            CacheError::OverBudget => atoms::dirty(),
             CacheError::Internal => atoms::internal_error(),
         }
     }
@@ -71,17 +72,28 @@ impl From<StoreError> for CacheError {
     }
 }
 
+impl From<KeyError> for CacheError {
+    fn from(error: KeyError) -> Self {
+        match error {
+            KeyError::Unsupported => CacheError::BadKey,
+            KeyError::OutOfMemory => CacheError::OutOfMemory,
+        }
+    }
+}
+
+impl From<Stop> for CacheError {
+    fn from(stop: Stop) -> Self {
+        match stop {
+            Stop::OverBudget => CacheError::OverBudget,
+            Stop::HoldsStore => CacheError::HoldsStore,
+            Stop::OutOfMemory => CacheError::OutOfMemory,
+        }
+    }
+}
+
 impl From<CacheError> for rustler::Error {
     /// For reads, whose arguments hold no secret: only a wrong type can fail them.
     fn from(_: CacheError) -> Self {
         rustler::Error::BadArg
-    }
-}
-
-/// The result of a write, as the atom Erlang receives: `ok` or the error's atom.
-pub fn write_outcome(result: Result<(), CacheError>) -> Atom {
-    match result {
-        Ok(()) => atoms::ok(),
-        Err(error) => error.atom(),
     }
 }

@@ -1,8 +1,8 @@
 //! A key term's canonical bytes: two keys encode to the same bytes exactly when they are `=:=` as OTP 27 and
 //! later have it, on every release (before 27, `=:=` also takes 0.0 and -0.0 for the same; here they differ).
 //!
-//! The walk is over [`KeyTerm`], what the encoder needs to see of a term: the NIF implements it for rustler's
-//! terms, the tests below for plain values. The encoding is private to one VM run (atoms are encoded by their
+//! The walk is over [`Term`], what the encodings see of a term: the NIF implements it for rustler's terms, the
+//! tests below for plain values. The encoding is private to one VM run (atoms are encoded by their
 //! atom-table handle, which is stable for the life of the VM and never persisted), self-delimiting, and cheap for
 //! the shapes OTP uses: a 32-byte session id, and `{{Host, Port}, SessionId}` with Host a string or an IP tuple.
 //! A 2-tuple key also names its group: the bytes of its first element, which are exactly what `{Host, Port}`
@@ -15,6 +15,7 @@
 
 use std::ops::Range;
 
+use crate::term::{Other, Term, View};
 use crate::{push_varint, zigzag};
 
 /// Largest accepted key encoding. OTP keys are under 600 bytes (a 255-byte host name and a 32-byte id). A key is
@@ -48,43 +49,9 @@ pub enum KeyError {
     OutOfMemory,
 }
 
-/// What the encoder sees of one term.
-pub enum View<'a, T: KeyTerm<'a>> {
-    /// An atom's handle in the VM's atom table.
-    Atom(u64),
-    /// An integer that fits in 64 bits.
-    Integer(i64),
-    Float(f64),
-    /// A byte-aligned binary.
-    Binary(&'a [u8]),
-    Tuple(T::Elements),
-    /// The empty list.
-    Nil,
-    /// A list cell: its head and its tail.
-    Cons(T, T),
-    /// A term encoded by its external format, which is canonical for it: a bignum, a pid, a port, a reference.
-    External,
-    /// A map, a fun, a bitstring that is not whole bytes.
-    Unsupported,
-}
-
-/// A term of some environment that lives for `'a`, as the key encoder reads it.
-pub trait KeyTerm<'a>: Copy + 'a {
-    type Elements: ExactSizeIterator<Item = Self>;
-
-    fn view(self) -> View<'a, Self>;
-
-    /// Copies a proper list of bytes (a Latin-1 string) into `buf` if it has fewer than `buf.len()`; returns
-    /// how many. Reads at most `buf.len()` cells however long the list is.
-    fn latin1(self, buf: &mut [u8]) -> Option<usize>;
-
-    /// `f` applied to the term's external format, or `None` if there is no memory for it.
-    fn external<R>(self, f: impl FnOnce(&[u8]) -> R) -> Option<R>;
-}
-
 /// Encodes a full key into `out` (which it clears first) and returns the byte range of its group when it is a
 /// 2-tuple.
-pub fn encode_key<'a, T: KeyTerm<'a>>(
+pub fn encode_key<'a, T: Term<'a>>(
     term: T,
     out: &mut Vec<u8>,
 ) -> Result<Option<Range<usize>>, KeyError> {
@@ -109,7 +76,7 @@ pub fn encode_key<'a, T: KeyTerm<'a>>(
 }
 
 /// Encodes a partial key into `out` (which it clears first), exactly as it appears inside a full key's group.
-pub fn encode_group<'a, T: KeyTerm<'a>>(term: T, out: &mut Vec<u8>) -> Result<(), KeyError> {
+pub fn encode_group<'a, T: Term<'a>>(term: T, out: &mut Vec<u8>) -> Result<(), KeyError> {
     out.clear();
     encode_into(term, 1, out)
 }
@@ -126,16 +93,12 @@ pub fn binary_of(encoded: &[u8]) -> Option<&[u8]> {
     rest.get(at..).filter(|bytes| bytes.len() == len)
 }
 
-fn encode_into<'a, T: KeyTerm<'a>>(
-    term: T,
-    depth: usize,
-    out: &mut Vec<u8>,
-) -> Result<(), KeyError> {
+fn encode_into<'a, T: Term<'a>>(term: T, depth: usize, out: &mut Vec<u8>) -> Result<(), KeyError> {
     encode_view(term, term.view(), depth, out)
 }
 
 /// `encode_into` of a term whose view is already taken.
-fn encode_view<'a, T: KeyTerm<'a>>(
+fn encode_view<'a, T: Term<'a>>(
     term: T,
     view: View<'a, T>,
     depth: usize,
@@ -174,8 +137,12 @@ fn encode_view<'a, T: KeyTerm<'a>>(
         }
         View::Nil => out.push(NIL),
         View::Cons(..) => encode_list(term, depth, out)?,
-        View::External => external(term, out)?,
-        View::Unsupported => return Err(KeyError::Unsupported),
+        View::Other(
+            Other::BigInteger | Other::Pid | Other::Port | Other::Reference | Other::Ours,
+        ) => external(term, out)?,
+        View::Map(_) | View::Other(Other::Fun | Other::Bitstring) => {
+            return Err(KeyError::Unsupported)
+        }
     }
     Ok(())
 }
@@ -183,11 +150,7 @@ fn encode_view<'a, T: KeyTerm<'a>>(
 /// A proper list of up to `FAST_STRING_BYTES` bytes (a host name) is one tag, a length and the bytes, read in
 /// one call. Any other list is walked cell by cell; only heads add depth, so a long list costs no stack.
 /// Whether a list takes the first form depends only on the list, so no term has two encodings.
-fn encode_list<'a, T: KeyTerm<'a>>(
-    term: T,
-    depth: usize,
-    out: &mut Vec<u8>,
-) -> Result<(), KeyError> {
+fn encode_list<'a, T: Term<'a>>(term: T, depth: usize, out: &mut Vec<u8>) -> Result<(), KeyError> {
     let mut bytes = [0u8; FAST_STRING_BYTES + 1];
     if let Some(len) = term.latin1(&mut bytes) {
         out.push(BYTE_STRING);
@@ -217,7 +180,7 @@ fn encode_list<'a, T: KeyTerm<'a>>(
 }
 
 /// Terms without a cheaper canonical form, in the external term format.
-fn external<'a, T: KeyTerm<'a>>(term: T, out: &mut Vec<u8>) -> Result<(), KeyError> {
+fn external<'a, T: Term<'a>>(term: T, out: &mut Vec<u8>) -> Result<(), KeyError> {
     term.external(|bytes| {
         if bytes.len() > MAX_KEY_BYTES {
             return Err(KeyError::Unsupported);
@@ -248,7 +211,7 @@ mod tests {
         Map,
     }
 
-    impl<'a> KeyTerm<'a> for Fake<'a> {
+    impl<'a> Term<'a> for Fake<'a> {
         type Elements = std::iter::Copied<std::slice::Iter<'a, Fake<'a>>>;
 
         fn view(self) -> View<'a, Self> {
@@ -261,8 +224,8 @@ mod tests {
                 Fake::List([], None) => View::Nil,
                 Fake::List([], Some(tail)) => tail.view(),
                 Fake::List([head, rest @ ..], tail) => View::Cons(*head, Fake::List(rest, tail)),
-                Fake::Ext(_) => View::External,
-                Fake::Map => View::Unsupported,
+                Fake::Ext(_) => View::Other(Other::Reference),
+                Fake::Map => View::Map(0),
             }
         }
 
@@ -288,6 +251,8 @@ mod tests {
                 _ => None,
             }
         }
+
+        fn map_entries(self, _f: impl FnMut(Self, Self)) {}
     }
 
     fn encode(term: Fake) -> Result<Vec<u8>, KeyError> {

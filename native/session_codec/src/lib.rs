@@ -1,11 +1,24 @@
-//! The parts of nif_session_cache's two encodings that need no VM, so that `cargo test` reaches them: the key
-//! encoder (`key`), which walks a term through a trait the NIF implements for rustler's terms, and the pieces
-//! the entry packer in the NIF crate shares with it: LEB128 varints, zigzag for signed integers, and the wiping of
-//! buffers that held secrets.
+//! How nif_session_cache represents what it stores, with nothing of the VM in it, so that `cargo test` reaches
+//! every rule. The encodings read terms through [`term::Term`] and make them through [`term::Build`], which the
+//! NIF implements for rustler's terms and the tests for plain values:
+//! - `key`: a key term's canonical bytes, which the store compares and groups by;
+//! - `pack` and `unpack`: a stored entry as bytes and held parts, within a budget of work per call;
+//! - `entry`: the memory of one entry, its reference count and the wipe of its secrets;
+//! - `intern`: which copy of a shared session field a store keeps.
+//!
+//! And the pieces they share: LEB128 varints, zigzag for signed integers, and the wiping of buffers that held
+//! secrets.
+
+#![forbid(unsafe_code)]
 
 use zeroize::Zeroize;
 
+pub mod entry;
+pub mod intern;
 pub mod key;
+pub mod pack;
+pub mod term;
+pub mod unpack;
 
 /// The longest varint of a `u64`: 64 bits in groups of 7.
 pub const MAX_VARINT_BYTES: usize = 10;

@@ -8,6 +8,8 @@
 //! reads), `stats` (what `info/1` reports). Nothing here knows the VM: the NIF glue turns sessions into bytes
 //! and back, and `cargo test` reaches everything, against a real `redis-server` it starts.
 
+#![forbid(unsafe_code)]
+
 pub mod breaker;
 pub mod remote;
 pub mod seal;

@@ -9,6 +9,8 @@
 //! - A select hands out a group a bounded number of members at a time, however large the group.
 //! - Terminating is O(shards): the contents are handed back to be freed wherever the caller likes.
 
+#![forbid(unsafe_code)]
+
 mod key;
 mod slab;
 mod small;

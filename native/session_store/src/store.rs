@@ -35,16 +35,6 @@ pub trait Value: Clone {
 
     /// How much the entry weighs, in bytes of memory it owns, its key included. Feeds [`Store::bytes`].
     fn weight(&self) -> usize;
-
-    /// Called when the store has taken this value out of its map and is about to drop it, before the store's
-    /// own bookkeeping for the removal: a value whose drop touches memory of its own (a wipe, a free) may start
-    /// loading that memory here, so that the loads overlap that bookkeeping. A hint; the default does nothing.
-    fn prefetch_for_drop(&self) {}
-
-    /// Called when a lookup is about to compare `key` with this value's: a value whose reads span cold memory
-    /// may start loading it here, so that those loads overlap the comparison's. A hint; the default does
-    /// nothing.
-    fn prefetch_for_read(&self) {}
 }
 
 impl<T: Value> Value for Arc<T> {
@@ -54,14 +44,6 @@ impl<T: Value> Value for Arc<T> {
 
     fn weight(&self) -> usize {
         (**self).weight()
-    }
-
-    fn prefetch_for_drop(&self) {
-        (**self).prefetch_for_drop();
-    }
-
-    fn prefetch_for_read(&self) {
-        (**self).prefetch_for_read();
     }
 }
 
@@ -120,10 +102,6 @@ impl<V: Value> Filed for Slot<V> {
 
     fn hash(&self) -> Hash {
         self.hash
-    }
-
-    fn prefetch_for_read(&self) {
-        self.value.prefetch_for_read();
     }
 }
 
@@ -255,7 +233,6 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
             (old, slot.slot as usize)
         });
         if let Some((old, index)) = replaced {
-            old.prefetch_for_drop();
             // The slot keeps its place in its group's chain.
             let _replaced = write(&self.slab).replace(index, value);
             self.bytes.fetch_add(weight, Ordering::Relaxed);
@@ -289,7 +266,6 @@ impl<V: Value + Send + Sync + 'static> Store<V> {
         let Some(slot) = self.entries.remove(key) else {
             return Ok(None);
         };
-        slot.value.prefetch_for_drop();
         self.stats.add(Counter::Delete);
         let index = slot.slot as usize;
         // The slot's clone of the value is dropped here, after the locks (the entry map's is returned).
@@ -513,18 +489,16 @@ fn take_members<V: Value>(
     out: &mut Vec<V>,
 ) -> Option<(usize, V)> {
     let max = max.max(1);
-    // Two walks over the same stretch: the first follows the links and starts loading every member it will hand
-    // out, so that the second's clones, which write their reference counts, and the caller's reads of them, do
-    // not each wait for memory in turn.
+    // The first walk finds where this call stops; the second hands out, and remembers what it handed out only if
+    // there is more, so that a select that ends here never sizes its set to the store's slots.
     let mut wanted = 0;
-    let stop = slots.walk(from, SELECT_STEPS, |index, value| {
+    let stop = slots.walk(from, SELECT_STEPS, |index, _| {
         if seen.contains(index) {
             return true;
         }
         if wanted == max {
             return false;
         }
-        value.prefetch_for_read();
         wanted += 1;
         true
     });

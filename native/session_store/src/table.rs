@@ -22,8 +22,6 @@ pub(crate) type Hash = u32;
 pub(crate) trait Filed {
     fn key(&self) -> &[u8];
     fn hash(&self) -> Hash;
-    /// A hint that the entry is about to be read: see [`crate::Value::prefetch_for_read`].
-    fn prefetch_for_read(&self) {}
 }
 
 pub(crate) struct Table<T> {
@@ -64,10 +62,7 @@ impl<T: Filed> Table<T> {
         let hash = self.hash(key);
         let shard = self.read_shard(hash);
         shard
-            .find(spread(hash), |entry| {
-                entry.prefetch_for_read();
-                entry.key() == key
-            })
+            .find(spread(hash), |entry| entry.key() == key)
             .map(read)
     }
 

@@ -4,7 +4,6 @@ mod common;
 
 use common::{client_key, select_all, server_key, store, val, Stored};
 use session_store::{Inserted, KeyRef, StoreError};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 fn fold_all(store: &session_store::Store<Stored>) -> Vec<Stored> {
@@ -357,58 +356,4 @@ fn counters_record_every_kind_of_operation() {
         (counts.select_hits, counts.select_misses, counts.deletes),
         (1, 1, 1)
     );
-}
-
-/// A value that counts the hints the store gives it.
-#[derive(Clone)]
-struct Hinted {
-    key: Vec<u8>,
-    reads: Arc<AtomicUsize>,
-    drops: Arc<AtomicUsize>,
-}
-
-impl session_store::Value for Hinted {
-    fn key(&self) -> &[u8] {
-        &self.key
-    }
-
-    fn weight(&self) -> usize {
-        16
-    }
-
-    fn prefetch_for_read(&self) {
-        self.reads.fetch_add(1, Relaxed);
-    }
-
-    fn prefetch_for_drop(&self) {
-        self.drops.fetch_add(1, Relaxed);
-    }
-}
-
-#[test]
-fn a_value_is_told_before_it_is_read_and_before_it_is_dropped() {
-    let store = session_store::Store::new(session_store::Config::default());
-    let key = server_key(7);
-    let hinted = || Hinted {
-        key: key.bytes().to_vec(),
-        reads: Arc::default(),
-        drops: Arc::default(),
-    };
-    let (first, second) = (hinted(), hinted());
-    store
-        .insert(key.clone(), first.clone())
-        .expect("live store");
-    assert_eq!(first.reads.load(Relaxed), 0);
-    assert!(store.read(key.bytes(), |_| ()).is_some());
-    assert!(store.get(key.bytes()).is_some());
-    assert_eq!(first.reads.load(Relaxed), 2, "each lookup hints its match");
-    assert_eq!(first.drops.load(Relaxed), 0);
-    store
-        .insert(key.clone(), second.clone())
-        .expect("live store");
-    assert_eq!(first.drops.load(Relaxed), 1, "a replaced value is told");
-    store.remove(key.as_ref()).expect("live store");
-    assert_eq!(second.drops.load(Relaxed), 1, "a removed value is told");
-    assert!(store.read(key.bytes(), |_| ()).is_none());
-    assert_eq!(second.reads.load(Relaxed), 0, "a miss hints nothing");
 }
