@@ -286,6 +286,8 @@ timed(N, Fun) ->
 
 %%% Concurrent lookups while the owner writes
 
+concurrency(_Template, #{sizes := []}) ->
+    skipped;
 concurrency(Template, O) ->
     Size = min(100000, lists:max(maps:get(sizes, O))),
     #{readers := Readers, ops := Ops, rounds := Rounds, hosts := Hosts} = O,
@@ -334,6 +336,8 @@ write_until_done(Mod, Store, Replacements, Readers, Times) ->
 %% Two sessions: the benchmark's busy one (a peer certificate, a 2048-bit key), with client keys, and a plain
 %% server session, OTP's own from a TLS 1.2 handshake without a client certificate (no peer certificate; the
 %% listener's certificate chain and key shared by all), with server keys: the case nginx documents.
+memory(_Template, #{sizes := []}) ->
+    skipped;
 memory(Template, O) ->
     Size = min(100000, lists:max(maps:get(sizes, O))),
     Busy = memory_of([{client_key(Id, maps:get(hosts, O)), S} || {Id, S} <- sessions(Template, Size)]),
@@ -659,7 +663,8 @@ with_redis(Fun) ->
 %%% Scheduler safety
 
 %% Runs the operations that grow with the store on a large one under erlang:system_monitor long_schedule 1 ms,
-%% and reports every event (a NIF call of 1 ms or more would show as one).
+%% and reports every event (a NIF call of 1 ms or more would show as one); then every call on each of the suite's
+%% huge sessions (huge_calls/0). Reports, never asserts: the tests hold the budget by counting work.
 scheduler(_Template, #{monitor_size := 0}) ->
     skipped;
 scheduler(Template, #{monitor_size := N, hosts := Hosts}) ->
@@ -674,8 +679,67 @@ scheduler(Template, #{monitor_size := N, hosts := Hosts}) ->
                  {select_session_5000, fun() -> nif_session_cache:select_session(Store, Big) end},
                  {terminate, fun() -> nif_session_cache:terminate(Store) end},
                  {drop_last_reference, fun() -> drop(Dropper, N) end}],
-        #{entries => N, steps => [monitored(Name, Fun) || {Name, Fun} <- Steps]}
+        Monitored = [monitored(Name, Fun) || {Name, Fun} <- Steps],
+        maps:merge(#{entries => N, steps => Monitored}, huge_calls())
     end).
+
+%% Every call on each huge session of the suite (nif_session_cache_sessions:huge/0), made through the NIFs one by
+%% one, so that the part each ran on a normal scheduler is timed apart from what went on on a dirty one: per
+%% operation, the longest normal-scheduler call and the longest dirty one (us), with long_schedule events of 1 ms
+%% or more and the store's own accounting of its budget.
+huge_calls() ->
+    %% Each in a process of its own, with a heap large enough that it collects no garbage meanwhile: a time is
+    %% then the call's alone.
+    Rows = [in_process(fun() -> huge_calls(Kind, Make()) end, [{min_heap_size, 40000000}])
+            || {Kind, Make} <- nif_session_cache_sessions:huge()],
+    #{huge => [Row || {Row, _} <- Rows], huge_events => lists:append([Events || {_, Events} <- Rows])}.
+
+huge_calls(Kind, Session) ->
+    %% Watched once the session is built: building it is Erlang code, not ours.
+    Previous = erlang:system_monitor(self(), [{long_schedule, 1}]),
+    Key = {{"host", 443}, <<7:256>>},
+    Store = nif_session_cache:init([]),
+    ok = nif_session_cache:update(Store, {{"host", 443}, <<1:256>>}, {session, <<1:256>>}),
+    Update = fun() -> split_time(fun() -> nif_session_cache_nif:update(Store, Key, Session) end,
+                            fun({dirty, Resume, Items}) -> nif_session_cache_nif:update_dirty(Store, Key, Resume, Items);
+                               (_) -> none end) end,
+    Calls = [{update, Update},
+             {lookup, fun() -> split_time(fun() -> nif_session_cache_nif:lookup(Store, Key) end,
+                                     fun(dirty) -> nif_session_cache_nif:lookup_dirty(Store, Key); (_) -> none end) end},
+             {foldl, fun() -> split_chunks(fun(From) -> nif_session_cache_nif:fold(Store, From) end,
+                                           fun(From) -> nif_session_cache_nif:fold_dirty(Store, From) end, 0) end},
+             {select_session, fun() -> split_chunks(fun(start) -> nif_session_cache_nif:select(Store, {"host", 443});
+                                                       (Cursor) -> nif_session_cache_nif:next(Cursor) end,
+                                                    fun(Cursor) -> nif_session_cache_nif:next_dirty(Cursor) end, start) end},
+             {replace, Update},
+             {delete, fun() -> split_time(fun() -> nif_session_cache_nif:delete(Store, Key) end, fun(_) -> none end) end}],
+    Times = [{Op, Call()} || {Op, Call} <- Calls],
+    _ = erlang:system_monitor(Previous),
+    #{scheduler := #{budget := Budget, largest_call := Largest, dirty_calls := Dirty}} = nif_session_cache:info(Store),
+    Events = [{Kind, Info} || {Pid, Info} <- collect_long_schedules(), Pid =:= self()],
+    {{Kind, Times, #{budget => Budget, largest_call => Largest, dirty_calls => Dirty}}, Events}.
+
+%% {NormalUs, DirtyUs}: Normal() timed, and then Dirty(Answer) if it goes on on a dirty scheduler (none if not).
+split_time(Normal, Dirty) ->
+    {NormalUs, Answer} = timer:tc(Normal),
+    {DirtyUs, Done} = timer:tc(fun() -> Dirty(Answer) end),
+    {NormalUs, case Done of none -> 0; _ -> DirtyUs end}.
+
+%% The longest of each kind of call of a walk in chunks (a fold's slots, or a select's cursor).
+split_chunks(Normal, Dirty, From) ->
+    split_chunks(Normal, Dirty, From, {0, 0}).
+
+split_chunks(Normal, Dirty, From, {MaxNormal, MaxDirty}) ->
+    {NormalUs, Answer} = timer:tc(fun() -> Normal(From) end),
+    {DirtyUs, Chunk} = case Answer of
+                           dirty -> timer:tc(fun() -> Dirty(From) end);
+                           _ -> {0, Answer}
+                       end,
+    Max = {max(MaxNormal, NormalUs), max(MaxDirty, DirtyUs)},
+    case Chunk of
+        {_, done} -> Max;
+        {_, Next} -> split_chunks(Normal, Dirty, Next, Max)
+    end.
 
 %% Runs Fun with long_schedule monitoring on (>= 1 ms, any process), and returns its wall time and the events.
 monitored(Name, Fun) ->
@@ -739,6 +803,7 @@ print_operations(#{keys := Shape, size := Size, ops_per_round := N, writes_per_r
      end || {Op, Row} <- Rows],
     ok.
 
+print_concurrency(skipped) -> ok;
 print_concurrency(#{size := Size, rows := Rows}) ->
     io:format("~nConcurrent lookups at ~B entries while the owner writes (ns per lookup per reader):~n", [Size]),
     Fmt = "~-10s ~12s ~12s ~10s~n",
@@ -747,6 +812,7 @@ print_concurrency(#{size := Size, rows := Rows}) ->
      || {R, [{_, O}, {_, E}]} <- Rows],
     ok.
 
+print_memory(skipped) -> ok;
 print_memory(#{size := Size, etf_bytes := Etf, stores := Stores, plain := Plain}) ->
     io:format("~nMemory per session at ~B entries (bytes; measured: growth of erlang:memory(system) plus the owner process's memory; reported: the store's own figure):~n", [Size]),
     io:format("the benchmark's busy session (client keys), term_to_binary size: ~s~n", [num(Etf)]),
@@ -819,10 +885,21 @@ print_cluster(Rows) ->
     ok.
 
 print_scheduler(skipped) -> ok;
-print_scheduler(#{entries := N, steps := Steps}) ->
+print_scheduler(#{entries := N, steps := Steps, huge := Huge, huge_events := HugeEvents}) ->
     io:format("~nScheduler safety at ~B entries, erlang:system_monitor long_schedule >= 1 ms:~n", [N]),
     [io:format("~-22s ~8B ms wall   ~B long_schedule events ~p~n", [atom_to_list(Name), Ms, length(Events), Events])
      || {Name, Ms, Events} <- Steps],
+    Ops = [Op || {Op, _} <- element(2, hd(Huge))],
+    io:format("~nScheduler safety, the suite's huge sessions: the longest NIF call on a normal scheduler / on a dirty "
+              "one (us),~nand the store's accounting (units of the normal-scheduler budget):~n~-16s", ["session"]),
+    [io:format("~16s", [atom_to_list(Op)]) || Op <- Ops],
+    io:format("  largest/budget  dirty calls~n"),
+    [begin
+         io:format("~-16s", [atom_to_list(Kind)]),
+         [io:format("~16s", [io_lib:format("~B / ~B", [Normal, Dirty])]) || {_, {Normal, Dirty}} <- Times],
+         io:format("  ~6B/~B ~8B~n", [L, B, D])
+     end || {Kind, Times, #{budget := B, largest_call := L, dirty_calls := D}} <- Huge],
+    io:format("long_schedule events >= 1 ms during these calls: ~B ~p~n", [length(HugeEvents), HugeEvents]),
     ok.
 
 write(none, _) -> ok;
@@ -916,6 +993,18 @@ cpu() ->
 %% Runs Fun in a fresh process (a clean heap) and returns its result.
 in_process(Fun) ->
     hd(in_parallel(1, Fun)).
+
+%% Fun() in a process spawned with Options.
+in_process(Fun, Options) ->
+    Parent = self(),
+    {Pid, Ref} = spawn_opt(fun() -> Parent ! {self(), result, Fun()} end, [monitor | Options]),
+    receive
+        {Pid, result, Result} ->
+            true = demonitor(Ref, [flush]),
+            Result;
+        {'DOWN', Ref, process, Pid, Reason} ->
+            error({benchmark_process_failed, Reason})
+    end.
 
 %% Runs Fun in N fresh processes at once and returns their results.
 in_parallel(N, Fun) ->

@@ -10,7 +10,7 @@
 %%% Sessions hold secrets: the ones made here are random, and nothing here prints one.
 -module(nif_session_cache_sessions).
 
--export([capture/0, layout/2, server_template/0, busy_server_template/0, busy/2, sessions/2]).
+-export([capture/0, layout/2, server_template/0, busy_server_template/0, busy/2, sessions/2, huge/0]).
 -export_type([captured/0, known/0, layout/0, template/0]).
 
 -include_lib("public_key/include/public_key.hrl").
@@ -92,6 +92,24 @@ sessions({Template, #{session_id := IdAt, peer_certificate := PeerAt, master_sec
          {Id, lists:foldl(fun({At, Bytes}, S) -> setelement(At, S, crypto:strong_rand_bytes(Bytes)) end,
                           setelement(IdAt, Template, Id), Fresh)}
      end || _ <- lists:seq(1, N)].
+
+%% Sessions far larger than OTP's, of every shape that costs a NIF call work in its own way: long lists, wide
+%% tuples, deep nesting, maps, bignums, held parts by the thousand. The tests check that every call on them stays
+%% within its budget on a normal scheduler; `make bench` reports how long those calls took ("Scheduler safety").
+-spec huge() -> [{atom(), fun(() -> term())}].
+huge() ->
+    Big = 1 bsl 4000,
+    [{list, fun() -> lists:seq(1, 2000000) end},
+     {tuple_of_lists, fun() -> list_to_tuple([lists:seq(1, 1000) || _ <- lists:seq(1, 500)]) end},
+     {deep, fun() -> lists:foldl(fun(N, Acc) -> {N, Acc, [N]} end, leaf, lists:seq(1, 300000)) end},
+     {map, fun() -> maps:from_list([{N, {N, <<N:64>>}} || N <- lists:seq(1, 300000)]) end},
+     {bignums, fun() -> {session, [Big + N || N <- lists:seq(1, 20000)]} end},
+     {held_field, fun() -> {session, <<1:256>>, [{Big + N, self()} || N <- lists:seq(1, 50000)]} end},
+     {pids, fun() -> lists:duplicate(2000, self()) end},
+     {references, fun() -> [make_ref() || _ <- lists:seq(1, 300)] end},
+     {small_bignums, fun() -> lists:duplicate(1000, 1 bsl 64) end},
+     {large_binaries, fun() -> [binary:copy(<<N>>, 5000) || N <- lists:seq(1, 300)] end},
+     {shared_binaries, fun() -> maps:from_list([{N, binary:copy(<<N:64>>, 13)} || N <- lists:seq(1, 300000)]) end}].
 
 %%% Internal
 

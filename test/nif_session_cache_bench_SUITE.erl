@@ -65,8 +65,13 @@ the_benchmark_runs_at_a_tiny_size_and_returns_well_formed_results(Config) ->
     [?assertEqual(100, Resumable) || {_, #{resumable_of_100 := Resumable}} <- Server],
     ?assertEqual([default, nif_session_cache], [B || {B, _} <- Hs]),
     [?assert(Resumed > 0 andalso Full > 0) || {_, #{resumed_per_s := Resumed, full_per_s := Full, rounds := 1}} <- Hs],
-    #{steps := Steps} = Sched,
+    #{steps := Steps, huge := Huge} = Sched,
     ?assertEqual([foldl, select_session_5000, terminate, drop_last_reference], [S || {S, _, _} <- Steps]),
+    %% Every huge session of the suite, through every call, with times and the store's accounting.
+    ?assertEqual([K || {K, _} <- nif_session_cache_sessions:huge()], [K || {K, _, _} <- Huge]),
+    [?assertEqual([update, lookup, foldl, select_session, replace, delete], [Op || {Op, _} <- Times])
+     || {_, Times, _} <- Huge],
+    [?assert(L =< B andalso D > 0) || {_, _, #{largest_call := L, budget := B, dirty_calls := D}} <- Huge],
     {ok, Svg} = file:read_file(filename:join(Out, "chart.svg")),
     ?assertMatch(<<"<svg", _/binary>>, Svg),
     {ok, [Saved]} = file:consult(filename:join(Out, "results.term")),

@@ -27,7 +27,6 @@
          huge_keys_are_refused_and_reads_find_nothing/1,
          listing_many_stores_lists_every_one/1,
          entries_too_costly_to_free_go_to_the_reaper/1,
-         many_small_held_parts_go_dirty/1,
          a_small_store_of_many_held_parts_is_freed_off_the_schedulers/1,
          sessions_that_each_bring_a_new_large_field_round_trip/1,
          no_atom_is_reserved/1,
@@ -61,7 +60,6 @@ all() ->
      huge_keys_are_refused_and_reads_find_nothing,
      listing_many_stores_lists_every_one,
      entries_too_costly_to_free_go_to_the_reaper,
-     many_small_held_parts_go_dirty,
      a_small_store_of_many_held_parts_is_freed_off_the_schedulers,
      sessions_that_each_bring_a_new_large_field_round_trip,
      no_atom_is_reserved,
@@ -310,20 +308,14 @@ write_errors_never_put_the_session_in_the_stack_trace(_Config) ->
               stacktrace(fun() -> nif_session_cache:update(not_a_store, key(1), {s, Secret}) end)],
     [?assertEqual(nomatch, binary:match(term_to_binary(T), Secret)) || T <- Traces].
 
-%% Sessions far larger than OTP's: every call on them (update, lookup, foldl, select_session, a replace, delete)
+%% Sessions far larger than OTP's (dev/nif_session_cache_sessions.erl, huge/0: long lists, deep nesting, maps,
+%% bignums, thousands of held parts): every call on them (update, lookup, foldl, select_session, a replace, delete)
 %% round-trips them exactly, and no call on a normal scheduler spent more than its budget of work, by the store's
 %% own accounting: the rest went on on a dirty scheduler. The budget is counted in units of work, not time, so
 %% this holds on any machine, however busy (make bench reports the times: "Scheduler safety").
 huge_sessions_go_dirty_within_the_budget_and_come_back_exactly(_Config) ->
-    Big = 1 bsl 4000,
-    Huge = [{list, fun() -> lists:seq(1, 2000000) end},
-            {tuple_of_lists, fun() -> list_to_tuple([lists:seq(1, 1000) || _ <- lists:seq(1, 500)]) end},
-            {deep, fun() -> lists:foldl(fun(N, Acc) -> {N, Acc, [N]} end, leaf, lists:seq(1, 300000)) end},
-            {map, fun() -> maps:from_list([{N, {N, <<N:64>>}} || N <- lists:seq(1, 300000)]) end},
-            {bignums, fun() -> {session, [Big + N || N <- lists:seq(1, 20000)]} end},
-            {held_field, fun() -> {session, <<1:256>>, [{Big + N, self()} || N <- lists:seq(1, 50000)]} end}],
     [?assertEqual({Kind, true, true, true, true, within_budget, dirty},
-                  calls_on_a_huge_session(Kind, Make())) || {Kind, Make} <- Huge].
+                  calls_on_a_huge_session(Kind, Make())) || {Kind, Make} <- nif_session_cache_sessions:huge()].
 
 %% Every call on a huge session, in a store holding a small one as well; what came back, and the accounting.
 calls_on_a_huge_session(Kind, Session) ->
@@ -419,21 +411,6 @@ entries_too_costly_to_free_go_to_the_reaper(_Config) ->
     ?assertMatch({#{scheduler := #{freed_later := 2}}, #{scheduler := #{freed_later := 1}}},
                  {nif_session_cache:info(Store), nif_session_cache:info(Doomed)}),
     ok = wait_until(fun() -> maps:get(held_bytes, nif_session_cache:info(Store)) =:= 0 end).
-
-%% Each term the packed encoding cannot express is a held part, which costs a microsecond or so to make, copy out
-%% of and free, however small. Sessions of hundreds or thousands of them (pids, references, small bignums,
-%% binaries over 4 KiB) go on on a dirty scheduler, and come back exactly.
-many_small_held_parts_go_dirty(_Config) ->
-    Sessions = [{{{"host", 443}, <<N:256>>}, S}
-                || {N, S} <- lists:enumerate([lists:duplicate(2000, self()), lists:duplicate(300, make_ref()),
-                                              lists:duplicate(1000, 1 bsl 64),
-                                              lists:duplicate(300, binary:copy(<<1>>, 5000))])],
-    Store = nif_session_cache:init([]),
-    [ok = nif_session_cache:update(Store, K, S) || {K, S} <- Sessions],
-    ?assertEqual([true, true, true, true], [nif_session_cache:lookup(Store, K) =:= S || {K, S} <- Sessions]),
-    [ok = nif_session_cache:delete(Store, K) || {K, _} <- Sessions],
-    #{scheduler := #{budget := Budget, largest_call := Largest, dirty_calls := Dirty}} = nif_session_cache:info(Store),
-    ?assert(Largest =< Budget andalso Dirty >= 8, {Largest, Budget, Dirty}).
 
 %% A store of a few hundred entries is freed in place, unless its held parts are many: 256 sessions of 60 pids
 %% each, every pid a part of its own, took milliseconds to free. Terminating such a store hands it to the reaper.
