@@ -132,12 +132,11 @@ with_redis_down_nodes_work_alone_and_recover_when_it_returns(Config) ->
     ok = await_published(A, 1),
     nif_session_cache_redis:stop(?config(redis_port, Config)),
     try
-        %% Local resumption goes on; a session of the other node costs a full handshake, quickly.
+        %% Local resumption goes on; a session of the other node costs a full handshake, without waiting for
+        %% Redis: the refused connection is an error, not a timeout, and opens the breaker.
         ?assertEqual({Before, true}, resume(Config, PortA, Before)),
-        Start = erlang:monotonic_time(millisecond),
         ?assertMatch({_, false}, resume(Config, PortB, Before)),
-        ?assert(erlang:monotonic_time(millisecond) - Start < 1000),
-        ?assertMatch(#{state := open}, shared_of(B)),
+        ?assertMatch(#{state := open, misses := #{error := E, timeout := 0}} when E >= 1, shared_of(B)),
         %% Redis down for a while: every cross-node attempt is refused without asking it.
         [?assertMatch({_, false}, resume(Config, PortB, Before)) || _ <- [1, 2, 3]],
         ?assertMatch(#{misses := #{breaker_open := N}} when N >= 1, shared_of(B))
@@ -187,7 +186,7 @@ a_session_with_too_little_lifetime_left_is_not_returned(Config) ->
     [Young, Old] = [crypto:strong_rand_bytes(32) || _ <- [1, 2]],
     ok = nif_session_cache:update(Writer, Young, fake_session(Young, Lifetime - 120)),
     ok = nif_session_cache:update(Writer, Old, fake_session(Old, Lifetime - 30)),
-    ok = nif_session_cache_demo:wait_until(fun() -> redis_get(Config, <<"lifetime">>, Old) =/= undefined end, 2000),
+    ok = nif_session_cache_demo:wait_until(fun() -> redis_get(Config, <<"lifetime">>, Old) =/= undefined end, 10000),
     ?assertMatch({session, Young, _, _, _, _}, nif_session_cache:lookup(Reader, Young)),
     ?assertEqual(undefined, nif_session_cache:lookup(Reader, Old)),
     ?assertMatch(#{shared := #{misses := #{unusable := 1}}}, nif_session_cache:info(Reader)).
@@ -324,7 +323,7 @@ info(S) ->
 
 shared(Config, Namespace, Keys) ->
     [{url, io_lib:format("redis://127.0.0.1:~b/", [?config(redis_port, Config)])},
-     {namespace, Namespace}, {keys, Keys}, {timeout_ms, 200}].
+     {namespace, Namespace}, {keys, Keys}, {timeout_ms, 1000}].
 
 start_node() ->
     Paths = lists:append([["-pa", filename:dirname(code:which(M))]
@@ -344,7 +343,7 @@ shared_of(Peer) ->
     lists:last(shared_infos(Peer)).
 
 await_published(Peer, N) ->
-    nif_session_cache_demo:wait_until(fun() -> maps:get(sets, shared_of(Peer)) >= N end, 3000).
+    nif_session_cache_demo:wait_until(fun() -> maps:get(sets, shared_of(Peer)) >= N end, 10000).
 
 %% A full handshake through the proxy to Port, saved for later resumption; its session id.
 full_handshake(Config, Port) ->

@@ -349,6 +349,10 @@ a_session_over_the_budget_is_refused_from_its_size_without_a_walk(_Config) ->
     Answers = [nif_session_cache_nif:update(Store, Key, Map) || _ <- lists:seq(1, 20)],
     ?assertEqual([dirty], lists:usort([element(1, A) || A <- Answers])),
     ?assertMatch(#{entries := 0, scheduler := #{largest_call := 0, dirty_calls := 20}}, nif_session_cache:info(Store)),
+    %% Items other than those handed out are refused, and the store is unchanged.
+    {dirty, Forged, _} = lists:last(Answers),
+    ?assertEqual(badarg, nif_session_cache_nif:update_dirty(Store, Key, Forged, [{0, #{}, 1, 1}])),
+    ?assertMatch(#{entries := 0}, nif_session_cache:info(Store)),
     {dirty, Resume, Items} = hd(Answers),
     ?assertEqual(ok, nif_session_cache_nif:update_dirty(Store, Key, Resume, Items)),
     ?assert(nif_session_cache:lookup(Store, Key) =:= Map),

@@ -1,21 +1,29 @@
 //! The memory of one stored entry, as `session_codec::entry` plans it: one block holding a header, the entry's
-//! held parts (an `Arc` each) and its bytes (key, secret section, code), behind a counted reference. This module
-//! only allocates, reads and frees that block; where things lie, when the last reference has gone and what to
-//! wipe then are decided in the plan, and tested there.
+//! held parts (an `Arc` each) and its bytes (key, secret section, code, blobs), behind a counted reference. This
+//! module only allocates, reads and frees that block; where things lie, when the last reference has gone and what
+//! to wipe then are decided in the plan, and tested there.
 //!
-//! A block is a plain allocation through the VM's allocator (rustler's `allocator` feature), so
-//! `erlang:memory(system)` sees it, and `info/1`'s figure matches it (`Value::weight`).
+//! An entry with blobs (a peer certificate) lives in a VM resource object, so that a copy hands its blobs out as
+//! binaries that refer to it, as ETS hands out a shared binary: a lookup neither copies nor reads them. The type
+//! has no destructor: an entry finishes with its object (wipes its secrets, drops its parts) before it gives up
+//! its reference, and the VM frees the memory with the last binary. Any other entry, a plain server session
+//! among them, is a plain allocation through the VM's allocator (rustler's `allocator` feature). Either way
+//! `erlang:memory(system)` sees the block, and `info/1`'s figure matches it (`Value::weight`).
 //!
 //! Nothing here implements Debug: an entry holds a master secret.
 
 use std::alloc::Layout;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use std::sync::Arc;
 
+use rustler::sys::{
+    enif_alloc_resource, enif_open_resource_type, enif_release_resource, ErlNifResourceFlags,
+    ErlNifResourceType,
+};
 use rustler::{Env, Term};
 use session_codec::entry::{block_bytes, entry_bytes, Header, BLOCK_ALIGN, HEADER_BYTES};
-use session_codec::pack::Packer;
+use session_codec::pack::{Packer, PART_UNITS};
 use session_codec::unpack::unpack;
 use session_store::Value;
 
@@ -26,9 +34,26 @@ use crate::term::Builder;
 /// The OTP release the library runs on, which decides what the VM's allocators add to each block.
 static OTP_RELEASE: AtomicU32 = AtomicU32::new(u32::MAX);
 
-/// Called from the library's load callback.
-pub fn set_release(release: u32) {
+/// The resource type of the current load for entries with blobs; those of earlier loads live on while their
+/// objects do.
+static BLOCK_TYPE: AtomicPtr<ErlNifResourceType> = AtomicPtr::new(ptr::null_mut());
+
+/// Called from the library's load callback, with the OTP release and its environment: opens the blocks' type.
+pub fn load(env: Env, release: u32) -> bool {
     OTP_RELEASE.store(release, Ordering::Relaxed);
+    // SAFETY: called from load, with its environment; the type has no destructor, as the module's doc says why.
+    let opened = unsafe {
+        enif_open_resource_type(
+            env.as_c_arg(),
+            ptr::null(),
+            c"nif_session_cache_entry".as_ptr(),
+            None,
+            ErlNifResourceFlags::ERL_NIF_RT_CREATE,
+            ptr::null_mut(),
+        )
+    };
+    BLOCK_TYPE.store(opened as *mut ErlNifResourceType, Ordering::Release);
+    !opened.is_null()
 }
 
 /// A counted reference to one entry.
@@ -52,18 +77,26 @@ impl Entry {
     /// A new entry of `key` (its canonical bytes) and what `packer` made, whose parts move into the block. `None`
     /// if the VM has no memory, or past 4 GiB.
     pub fn new(key: &[u8], packer: &mut Packer<Arc<Held>>) -> Option<Entry> {
-        let (secrets, code) = (&packer.secrets, &packer.code);
+        let (secrets, code, blobs) = (&packer.secrets, &packer.code, &packer.blobs);
         let header = Header::new(
             key.len(),
             secrets.len(),
             code.len(),
+            blobs.len(),
             packer.parts.len(),
-            packer.cost(),
             packer.part_units(),
         )?;
         let layout = layout(packer.parts.len(), header.len())?;
-        // SAFETY: the layout's size is at least the header's, never zero.
-        let block = NonNull::new(unsafe { std::alloc::alloc(layout) })?;
+        let block_type = BLOCK_TYPE.load(Ordering::Acquire);
+        // SAFETY: the layout's size is at least the header's, never zero. A resource object's data is aligned for
+        // any C type (erl_nif's guarantee), 8 bytes here, which is `BLOCK_ALIGN`.
+        let block = NonNull::new(unsafe {
+            match header.resource() {
+                true if block_type.is_null() => return None,
+                true => enif_alloc_resource(block_type, layout.size()).cast::<u8>(),
+                false => std::alloc::alloc(layout),
+            }
+        })?;
         // SAFETY: the block is `layout`, aligned for the header and the parts' pointers, and ours alone. The header,
         // the parts (moved: `packer` forgets them) and the sections fill it exactly, one after another.
         unsafe {
@@ -74,7 +107,7 @@ impl Entry {
             ptr::copy_nonoverlapping(packer.parts.as_ptr(), parts_at, count);
             packer.parts.set_len(0);
             let mut at = parts_at.add(count).cast::<u8>();
-            for section in [key, secrets, code] {
+            for section in [key, secrets, code, blobs] {
                 ptr::copy_nonoverlapping(section.as_ptr(), at, section.len());
                 at = at.add(section.len());
             }
@@ -116,9 +149,14 @@ impl Entry {
         self.header().heavy()
     }
 
-    /// What copying the entry out costs, in `SCHEDULER_BUDGET`'s units. O(1).
+    /// What copying the entry out costs, in `SCHEDULER_BUDGET`'s units. O(parts): an OTP session has two or three.
     pub fn cost(&self) -> usize {
-        self.header().cost()
+        let part_units = self
+            .parts()
+            .iter()
+            .map(|part| part.words() + PART_UNITS)
+            .sum();
+        self.header().cost(part_units)
     }
 
     /// The session, or with `with_key` the `{Key, Session}` pair, on the heap of `env`'s process. `None` if the VM
@@ -126,7 +164,8 @@ impl Entry {
     pub fn copy_out<'a>(&self, env: Env<'a>, with_key: bool) -> Option<Term<'a>> {
         let sections = self.header().sections(self.bytes())?;
         let parts = self.parts();
-        let mut builder = Builder::new(env, |index| Some(parts.get(index)?.copy_to(env)));
+        let block = self.header().resource().then_some(self.header.cast::<u8>());
+        let mut builder = Builder::new(env, block, |index| Some(parts.get(index)?.copy_to(env)));
         STACK.with_borrow_mut(|stack| {
             let term = unpack(sections, &mut builder, stack, with_key)?;
             Some(builder.made(term))
@@ -153,7 +192,11 @@ impl Value for Entry {
     fn weight(&self) -> usize {
         let header = self.header();
         let block = block_bytes(header.parts(), PART_BYTES, header.len()).unwrap_or(0);
-        entry_bytes(block, OTP_RELEASE.load(Ordering::Relaxed))
+        entry_bytes(
+            block,
+            header.resource(),
+            OTP_RELEASE.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -171,14 +214,17 @@ impl Drop for Entry {
         if !self.header().release() {
             return;
         }
-        let (parts, heavy, len) = (
-            self.header().parts(),
-            self.header().heavy(),
-            self.header().len(),
+        let header = self.header();
+        let (parts, heavy, len, resource) = (
+            header.parts(),
+            header.heavy(),
+            header.len(),
+            header.resource(),
         );
+        // The parts are dropped once, here or, moved out, on the reaper (parts too costly to free on a scheduler
+        // hold no secret); then our reference to the resource object is given up, or the block freed.
         // SAFETY: this was the last reference, so nothing else reads the block: its secret section may be written,
-        // which the plan restricts the wipe to. The parts are dropped once, here or, moved out, on the reaper
-        // (parts too costly to free on a scheduler hold no secret); then the block is freed with its layout.
+        // which the plan restricts the wipe to (binaries made of the blobs refer to those only).
         unsafe {
             self.header()
                 .wipe_secrets(std::slice::from_raw_parts_mut(self.bytes_at(), len));
@@ -190,7 +236,9 @@ impl Drop for Entry {
             } else {
                 ptr::drop_in_place(ptr::slice_from_raw_parts_mut(self.parts_at(), parts));
             }
-            if let Some(layout) = layout(self.header().parts(), len) {
+            if resource {
+                enif_release_resource(self.header.as_ptr().cast());
+            } else if let Some(layout) = layout(parts, len) {
                 std::alloc::dealloc(self.header.as_ptr().cast(), layout);
             }
         }

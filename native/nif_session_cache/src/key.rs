@@ -8,7 +8,7 @@ use session_codec::key::{encode_group, encode_key};
 use session_store::KeyRef;
 
 use crate::error::CacheError;
-use crate::term;
+use crate::term::Viewed;
 
 thread_local! {
     static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -18,7 +18,7 @@ thread_local! {
 /// element as its group). `write` must not encode another key.
 pub fn with_store_key<R>(term: Term, write: impl FnOnce(KeyRef) -> R) -> Result<R, CacheError> {
     with_buffer(|out| {
-        let group = encode_key(term::key(term), out)?;
+        let group = encode_key(Viewed(term), out)?;
         let key = KeyRef::new(out, group).ok_or(CacheError::BadKey)?;
         Ok(write(key))
     })
@@ -27,7 +27,7 @@ pub fn with_store_key<R>(term: Term, write: impl FnOnce(KeyRef) -> R) -> Result<
 /// Runs `read` on a key's canonical bytes. `read` must not encode another key.
 pub fn with_key<R>(term: Term, read: impl FnOnce(&[u8]) -> R) -> Result<R, CacheError> {
     with_buffer(|out| {
-        encode_key(term::key(term), out)?;
+        encode_key(Viewed(term), out)?;
         Ok(read(out))
     })
 }
@@ -35,7 +35,7 @@ pub fn with_key<R>(term: Term, read: impl FnOnce(&[u8]) -> R) -> Result<R, Cache
 /// Runs `read` on the canonical bytes of a partial key, exactly as they appear inside a full key's group.
 pub fn with_group<R>(term: Term, read: impl FnOnce(&[u8]) -> R) -> Result<R, CacheError> {
     with_buffer(|out| {
-        encode_group(term::key(term), out)?;
+        encode_group(Viewed(term), out)?;
         Ok(read(out))
     })
 }

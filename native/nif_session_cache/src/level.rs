@@ -82,8 +82,7 @@ impl SharedLevel {
             redis_key(&sealing.namespace, &id),
             Box::new(move || {
                 let bytes = workspace.run(|env| {
-                    Viewed::new(saved.load(env), |_| false)
-                        .external(|bytes| Zeroizing::new(bytes.to_vec()))
+                    Viewed(saved.load(env)).external(|bytes| Zeroizing::new(bytes.to_vec()))
                 })?;
                 Some((sealing.keys.seal(&sealing.namespace, &id, &bytes), ttl))
             }),

@@ -26,9 +26,10 @@ mod walk;
 
 rustler::init!("nif_session_cache_nif", load = load);
 
-/// Opens the store's resource type, in a way that keeps stores made before a reload usable (`resource.rs`). The
-/// load info is the VM's OTP release, on which what its allocators add to an entry depends.
+/// Opens the resource types of entries with blobs (`entry.rs`) and of stores, the latter in a way that keeps stores
+/// made before a reload usable (`resource.rs`). The load info is the VM's OTP release, on which what its
+/// allocators add to an entry depends.
 fn load(env: rustler::Env, load_info: rustler::Term) -> bool {
-    entry::set_release(load_info.decode::<u32>().unwrap_or(u32::MAX));
-    resource::open_store_type(env)
+    entry::load(env, load_info.decode::<u32>().unwrap_or(u32::MAX))
+        && resource::open_store_type(env)
 }

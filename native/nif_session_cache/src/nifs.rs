@@ -18,13 +18,15 @@ use crate::entry::Entry;
 use crate::error::CacheError;
 use crate::held::Held;
 use crate::key::{with_key, with_store_key};
-use crate::resource::{self, is_ours, Resume, Role, Store};
+use crate::resource::{self, Resume, Store};
 use crate::term::Viewed;
 
 /// Creates an empty store owned by the calling process. Normal scheduler, O(1).
 #[rustler::nif]
 fn new(env: Env, role: Atom) -> NifResult<Term> {
-    let role = Role::from_atom(role).ok_or(rustler::Error::BadArg)?;
+    if ![atoms::client(), atoms::server(), atoms::undefined()].contains(&role) {
+        return Err(rustler::Error::BadArg);
+    }
     resource::make_store(env, Store::new(env.pid(), role))
         .ok_or(rustler::Error::RaiseAtom("enomem"))
 }
@@ -102,13 +104,14 @@ fn update<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>, session: Term<'a>) -
         let store = writable(env, store)?;
         PACKER.with_borrow_mut(|packer| {
             packer.reset();
-            let mut items = Item::pair(Viewed::new(key, is_ours), Viewed::new(session, is_ours));
+            let mut items = Item::pair(Viewed(key), Viewed(session));
             let stored = pack_and_store(store, key, packer, &mut items, SCHEDULER_BUDGET);
             store.spent(packer.spent());
             match stored {
                 Err(CacheError::OverBudget) => {
                     store.went_dirty();
-                    let resume = ResourceArc::new(Resume::new(std::mem::take(packer)));
+                    let shape = items.iter().map(Item::shape).collect();
+                    let resume = ResourceArc::new(Resume::new((std::mem::take(packer), shape)));
                     let items: Vec<Term<'a>> = items.iter().map(|item| export(env, item)).collect();
                     Ok((atoms::dirty(), resume, items).encode(env))
                 }
@@ -131,14 +134,17 @@ fn update_dirty<'a>(
     guarded(env, || {
         let store = writable(env, store)?;
         let resume: ResourceArc<Resume> = resume.decode().map_err(|_| CacheError::BadArg)?;
-        let mut packer = resume.take().ok_or(CacheError::BadArg)?;
+        let (mut packer, shape) = resume.take().ok_or(CacheError::BadArg)?;
         let parts: Vec<(u8, Term<'a>, u32, u8)> = items.decode().map_err(|_| CacheError::BadArg)?;
         let mut items = Items::new();
         for (kind, term, number, depth) in parts {
             items.push(
-                Item::from_parts(kind, Viewed::new(term, is_ours), number, depth)
-                    .ok_or(CacheError::BadArg)?,
+                Item::from_parts(kind, Viewed(term), number, depth).ok_or(CacheError::BadArg)?,
             );
+        }
+        // Items other than those handed out would pack into an entry its code does not describe.
+        if !items.iter().map(Item::shape).eq(shape) {
+            return Err(CacheError::BadArg);
         }
         pack_and_store(store, key, &mut packer, &mut items, usize::MAX)
             .map(|answer| answer.encode(env))
@@ -148,7 +154,7 @@ fn update_dirty<'a>(
 /// An item of a stopped packing as `{Kind, Term, Number, Depth}`: plain terms, which Erlang hands back as they are.
 fn export<'a>(env: Env<'a>, item: &Item<'a, Viewed<'a>>) -> Term<'a> {
     let (kind, term, number, depth) = item.parts();
-    (kind, term.term(), number, depth).encode(env)
+    (kind, term.0, number, depth).encode(env)
 }
 
 /// Packs what `items` hold within `budget`, and stores the entry under `key`, replacing (and freeing, unless a
@@ -226,7 +232,7 @@ fn describe<'a>(env: Env<'a>, store: &Store) -> NifResult<Term<'a>> {
     ];
     let mut pairs: Vec<(Atom, Term<'a>)> = vec![
         (atoms::id(), store.id.encode(env)),
-        (atoms::role(), store.role.atom().encode(env)),
+        (atoms::role(), store.role.encode(env)),
         (atoms::owner(), store.owner.encode(env)),
         (atoms::entries(), entries.len().encode(env)),
         (atoms::bytes(), (entries.bytes() + held_bytes).encode(env)),

@@ -27,37 +27,11 @@ use session_codec::pack::Packer;
 use session_store::sync::lock;
 use session_store::{Config, Selection};
 
-use crate::atoms;
 use crate::entry::Entry;
 use crate::error::CacheError;
 use crate::held::{Held, Parts};
 use crate::level::SharedLevel;
 use crate::reaper;
-
-/// The role OTP passed to init/1, if any. Reported by info, never used to change behaviour.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Client,
-    Server,
-    Unspecified,
-}
-
-impl Role {
-    /// `client`, `server` or `undefined`; any other atom is no role.
-    pub fn from_atom(atom: Atom) -> Option<Role> {
-        [Role::Client, Role::Server, Role::Unspecified]
-            .into_iter()
-            .find(|role| role.atom() == atom)
-    }
-
-    pub fn atom(self) -> Atom {
-        match self {
-            Role::Client => atoms::client(),
-            Role::Server => atoms::server(),
-            Role::Unspecified => atoms::undefined(),
-        }
-    }
-}
 
 /// A store and who may write it.
 pub struct Store {
@@ -65,7 +39,9 @@ pub struct Store {
     pub id: u64,
     /// The process that called init: the only one allowed to write.
     pub owner: LocalPid,
-    pub role: Role,
+    /// The role OTP passed to init/1 (`client`, `server`, or `undefined` for none): reported by `info/1`, never
+    /// used to change behaviour.
+    pub role: Atom,
     pub entries: session_store::Store<Entry>,
     /// The held parts of its entries, and the fields they share.
     pub parts: Parts,
@@ -81,14 +57,14 @@ pub struct Store {
 
 impl Store {
     /// A new empty store, listed among the live ones.
-    pub fn new(owner: LocalPid, role: Role) -> Arc<Store> {
+    pub fn new(owner: LocalPid, role: Atom) -> Arc<Store> {
         reaper::start();
         let store = Arc::new(Store {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             owner,
             role,
             entries: session_store::Store::new(Config::default()),
-            parts: Parts::default(),
+            parts: Parts::new(is_ours),
             shared: OnceCell::new(),
             largest_call: AtomicUsize::new(0),
             dirty_calls: AtomicU64::new(0),
@@ -315,24 +291,27 @@ impl Cursor {
     }
 }
 
-/// A packing stopped for its budget on a normal scheduler, waiting for its dirty one.
+/// A packing stopped for its budget on a normal scheduler, waiting for its dirty one: the packer, and the shape
+/// of the items it left to do (`Item::shape`), which must come back as they left.
 pub struct Resume {
-    packer: Mutex<Option<Packer<Arc<Held>>>>,
+    packing: Mutex<Option<Stopped>>,
 }
+
+pub type Stopped = (Packer<Arc<Held>>, Vec<(u8, u32, u8, usize)>);
 
 #[rustler::resource_impl]
 impl Resource for Resume {}
 
 impl Resume {
-    pub fn new(packer: Packer<Arc<Held>>) -> Self {
+    pub fn new(stopped: Stopped) -> Self {
         Resume {
-            packer: Mutex::new(Some(packer)),
+            packing: Mutex::new(Some(stopped)),
         }
     }
 
-    /// The packer, once: a second resume of the same packing finds nothing.
-    pub fn take(&self) -> Option<Packer<Arc<Held>>> {
-        lock(&self.packer).take()
+    /// The packing, once: a second resume of the same packing finds nothing.
+    pub fn take(&self) -> Option<Stopped> {
+        lock(&self.packing).take()
     }
 }
 

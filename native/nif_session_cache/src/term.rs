@@ -3,55 +3,29 @@
 //! tuple's elements, a Latin-1 string) are done here without one, as key encoding runs on every call.
 
 use std::ffi::c_uint;
+use std::ptr::NonNull;
 
 use rustler::sys::{
     enif_get_string, enif_get_tuple, enif_make_double, enif_make_list_cell,
-    enif_make_list_from_array, enif_make_long, enif_make_new_binary, enif_make_string_len,
-    enif_make_tuple_from_array, enif_release_binary, enif_term_to_binary, ErlNifBinary,
-    ErlNifCharEncoding, ERL_NIF_TERM,
+    enif_make_list_from_array, enif_make_long, enif_make_new_binary, enif_make_resource_binary,
+    enif_make_string_len, enif_make_tuple_from_array, enif_release_binary, enif_term_to_binary,
+    ErlNifBinary, ErlNifCharEncoding, ERL_NIF_TERM,
 };
 use rustler::types::map::MapIterator;
 use rustler::{Binary, Env, Term, TermType};
 use session_codec::term::{Build, Make, Other, View};
 
-/// Whether a reference is a store or a cursor of this library: told by the caller, which knows the resource
-/// types, so that this module needs none of them.
-pub type Ours = for<'b> fn(Term<'b>) -> bool;
-
 /// A term as the codec sees it.
 #[derive(Clone, Copy)]
-pub struct Viewed<'a> {
-    term: Term<'a>,
-    ours: Ours,
-}
-
-impl<'a> Viewed<'a> {
-    pub fn new(term: Term<'a>, ours: Ours) -> Self {
-        Viewed { term, ours }
-    }
-
-    pub fn term(self) -> Term<'a> {
-        self.term
-    }
-
-    fn with(self, term: Term<'a>) -> Self {
-        Viewed {
-            term,
-            ours: self.ours,
-        }
-    }
-}
-
-/// A key seen for encoding: a store among its parts is encoded as any reference is.
-pub fn key(term: Term<'_>) -> Viewed<'_> {
-    Viewed::new(term, |_| false)
-}
+pub struct Viewed<'a>(pub Term<'a>);
 
 impl<'a> session_codec::term::Term<'a> for Viewed<'a> {
     type Elements = Elements<'a>;
 
+    // Inlined where the codec calls it, so that the view is matched in registers, not returned through memory.
+    #[inline(always)]
     fn view(self) -> View<'a, Self> {
-        let term = self.term;
+        let Viewed(term) = self;
         match term.get_type() {
             // An atom term is its handle in the atom table.
             TermType::Atom => View::Atom(term.as_c_arg() as u64),
@@ -72,13 +46,12 @@ impl<'a> session_codec::term::Term<'a> for Viewed<'a> {
                 None => View::Other(Other::Bitstring),
             },
             TermType::List => match term.list_get_cell() {
-                Ok((head, tail)) => View::Cons(self.with(head), self.with(tail)),
+                Ok((head, tail)) => View::Cons(Viewed(head), Viewed(tail)),
                 Err(_) => View::Nil,
             },
             TermType::Map => View::Map(term.map_size().unwrap_or(0)),
             TermType::Pid => View::Other(Other::Pid),
             TermType::Port => View::Other(Other::Port),
-            TermType::Ref if (self.ours)(term) => View::Other(Other::Ours),
             TermType::Ref => View::Other(Other::Reference),
             TermType::Fun => View::Other(Other::Fun),
             TermType::Unknown => View::Other(Other::Reference),
@@ -90,8 +63,8 @@ impl<'a> session_codec::term::Term<'a> for Viewed<'a> {
         // SAFETY: enif_get_string only reads the term, and writes at most `capacity` bytes, NUL included, to `buf`.
         let written = unsafe {
             enif_get_string(
-                self.term.get_env().as_c_arg(),
-                self.term.as_c_arg(),
+                self.0.get_env().as_c_arg(),
+                self.0.as_c_arg(),
                 buf.as_mut_ptr(),
                 capacity,
                 ErlNifCharEncoding::ERL_NIF_LATIN1,
@@ -112,8 +85,8 @@ impl<'a> session_codec::term::Term<'a> for Viewed<'a> {
         // ours until released; its `size` bytes at `data` are read before the release.
         unsafe {
             if enif_term_to_binary(
-                self.term.get_env().as_c_arg(),
-                self.term.as_c_arg(),
+                self.0.get_env().as_c_arg(),
+                self.0.as_c_arg(),
                 binary.as_mut_ptr(),
             ) == 0
             {
@@ -127,8 +100,8 @@ impl<'a> session_codec::term::Term<'a> for Viewed<'a> {
     }
 
     fn map_entries(self, mut f: impl FnMut(Self, Self)) {
-        for (key, value) in MapIterator::new(self.term).into_iter().flatten() {
-            f(self.with(key), self.with(value));
+        for (key, value) in MapIterator::new(self.0).into_iter().flatten() {
+            f(Viewed(key), Viewed(value));
         }
     }
 }
@@ -136,24 +109,18 @@ impl<'a> session_codec::term::Term<'a> for Viewed<'a> {
 /// A tuple's elements, borrowed from the term itself (rustler's `get_tuple` copies them into a `Vec`).
 #[derive(Clone)]
 pub struct Elements<'a> {
-    of: Viewed<'a>,
+    env: Env<'a>,
     elements: std::slice::Iter<'a, ERL_NIF_TERM>,
 }
 
 fn elements(tuple: Viewed<'_>) -> Option<Elements<'_>> {
-    let env = tuple.term.get_env();
+    let env = tuple.0.get_env();
     let mut arity = 0;
     let mut array: *const ERL_NIF_TERM = std::ptr::null();
     // SAFETY: enif_get_tuple only reads the term; on success `array` points at `arity` elements that live as long
     // as the term's environment, which `'a` is.
     let elements = unsafe {
-        if enif_get_tuple(
-            env.as_c_arg(),
-            tuple.term.as_c_arg(),
-            &mut arity,
-            &mut array,
-        ) == 0
-        {
+        if enif_get_tuple(env.as_c_arg(), tuple.0.as_c_arg(), &mut arity, &mut array) == 0 {
             return None;
         }
         if arity == 0 || array.is_null() {
@@ -163,7 +130,7 @@ fn elements(tuple: Viewed<'_>) -> Option<Elements<'_>> {
         }
     };
     Some(Elements {
-        of: tuple,
+        env,
         elements: elements.iter(),
     })
 }
@@ -173,12 +140,12 @@ impl<'a> Iterator for Elements<'a> {
 
     fn next(&mut self) -> Option<Viewed<'a>> {
         let element = *self.elements.next()?;
-        Some(self.of.with(in_env(self.of.term.get_env(), element)))
+        Some(Viewed(in_env(self.env, element)))
     }
 
     fn nth(&mut self, n: usize) -> Option<Viewed<'a>> {
         let element = *self.elements.nth(n)?;
-        Some(self.of.with(in_env(self.of.term.get_env(), element)))
+        Some(Viewed(in_env(self.env, element)))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -194,15 +161,17 @@ fn in_env(env: Env<'_>, term: ERL_NIF_TERM) -> Term<'_> {
     unsafe { Term::new(env, term) }
 }
 
-/// Makes terms in a caller's environment; a held part is made by `part`.
+/// Makes terms in a caller's environment: blobs as binaries that refer to `block`, the entry's resource object,
+/// and a held part by `part`.
 pub struct Builder<'a, P> {
     env: Env<'a>,
+    block: Option<NonNull<u8>>,
     part: P,
 }
 
 impl<'a, P: FnMut(usize) -> Option<Term<'a>>> Builder<'a, P> {
-    pub fn new(env: Env<'a>, part: P) -> Self {
-        Builder { env, part }
+    pub fn new(env: Env<'a>, block: Option<NonNull<u8>>, part: P) -> Self {
+        Builder { env, block, part }
     }
 
     /// A term this builder made, as a rustler term.
@@ -214,18 +183,27 @@ impl<'a, P: FnMut(usize) -> Option<Term<'a>>> Builder<'a, P> {
 impl<'a, P: FnMut(usize) -> Option<Term<'a>>> Build for Builder<'a, P> {
     type Term = ERL_NIF_TERM;
 
+    // Inlined where the unpacker calls it, each call then one arm of the match.
+    #[inline(always)]
     fn make(&mut self, what: Make<'_, ERL_NIF_TERM>) -> Option<ERL_NIF_TERM> {
         let env = self.env.as_c_arg();
-        // SAFETY: `env` is the live environment of the running NIF call, and every term passed to it (elements,
-        // heads, tails) was made in it by this builder or by `part`; an atom's handle came from an atom term,
-        // valid for the life of the VM. A new binary's bytes are all written before it is returned.
+        // Every term passed to `env` (elements, heads, tails) was made in it by this builder or by `part`; an
+        // atom's handle came from an atom term, valid for the life of the VM. A new binary's bytes are all written
+        // before it is returned. A blob lies in `block`, a live resource object whose blobs nothing writes.
+        // SAFETY: as above, in `env`, the live environment of the running NIF call.
         unsafe {
             Some(match what {
+                Make::Blob(bytes) if self.block.is_some() => enif_make_resource_binary(
+                    env,
+                    self.block?.as_ptr().cast(),
+                    bytes.as_ptr().cast(),
+                    bytes.len(),
+                ),
                 Make::Nil => enif_make_list_from_array(env, std::ptr::null(), 0),
                 Make::Atom(handle) => handle as ERL_NIF_TERM,
                 Make::Integer(value) => enif_make_long(env, value),
                 Make::Float(value) => enif_make_double(env, value),
-                Make::Binary(bytes) => {
+                Make::Binary(bytes) | Make::Blob(bytes) => {
                     let mut term = 0;
                     let data = enif_make_new_binary(env, bytes.len(), &mut term);
                     if data.is_null() {

@@ -1,14 +1,16 @@
 //! An entry's memory, as a plan. The NIF allocates one block per entry and does what this module says: where
 //! each section lies, when the last reference has gone, which bytes to wipe then, and what the block costs. The
 //! block is a [`Header`], the entry's held parts (a pointer each, numbered as their `PART` tags), then its bytes:
-//! the key, the secret section and the code (`pack`).
+//! the key, the secret section, the code and the blobs (`pack`). An entry with blobs lives in a VM resource
+//! object, so that the binaries a copy makes of its blobs can refer to it; any other in a plain allocation, as a
+//! resource object's bookkeeping would cost a plain server session a third of its size.
 //!
 //! Nothing here implements Debug: a header is harmless, but its block holds a master secret.
 
 use std::ops::Range;
 use std::sync::atomic::{fence, AtomicU32, Ordering};
 
-use crate::pack::SCHEDULER_BUDGET;
+use crate::pack::{copy_cost, SCHEDULER_BUDGET};
 use crate::unpack::Sections;
 use crate::wipe;
 
@@ -22,8 +24,7 @@ pub struct Header {
     key_len: u32,
     secret_len: u32,
     code_len: u32,
-    /// What copying the entry out costs, in `SCHEDULER_BUDGET`'s units, saturated.
-    cost: u32,
+    blob_len: u32,
 }
 
 /// Bytes from the start of a block to its held parts.
@@ -35,14 +36,14 @@ const _: () = assert!(
 );
 
 impl Header {
-    /// The header of a new entry, with one reference: sections of these lengths, `parts` held parts that cost
-    /// `part_units` to free, and a copy that costs `cost`. `None` past 4 GiB, which no session reaches.
+    /// The header of a new entry, with one reference: sections of these lengths, and `parts` held parts that cost
+    /// `part_units` to copy or free. `None` past 4 GiB, which no session reaches.
     pub fn new(
         key: usize,
         secrets: usize,
         code: usize,
+        blobs: usize,
         parts: usize,
-        cost: usize,
         part_units: usize,
     ) -> Option<Header> {
         let heavy = part_units > SCHEDULER_BUDGET;
@@ -55,7 +56,7 @@ impl Header {
             key_len: u32::try_from(key).ok()?,
             secret_len: u32::try_from(secrets).ok()?,
             code_len: u32::try_from(code).ok()?,
-            cost: u32::try_from(cost).unwrap_or(u32::MAX),
+            blob_len: u32::try_from(blobs).ok()?,
         })
         .filter(|header| u32::try_from(header.len()).is_ok())
     }
@@ -71,13 +72,27 @@ impl Header {
         !self.parts.is_multiple_of(2)
     }
 
-    pub fn cost(&self) -> usize {
-        self.cost as usize
+    /// Whether the block is a VM resource object: the entry has blobs.
+    pub fn resource(&self) -> bool {
+        self.blob_len > 0
     }
 
-    /// Bytes of the three sections together.
+    /// What copying the entry out costs (`pack::copy_cost`), its parts costing `part_units`.
+    pub fn cost(&self, part_units: usize) -> usize {
+        copy_cost(
+            self.code_len as usize,
+            self.secret_len as usize,
+            self.blob_len as usize,
+            part_units,
+        )
+    }
+
+    /// Bytes of the four sections together.
     pub fn len(&self) -> usize {
-        self.key_len as usize + self.secret_len as usize + self.code_len as usize
+        [self.key_len, self.secret_len, self.code_len, self.blob_len]
+            .iter()
+            .map(|&n| n as usize)
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -101,8 +116,14 @@ impl Header {
             return None;
         }
         let (key, rest) = bytes.split_at(self.key_len as usize);
-        let (secrets, code) = rest.split_at(self.secret_len as usize);
-        Some(Sections { key, secrets, code })
+        let (secrets, rest) = rest.split_at(self.secret_len as usize);
+        let (code, blobs) = rest.split_at(self.code_len as usize);
+        Some(Sections {
+            key,
+            secrets,
+            code,
+            blobs,
+        })
     }
 
     /// Wipes the secret section of `bytes`, the entry's bytes, and nothing else.
@@ -142,20 +163,22 @@ pub fn block_bytes(parts: usize, part_bytes: usize, len: usize) -> Option<usize>
         .checked_add(len)
 }
 
-/// What the VM's allocators add to a block of the NIF's: their own header. OTP 26 and later add more. Calibrated
-/// against `erlang:memory(system)` at 100k entries on OTP 25, 27 and 29 (`make bench` prints both figures).
-pub fn allocation_overhead(otp_release: u32) -> usize {
-    if otp_release > 25 {
-        24
-    } else {
-        16
+/// What the VM adds to a block of the NIF's: the allocator's header for a plain allocation, and for a resource
+/// object its bookkeeping as well. OTP 26 and later add more. Calibrated against `erlang:memory(system)` at 100k
+/// entries on OTP 25, 27 and 29 (`make bench` prints both figures).
+pub fn overhead(resource: bool, otp_release: u32) -> usize {
+    match (resource, otp_release > 25) {
+        (false, false) => 16,
+        (false, true) => 24,
+        (true, false) => 76,
+        (true, true) => 94,
     }
 }
 
 /// Bytes an entry whose block is `block` bytes owns: the block, in whole words as the allocators hand it out,
-/// and their overhead.
-pub fn entry_bytes(block: usize, otp_release: u32) -> usize {
-    block.next_multiple_of(8) + allocation_overhead(otp_release)
+/// and the VM's overhead.
+pub fn entry_bytes(block: usize, resource: bool, otp_release: u32) -> usize {
+    block.next_multiple_of(8) + overhead(resource, otp_release)
 }
 
 /// Bytes a held part of `words` heap words owns: its reference count and header, the environment with the phony

@@ -137,9 +137,9 @@ fn encode_view<'a, T: Term<'a>>(
         }
         View::Nil => out.push(NIL),
         View::Cons(..) => encode_list(term, depth, out)?,
-        View::Other(
-            Other::BigInteger | Other::Pid | Other::Port | Other::Reference | Other::Ours,
-        ) => external(term, out)?,
+        View::Other(Other::BigInteger | Other::Pid | Other::Port | Other::Reference) => {
+            external(term, out)?
+        }
         View::Map(_) | View::Other(Other::Fun | Other::Bitstring) => {
             return Err(KeyError::Unsupported)
         }

@@ -2,15 +2,17 @@
 //! *held parts*. `unpack` makes the entry again; `docs/design.md` says why this representation, and what it
 //! costs against ETS.
 //!
-//! An entry's bytes are three sections, in this order:
+//! An entry's bytes are four sections, in this order:
 //! - the key's canonical bytes (`key`), which the store compares keys with;
 //! - the secret section: the bytes of every binary of up to `SECRET_BINARY_MAX` bytes (a master secret, session
 //!   ids), the one part of an entry wiped when it is dropped;
 //! - the code: a tag byte per term, the session's terms first and the key's after them (a lookup reads the
 //!   first, a fold both). Atoms are their VM handles; integers are varints, those of 0 to 127 and tuples of up
 //!   to 15 elements one byte, integers just above the smallest small integer (monotonic time stamps) counted from
-//!   there, a repeated one a reference to its first; larger binaries up to `INLINE_BINARY_MAX` and Latin-1
-//!   strings are their bytes; a binary equal to a binary key is the `KEY` tag alone.
+//!   there, a repeated one a reference to its first; Latin-1 strings are their bytes; a binary equal to a binary
+//!   key is the `KEY` tag alone;
+//! - the blob section: the bytes of binaries of 65 bytes to `INLINE_BINARY_MAX` (a peer certificate), which a copy
+//!   hands out by reference, as ETS hands out a shared binary, and never reads.
 //!
 //! What bytes cannot express (bignums, pids, references, funs, maps, bitstrings) and larger binaries are held
 //! parts, numbered in the order their `PART` tags appear. A session's large fields (its listener's certificate
@@ -65,7 +67,7 @@ pub(crate) mod tag {
     pub const ATOM: u8 = 1;
     pub const INT: u8 = 2;
     pub const FLOAT: u8 = 3;
-    /// A binary of up to `INLINE_BINARY_MAX` bytes: its length, then its bytes.
+    /// A binary of up to `INLINE_BINARY_MAX` bytes: its length; its bytes are the next ones of the blob section.
     pub const BINARY: u8 = 4;
     /// A Latin-1 string: its length, then its bytes.
     pub const STRING: u8 = 5;
@@ -125,6 +127,10 @@ pub trait Keeper<'a, T: Term<'a>> {
 
     /// The copy last shared at `position`, if it has at most `limit` words, compared with `term`.
     fn recent(&mut self, term: T, position: usize, limit: usize) -> Recent<Self::Part>;
+
+    /// Whether a reference is a store or a cursor of this library: a session that held one would keep it alive
+    /// for good.
+    fn ours(&self, reference: T) -> bool;
 }
 
 /// What the copy last shared at a position says of a field.
@@ -192,6 +198,17 @@ impl<'a, T: Term<'a>> Item<'a, T> {
         }
     }
 
+    /// The item but for its term: its kind, number and depth, and for a tuple's elements the tuple's arity. A
+    /// packing handed to another scheduler checks that its items come back in the shape they left in.
+    pub fn shape(&self) -> (u8, u32, u8, usize) {
+        let (kind, _, number, depth) = self.parts();
+        let arity = match self {
+            Item::Elements { elements, next, .. } => *next as usize + elements.len(),
+            _ => 0,
+        };
+        (kind, number, depth, arity)
+    }
+
     /// The item `parts` gave, or `None` for parts it cannot have given.
     pub fn from_parts(kind: u8, term: T, number: u32, depth: u8) -> Option<Self> {
         if usize::from(depth) > MAX_PACK_DEPTH + 1 {
@@ -231,11 +248,13 @@ impl<'a, T: Term<'a>> Item<'a, T> {
 pub struct Packer<P> {
     pub secrets: Vec<u8>,
     pub code: Vec<u8>,
+    pub blobs: Vec<u8>,
     pub parts: Vec<P>,
+    /// Where a Latin-1 string is read, reused.
+    string: [u8; STRING_MAX + 1],
     /// Units spent, on this call and any before it for the same entry.
     spent: usize,
-    /// Bytes of the code that are binaries' contents, and the units of the held parts: what `cost` counts apart.
-    contents: usize,
+    /// The units of the held parts: what copying them out, and freeing them, costs.
     part_units: usize,
     lows: Lows,
 }
@@ -245,7 +264,7 @@ pub struct Packer<P> {
 struct Marks {
     secrets: usize,
     code: usize,
-    contents: usize,
+    blobs: usize,
     lows: Lows,
 }
 
@@ -266,9 +285,10 @@ impl<P> Default for Packer<P> {
         Packer {
             secrets: Vec::new(),
             code: Vec::new(),
+            blobs: Vec::new(),
             parts: Vec::new(),
+            string: [0; STRING_MAX + 1],
             spent: 0,
-            contents: 0,
             part_units: 0,
             lows: Lows::default(),
         }
@@ -316,10 +336,14 @@ impl<P> Packer<P> {
         self.spent
     }
 
-    /// What copying the entry out costs, in units: its structure, its binaries' contents and its parts.
+    /// What copying the entry out costs, in units (`copy_cost`).
     pub fn cost(&self) -> usize {
-        let structure = self.code.len() - self.contents;
-        structure + (self.contents + self.secrets.len()) / BYTES_PER_UNIT + self.part_units
+        copy_cost(
+            self.code.len(),
+            self.secrets.len(),
+            self.blobs.len(),
+            self.part_units,
+        )
     }
 
     /// The units of the held parts alone: what freeing them costs.
@@ -332,9 +356,9 @@ impl<P> Packer<P> {
         wipe(&mut self.secrets);
         self.secrets.clear();
         self.code.clear();
+        self.blobs.clear();
         self.parts.clear();
         self.spent = 0;
-        self.contents = 0;
         self.part_units = 0;
         self.lows = Lows::default();
     }
@@ -343,7 +367,7 @@ impl<P> Packer<P> {
         Marks {
             secrets: self.secrets.len(),
             code: self.code.len(),
-            contents: self.contents,
+            blobs: self.blobs.len(),
             lows: self.lows,
         }
     }
@@ -353,7 +377,7 @@ impl<P> Packer<P> {
         wipe(&mut self.secrets[marks.secrets..]);
         self.secrets.truncate(marks.secrets);
         self.code.truncate(marks.code);
-        self.contents = marks.contents;
+        self.blobs.truncate(marks.blobs);
         self.lows = marks.lows;
     }
 }
@@ -413,123 +437,132 @@ impl<'a, 'r, P, K> Run<'r, P, K> {
         push_varint(&mut self.packer.code, value);
     }
 
-    /// Does one item, pushing what it leaves to do. A step that stops for the budget has written nothing, and its
-    /// item is back on `items` as it was.
+    /// Does one item: the scalars of a tuple or a list in a loop, and for a compound element, pushes what is left
+    /// of this item and then the element's own. A step that stops for the budget has written nothing, and what is
+    /// left of the item is back on `items`.
     fn item<T: Term<'a>>(&mut self, item: Item<'a, T>, items: &mut Items<'a, T>) -> Result<(), Halt>
     where
         K: Keeper<'a, T, Part = P>,
     {
-        let over = |halt: &Halt| matches!(halt, Halt::Stop(Stop::OverBudget));
         match item {
             Item::Term {
                 term,
                 depth,
                 position,
-            } => self.term(term, depth, position, items).inspect_err(|halt| {
-                if over(halt) {
-                    items.push(Item::Term {
-                        term,
-                        depth,
-                        position,
-                    });
-                }
-            }),
+            } => match self.term(term, depth, position) {
+                Ok(Some(inner)) => items.push(inner),
+                Ok(None) => {}
+                Err(halt) => return Err(self.put_back(halt, items, item)),
+            },
             Item::Elements {
                 tuple,
-                elements,
-                next,
+                mut elements,
+                mut next,
                 depth,
-            } => {
-                let mut rest = elements.clone();
-                let Some(element) = rest.next() else {
+            } => loop {
+                let Some(element) = elements.next() else {
                     return Ok(());
                 };
-                items.push(Item::Elements {
-                    tuple,
-                    elements: rest,
-                    next: next + 1,
-                    depth,
-                });
-                self.term(element, depth + 1, next, items)
-                    .inspect_err(|halt| {
-                        if over(halt) {
-                            items.pop();
-                            items.push(Item::Elements {
-                                tuple,
-                                elements,
-                                next,
-                                depth,
-                            });
-                        }
-                    })
-            }
-            Item::Cells {
-                cell,
-                position,
-                depth,
-            } => match cell.view() {
-                View::Cons(head, tail) => {
-                    items.push(Item::Cells {
-                        cell: tail,
-                        position: position + 1,
-                        depth,
-                    });
-                    self.term(head, depth + 1, position, items)
-                        .inspect_err(|halt| {
-                            if over(halt) {
-                                items.pop();
-                                items.push(Item::Cells {
-                                    cell,
-                                    position,
-                                    depth,
-                                });
-                            }
-                        })
-                }
-                View::Nil => {
-                    self.structure(2).inspect_err(|halt| {
-                        if over(halt) {
-                            items.push(Item::Cells {
-                                cell,
-                                position,
-                                depth,
-                            });
-                        }
-                    })?;
-                    self.push(tag::END);
-                    self.push(tag::NIL);
-                    Ok(())
-                }
-                // An improper tail, packed as an item of its own.
-                _ => {
-                    self.structure(1).inspect_err(|halt| {
-                        if over(halt) {
-                            items.push(Item::Cells {
-                                cell,
-                                position,
-                                depth,
-                            });
-                        }
-                    })?;
-                    self.push(tag::END);
-                    items.push(Item::Term {
-                        term: cell,
-                        depth: depth + 1,
-                        position,
-                    });
-                    Ok(())
+                match self.term(element, depth + 1, next) {
+                    Ok(None) => next += 1,
+                    Ok(Some(inner)) => {
+                        items.push(Item::Elements {
+                            tuple,
+                            elements,
+                            next: next + 1,
+                            depth,
+                        });
+                        items.push(inner);
+                        return Ok(());
+                    }
+                    // Back to the element that did not fit: the rare path, which looks at the tuple again.
+                    Err(halt) => match Item::from_parts(1, tuple, next, depth) {
+                        Some(rest) => return Err(self.put_back(halt, items, rest)),
+                        None => return Err(halt),
+                    },
                 }
             },
+            Item::Cells {
+                mut cell,
+                mut position,
+                depth,
+            } => loop {
+                let halt = match cell.view() {
+                    View::Cons(head, tail) => match self.term(head, depth + 1, position) {
+                        Ok(None) => {
+                            (cell, position) = (tail, position + 1);
+                            continue;
+                        }
+                        Ok(Some(inner)) => {
+                            items.push(Item::Cells {
+                                cell: tail,
+                                position: position + 1,
+                                depth,
+                            });
+                            items.push(inner);
+                            return Ok(());
+                        }
+                        Err(halt) => halt,
+                    },
+                    View::Nil => match self.structure(2) {
+                        Ok(()) => {
+                            self.push(tag::END);
+                            self.push(tag::NIL);
+                            return Ok(());
+                        }
+                        Err(halt) => halt,
+                    },
+                    // An improper tail, packed as an item of its own.
+                    _ => match self.structure(1) {
+                        Ok(()) => {
+                            self.push(tag::END);
+                            items.push(Item::Term {
+                                term: cell,
+                                depth: depth + 1,
+                                position,
+                            });
+                            return Ok(());
+                        }
+                        Err(halt) => halt,
+                    },
+                };
+                return Err(self.put_back(
+                    halt,
+                    items,
+                    Item::Cells {
+                        cell,
+                        position,
+                        depth,
+                    },
+                ));
+            },
         }
+        Ok(())
     }
 
+    /// On a stop for the budget, `item` goes back on `items`, to be done with a larger one.
+    fn put_back<T: Term<'a>>(
+        &mut self,
+        halt: Halt,
+        items: &mut Items<'a, T>,
+        item: Item<'a, T>,
+    ) -> Halt {
+        if matches!(halt, Halt::Stop(Stop::OverBudget)) {
+            items.push(item);
+        }
+        halt
+    }
+
+    /// Packs `term`, element `position` of its parent at `depth`, if it is a scalar, a field or a part; for a
+    /// tuple or list to walk, writes its tag and returns the item that walks it. Inlined into `item`'s loops, so
+    /// that a scalar element costs no call and no returned item; fields and parts are calls of their own.
+    #[inline(always)]
     fn term<T: Term<'a>>(
         &mut self,
         term: T,
         depth: u8,
         position: u32,
-        items: &mut Items<'a, T>,
-    ) -> Result<(), Halt>
+    ) -> Result<Option<Item<'a, T>>, Halt>
     where
         K: Keeper<'a, T, Part = P>,
     {
@@ -538,7 +571,7 @@ impl<'a, 'r, P, K> Run<'r, P, K> {
             && depth == FIELD_DEPTH
             && self.probe.is_none()
         {
-            return self.field(term, position);
+            return self.field(term, position).map(|()| None);
         }
         match view {
             View::Atom(handle) => {
@@ -570,40 +603,40 @@ impl<'a, 'r, P, K> Run<'r, P, K> {
                         self.varint(arity as u64);
                     }
                 }
-                items.push(Item::Elements {
+                return Ok(Some(Item::Elements {
                     tuple: term,
                     elements,
                     next: 0,
                     depth,
-                });
+                }));
             }
             View::Cons(head, _) if usize::from(depth) < MAX_PACK_DEPTH => {
                 // A list that starts with a byte may be a Latin-1 string, read in one call.
-                let mut string = [0u8; STRING_MAX + 1];
                 let byte = matches!(head.view(), View::Integer(0..=255));
-                match byte.then(|| term.latin1(&mut string)).flatten() {
+                match byte.then(|| term.latin1(&mut self.packer.string)).flatten() {
                     Some(len) => {
                         let bytes = 1 + varint_len(len as u64) + len;
                         self.spend(bytes, bytes)?;
                         self.push(tag::STRING);
                         self.varint(len as u64);
-                        self.packer.code.extend_from_slice(&string[..len]);
+                        let Packer { code, string, .. } = &mut *self.packer;
+                        code.extend_from_slice(&string[..len]);
                     }
                     None => {
                         // A failed read may have read every cell of the buffer.
                         self.spend(1 + if byte { STRING_MAX / 4 } else { 0 }, 1)?;
                         self.push(tag::LIST);
-                        items.push(Item::Cells {
+                        return Ok(Some(Item::Cells {
                             cell: term,
                             position: 0,
                             depth,
-                        });
+                        }));
                     }
                 }
             }
-            _ => return self.hold(term),
+            _ => self.hold(term)?,
         }
-        Ok(())
+        Ok(None)
     }
 
     fn integer(&mut self, value: i64) -> Result<(), Halt> {
@@ -653,8 +686,7 @@ impl<'a, 'r, P, K> Run<'r, P, K> {
             self.spend(header + len.div_ceil(BYTES_PER_UNIT), header + len)?;
             self.push(tag::BINARY);
             self.varint(len as u64);
-            self.packer.code.extend_from_slice(bytes);
-            self.packer.contents += len;
+            self.packer.blobs.extend_from_slice(bytes);
         } else {
             return self.hold(term);
         }
@@ -662,6 +694,7 @@ impl<'a, 'r, P, K> Run<'r, P, K> {
     }
 
     /// A part for this entry alone; inside a field tried inline, the sign to share the field instead.
+    #[inline(never)]
     fn hold<T: Term<'a>>(&mut self, term: T) -> Result<(), Halt>
     where
         K: Keeper<'a, T, Part = P>,
@@ -669,7 +702,9 @@ impl<'a, 'r, P, K> Run<'r, P, K> {
         if self.probe.is_some() {
             return Err(Halt::Share);
         }
-        let measure = measure(term, self.part_limit())?;
+        let measure = measure(term, self.part_limit(), |reference| {
+            self.keeper.ours(reference)
+        })?;
         self.spend(measure.words + PART_COST, 0)?;
         let part = self.keeper.hold(term, &measure)?;
         self.put_part(part, measure.words);
@@ -678,6 +713,7 @@ impl<'a, 'r, P, K> Run<'r, P, K> {
 
     /// A session field: the copy last shared at its position if it is that; else packed inline if small and
     /// plain; else shared.
+    #[inline(never)]
     fn field<T: Term<'a>>(&mut self, term: T, position: u32) -> Result<(), Halt>
     where
         K: Keeper<'a, T, Part = P>,
@@ -695,7 +731,9 @@ impl<'a, 'r, P, K> Run<'r, P, K> {
         let start = self.packer.marks();
         self.probe = Some(start);
         let mut items = Items::new();
-        let mut trial = self.term(term, FIELD_DEPTH, position, &mut items);
+        let mut trial = self
+            .term(term, FIELD_DEPTH, position)
+            .map(|inner| items.extend(inner));
         while let (Ok(()), Some(item)) = (&trial, items.pop()) {
             trial = self.item(item, &mut items);
         }
@@ -710,7 +748,9 @@ impl<'a, 'r, P, K> Run<'r, P, K> {
                 return Err(halt);
             }
         }
-        let measure = measure(term, self.part_limit())?;
+        let measure = measure(term, self.part_limit(), |reference| {
+            self.keeper.ours(reference)
+        })?;
         self.spend(measure.words + PART_COST, 0)?;
         let part = self.keeper.share(term, at, &measure)?;
         self.put_part(part, measure.words);
@@ -729,6 +769,12 @@ impl<'a, 'r, P, K> Run<'r, P, K> {
 /// What a part costs besides its words: `PART_UNITS`, and a `PART` tag and its number.
 const PART_COST: usize = PART_UNITS + 3;
 
+/// What copying an entry out costs, in units: a byte of code each (a tag, a varint, a string's byte), 16 bytes of
+/// secrets or blobs each, and its parts' units (`PART_UNITS` and their words each).
+pub fn copy_cost(code: usize, secrets: usize, blobs: usize, part_units: usize) -> usize {
+    code + (secrets + blobs) / BYTES_PER_UNIT + part_units
+}
+
 /// The bytes of `value` as a varint.
 fn varint_len(value: u64) -> usize {
     (64 - value.leading_zeros() as usize).div_ceil(7).max(1)
@@ -738,7 +784,11 @@ fn varint_len(value: u64) -> usize {
 /// up with `OverBudget` as soon as it has found more than `limit` words: it costs O(min(size, limit)). A map's size
 /// is known without a walk, so one over the limit is refused before any of its entries is visited. A fun, whose
 /// captured terms only its external format shows, whole, is measured only when there is no limit.
-pub fn measure<'a, T: Term<'a>>(term: T, limit: usize) -> Result<Measure, Stop> {
+pub fn measure<'a, T: Term<'a>>(
+    term: T,
+    limit: usize,
+    ours: impl Fn(T) -> bool,
+) -> Result<Measure, Stop> {
     const WORD: usize = 8;
     let mut measure = Measure {
         words: 0,
@@ -784,7 +834,7 @@ pub fn measure<'a, T: Term<'a>>(term: T, limit: usize) -> Result<Measure, Stop> 
                 term.map_entries(|key, value| todo.extend([key, value]));
                 words
             }
-            View::Other(Other::Ours) => return Err(Stop::HoldsStore),
+            View::Other(Other::Reference) if ours(term) => return Err(Stop::HoldsStore),
             View::Other(Other::Fun) if limit < usize::MAX => return Err(Stop::OverBudget),
             View::Other(Other::Fun) => {
                 measure.may_hold_float = true;

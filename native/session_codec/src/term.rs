@@ -33,8 +33,6 @@ pub enum Other {
     Pid,
     Port,
     Reference,
-    /// A store or a cursor of this library: a session that held one would keep it alive for good.
-    Ours,
     Fun,
     /// A bitstring that is not whole bytes.
     Bitstring,
@@ -67,6 +65,9 @@ pub enum Make<'b, T> {
     Float(f64),
     /// A binary of these bytes.
     Binary(&'b [u8]),
+    /// A binary of these bytes, which lie in the entry's blob section: one that refers to them may be made instead
+    /// of a copy.
+    Blob(&'b [u8]),
     /// A list of these bytes (a Latin-1 string).
     String(&'b [u8]),
     Tuple(&'b [T]),

@@ -6,12 +6,13 @@ use crate::pack::{tag, Lows, LOW_BASE};
 use crate::term::{Build, Make};
 use crate::{read_varint, unzigzag};
 
-/// An entry's three sections.
+/// An entry's four sections.
 #[derive(Clone, Copy)]
 pub struct Sections<'e> {
     pub key: &'e [u8],
     pub secrets: &'e [u8],
     pub code: &'e [u8],
+    pub blobs: &'e [u8],
 }
 
 /// The session, or with `with_key` the `{Key, Session}` pair, made with `builder`. `stack` is scratch space, for
@@ -29,6 +30,7 @@ pub fn unpack<B: Build>(
         sections,
         at: 0,
         secret_at: 0,
+        blob_at: 0,
         stack,
         lows: Lows::default(),
     };
@@ -43,9 +45,10 @@ pub fn unpack<B: Build>(
 struct Unpacker<'u, 'e, B: Build> {
     builder: &'u mut B,
     sections: Sections<'e>,
-    /// Where the next tag is in the code, and the next secret in the secret section.
+    /// Where the next tag is in the code, the next secret in the secret section and the next blob in the blobs.
     at: usize,
     secret_at: usize,
+    blob_at: usize,
     /// Elements of the tuples and lists being made, innermost last.
     stack: &'u mut Vec<B::Term>,
     lows: Lows,
@@ -71,7 +74,10 @@ impl<'e, B: Build> Unpacker<'_, 'e, B> {
             tag::FLOAT => Make::Float(f64::from_le_bytes(self.take(8)?.try_into().ok()?)),
             tag::BINARY => {
                 let len = self.len()?;
-                Make::Binary(self.take(len)?)
+                let end = self.blob_at.checked_add(len)?;
+                let bytes = self.sections.blobs.get(self.blob_at..end)?;
+                self.blob_at = end;
+                Make::Blob(bytes)
             }
             tag::STRING => {
                 let len = self.len()?;

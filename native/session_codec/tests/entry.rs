@@ -11,16 +11,18 @@ use session_codec::pack::SCHEDULER_BUDGET;
 proptest! {
     /// The wipe zeroes the secret section, every byte of it, and not one byte of the key or the code.
     #[test]
-    fn the_wipe_zeroes_exactly_the_secret_section(key in 0usize..300, secrets in 0usize..300, code in 0usize..300) {
-        let header = Header::new(key, secrets, code, 0, 0, 0).unwrap();
-        let mut bytes = vec![0xA5u8; key + secrets + code];
+    fn the_wipe_zeroes_exactly_the_secret_section(key in 0usize..300, secrets in 0usize..300, code in 0usize..300, blobs in 0usize..300) {
+        let header = Header::new(key, secrets, code, blobs, 0, 0).unwrap();
+        let mut bytes = vec![0xA5u8; key + secrets + code + blobs];
         header.wipe_secrets(&mut bytes);
         for (at, &byte) in bytes.iter().enumerate() {
             let secret = (key..key + secrets).contains(&at);
-            prop_assert_eq!(byte == 0, secret, "byte {} of key {} secrets {} code {}", at, key, secrets, code);
+            prop_assert_eq!(byte == 0, secret, "byte {} of key {} secrets {} code {} blobs {}", at, key, secrets, code, blobs);
         }
         let sections = header.sections(&bytes).unwrap();
-        prop_assert_eq!((sections.key.len(), sections.secrets.len(), sections.code.len()), (key, secrets, code));
+        let lengths = (sections.key.len(), sections.secrets.len(), sections.code.len(), sections.blobs.len());
+        prop_assert_eq!(lengths, (key, secrets, code, blobs));
+        prop_assert_eq!(header.resource(), blobs > 0);
         prop_assert!(header.sections(&bytes[1..]).is_none() || bytes.is_empty());
     }
 }
@@ -29,20 +31,22 @@ proptest! {
 fn the_header_is_six_words_and_a_block_is_counted_in_whole_words() {
     assert_eq!(HEADER_BYTES, 24);
     assert_eq!(block_bytes(2, 8, 100), Some(24 + 16 + 100));
-    assert_eq!(entry_bytes(140, 25), 144 + 16);
-    assert_eq!(entry_bytes(140, 29), 144 + 24);
+    assert_eq!(entry_bytes(140, false, 25), 144 + 16);
+    assert_eq!(entry_bytes(140, false, 29), 144 + 24);
+    assert_eq!(entry_bytes(140, true, 29), 144 + 94);
     assert_eq!(block_bytes(usize::MAX, 8, 1), None);
 }
 
 #[test]
 fn parts_too_costly_to_free_on_a_scheduler_make_the_entry_heavy() {
-    let light = Header::new(1, 2, 3, 4, 100, SCHEDULER_BUDGET).unwrap();
-    let heavy = Header::new(1, 2, 3, 4, 100, SCHEDULER_BUDGET + 1).unwrap();
+    let light = Header::new(1, 2, 3, 0, 4, SCHEDULER_BUDGET).unwrap();
+    let heavy = Header::new(1, 2, 3, 0, 4, SCHEDULER_BUDGET + 1).unwrap();
     assert_eq!((light.parts(), light.heavy()), (4, false));
     assert_eq!((heavy.parts(), heavy.heavy()), (4, true));
+    // A byte of code a unit, 16 of secrets or blobs, and the parts' units.
     assert_eq!(
-        Header::new(1, 1, 1, 0, usize::MAX, 0).unwrap().cost(),
-        u32::MAX as usize
+        Header::new(1, 32, 10, 1200, 0, 0).unwrap().cost(700),
+        10 + 77 + 700
     );
     assert!(
         Header::new(u32::MAX as usize, 1, 0, 0, 0, 0).is_none(),

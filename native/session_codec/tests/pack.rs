@@ -63,6 +63,7 @@ proptest! {
         }
         prop_assert_eq!(&resumed.packer.code, &whole.packer.code);
         prop_assert_eq!(&resumed.packer.secrets, &whole.packer.secrets);
+        prop_assert_eq!(&resumed.packer.blobs, &whole.packer.blobs);
         let values = |p: &Packed| p.packer.parts.iter().map(|part| part.0.clone()).collect::<Vec<_>>();
         prop_assert_eq!(values(&resumed), values(&whole));
         prop_assert_eq!(resumed.packer.cost(), whole.packer.cost());
@@ -78,7 +79,7 @@ proptest! {
         let (packed, _) = pack(&mut Parts::default(), &key, &session, usize::MAX).unwrap();
         let p = &packed.packer;
         prop_assert!(p.cost() >= p.parts.len() * PART_UNITS);
-        prop_assert!(p.cost() >= p.code.len() / 16);
+        prop_assert!(p.cost() >= p.code.len() + p.blobs.len() / 16);
         prop_assert!(p.spent() >= p.cost() - p.parts.iter().map(|part| part.1 + PART_UNITS).sum::<usize>());
     }
 }
@@ -212,7 +213,12 @@ fn small_binaries_and_only_they_are_secrets() {
     )
     .unwrap();
     assert_eq!(packed.packer.secrets, vec![0xAA; 48]);
-    assert!(!packed.packer.code.windows(48).any(|w| w == [0xAA; 48]));
+    assert_eq!(packed.packer.blobs, vec![0xBB; 65]);
+    assert!(!packed
+        .packer
+        .code
+        .windows(48)
+        .any(|w| w == [0xAA; 48] || w == [0xBB; 48]));
 }
 
 /// A map over the limit is refused from its size, before any entry is visited; a fun is measured only without a
@@ -225,26 +231,33 @@ fn a_measure_refuses_before_walking_what_it_cannot_afford() {
             .collect(),
     );
     assert_eq!(
-        measure(Seen::Whole(&big_map), SCHEDULER_BUDGET),
+        measure(Seen::Whole(&big_map), SCHEDULER_BUDGET, |_| false),
         Err(Stop::OverBudget)
     );
-    assert!(measure(Seen::Whole(&big_map), usize::MAX).is_ok());
+    assert!(measure(Seen::Whole(&big_map), usize::MAX, |_| false).is_ok());
     assert_eq!(
-        measure(Seen::Whole(&Value::Fun(1)), SCHEDULER_BUDGET),
+        measure(Seen::Whole(&Value::Fun(1)), SCHEDULER_BUDGET, |_| false),
         Err(Stop::OverBudget)
     );
     assert!(
-        measure(Seen::Whole(&Value::Fun(1)), usize::MAX)
+        measure(Seen::Whole(&Value::Fun(1)), usize::MAX, |_| false)
             .unwrap()
             .may_hold_float
     );
     assert!(
-        measure(Seen::Whole(&Value::Tuple(vec![Value::Float(0.0)])), 10)
-            .unwrap()
-            .may_hold_float
+        measure(
+            Seen::Whole(&Value::Tuple(vec![Value::Float(0.0)])),
+            10,
+            |_| false
+        )
+        .unwrap()
+        .may_hold_float
     );
     let long = Value::List((0..10_000).map(Value::Int).collect(), None);
-    assert_eq!(measure(Seen::Whole(&long), 100), Err(Stop::OverBudget));
+    assert_eq!(
+        measure(Seen::Whole(&long), 100, |_| false),
+        Err(Stop::OverBudget)
+    );
 }
 
 /// Huge sessions of every shape the NIF's suites use stop within the budget on their first call, and round-trip.

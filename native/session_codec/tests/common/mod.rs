@@ -100,7 +100,7 @@ impl<'a> Term<'a> for Seen<'a> {
                 Value::Pid(_) => View::Other(Other::Pid),
                 Value::Ref(_) => View::Other(Other::Reference),
                 Value::Fun(_) => View::Other(Other::Fun),
-                Value::Ours => View::Other(Other::Ours),
+                Value::Ours => View::Other(Other::Reference),
                 Value::List(..) => View::Nil,
             },
             Seen::Cells([], None) => View::Nil,
@@ -192,6 +192,10 @@ impl<'a> Keeper<'a, Seen<'a>> for Parts {
         Ok(part)
     }
 
+    fn ours(&self, reference: Seen<'a>) -> bool {
+        matches!(reference, Seen::Whole(Value::Ours))
+    }
+
     fn recent(&mut self, term: Seen<'a>, position: usize, limit: usize) -> Recent<Part> {
         match self.interner.recent(position) {
             Some(part) if part.1 <= limit => {
@@ -222,7 +226,7 @@ impl Build for Arena<'_> {
             Make::Atom(handle) => Value::Atom(handle),
             Make::Integer(value) => Value::Int(value),
             Make::Float(value) => Value::Float(value),
-            Make::Binary(bytes) => Value::Bin(bytes.to_vec()),
+            Make::Binary(bytes) | Make::Blob(bytes) => Value::Bin(bytes.to_vec()),
             Make::String(bytes) => {
                 Value::List(bytes.iter().map(|&b| Value::Int(b.into())).collect(), None)
             }
@@ -297,6 +301,7 @@ pub fn unpack_entry(packed: &Packed, with_key: bool) -> Option<Value> {
         key: &packed.key,
         secrets: &packed.packer.secrets,
         code: &packed.packer.code,
+        blobs: &packed.packer.blobs,
     };
     let mut arena = Arena {
         made: Vec::new(),
