@@ -32,7 +32,7 @@
 -behaviour(ssl_session_cache_api).
 
 -export([init/1, terminate/1, lookup/2, update/3, delete/2, foldl/3, select_session/2, size/1]).
--export([info/1, stores/0, check_config/0]).
+-export([info/1, stores/0, listener_store/1, client_store/0, check_config/0]).
 -export_type([store/0]).
 
 -type store() :: nif_session_cache_nif:store().
@@ -112,6 +112,28 @@ info(Store) ->
 stores() ->
     nif_session_cache_nif:stores().
 
+%% info/1 of the store a listener keeps its sessions in, given its listen socket: the store whose owner is one of
+%% the processes the socket refers to (OTP starts a cache process per listener, which calls our init/1). No field
+%% of ssl's own records is read, so this holds across releases. {error, not_found} if that listener's cache is
+%% not ours.
+-spec listener_store(ssl:sslsocket()) -> {ok, nif_session_cache_nif:info()} | {error, not_found}.
+listener_store(ListenSocket) ->
+    Processes = pids(ListenSocket, []),
+    case [Info || #{owner := Owner} = Info <- stores(), lists:member(Owner, Processes)] of
+        [Info | _] -> {ok, Info};
+        [] -> {error, not_found}
+    end.
+
+%% info/1 of the client store: the one ssl_manager made last (it makes another when ssl restarts, or when a write
+%% raised). {error, not_found} if ssl's client store is not ours.
+-spec client_store() -> {ok, nif_session_cache_nif:info()} | {error, not_found}.
+client_store() ->
+    Manager = whereis(ssl_manager),
+    case [Info || #{owner := Owner, terminated := false} = Info <- stores(), Owner =:= Manager] of
+        [] -> {error, not_found};
+        Infos -> {ok, lists:last(Infos)}
+    end.
+
 %% Which module ssl uses on this node for each of its three kinds of caller (ssl_manager's client store, client
 %% connections, listeners), which ssl key each came from, and what cannot work. The keys each OTP release reads
 %% differ: OTP 29's connections and listeners read client_session_cb and server_session_cb, where 25 and 27 read
@@ -140,6 +162,13 @@ ok_or_raise(Reason) -> erlang:error({badarg, Reason}).
 role([{role, Role} | _]) when Role =:= client; Role =:= server -> Role;
 role([_ | Rest]) -> role(Rest);
 role(_) -> undefined.
+
+%% Every pid inside a term.
+pids(Pid, Acc) when is_pid(Pid) -> [Pid | Acc];
+pids(Tuple, Acc) when is_tuple(Tuple) -> pids(tuple_to_list(Tuple), Acc);
+pids([Head | Tail], Acc) -> pids(Tail, pids(Head, Acc));
+pids(Map, Acc) when is_map(Map) -> pids(maps:to_list(Map), Acc);
+pids(_Other, Acc) -> Acc.
 
 %% A fold's state is the store and the slot to go on from, so it goes on across a reload of the NIF library.
 fold_from(Store, Slot, Fun, Acc) ->

@@ -8,6 +8,7 @@
 -export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2, end_per_testcase/2]).
 -export([log/2]).
 -export([sessions_resume_through_our_cache_in_both_roles/1,
+         a_listeners_store_and_the_client_store_are_found_by_their_sockets/1,
          client_reuse_sessions_false_means_no_resumption/1,
          server_reuse_sessions_false_means_no_resumption/1,
          two_listeners_are_isolated/1,
@@ -20,6 +21,7 @@
 
 all() ->
     [sessions_resume_through_our_cache_in_both_roles,
+     a_listeners_store_and_the_client_store_are_found_by_their_sockets,
      client_reuse_sessions_false_means_no_resumption,
      server_reuse_sessions_false_means_no_resumption,
      two_listeners_are_isolated,
@@ -86,6 +88,23 @@ sessions_resume_through_our_cache_in_both_roles(Config) ->
     [#{role := server, entries := 1}] = stores(server),
     ?assertEqual(Caches, [P || P <- listener_caches(), is_process_alive(P)]),
     ssl:close(Listener).
+
+%% An operator finds a listener's store by its listen socket, and the client store, without reading OTP's state.
+a_listeners_store_and_the_client_store_are_found_by_their_sockets(Config) ->
+    {ListenerA, PortA} = listen(Config, []),
+    {ListenerB, _PortB} = listen(Config, []),
+    {_Id, _} = connect(Config, PortA, []),
+    %% Each end registers its session with a cast after the handshake.
+    Registered = fun() -> [element(1, S) || S <- [nif_session_cache:listener_store(ListenerA), nif_session_cache:client_store()],
+                                            element(1, S) =:= ok, maps:get(entries, element(2, S)) =:= 1] =:= [ok, ok]
+                 end,
+    ok = nif_session_cache_demo:wait_until(Registered, 10000),
+    {ok, #{id := A, role := server, entries := 1}} = nif_session_cache:listener_store(ListenerA),
+    {ok, #{id := B, role := server, entries := 0}} = nif_session_cache:listener_store(ListenerB),
+    ?assertNotEqual(A, B),
+    ?assertMatch({ok, #{role := client, entries := 1}}, nif_session_cache:client_store()),
+    ?assertEqual({error, not_found}, nif_session_cache:listener_store(make_ref())),
+    [ssl:close(L) || L <- [ListenerA, ListenerB]].
 
 client_reuse_sessions_false_means_no_resumption(Config) ->
     {Listener, Port} = listen(Config, []),
@@ -270,10 +289,10 @@ entries(Role) ->
 
 %% Registration is an asynchronous cast in both roles: wait for it.
 await_stores(Client, Server) ->
-    nif_session_cache_demo:wait_until(fun() -> entries(client) =:= [Client] andalso entries(server) =:= [Server] end, 2000).
+    nif_session_cache_demo:wait_until(fun() -> entries(client) =:= [Client] andalso entries(server) =:= [Server] end, 10000).
 
 await_client_entries(N) ->
-    nif_session_cache_demo:wait_until(fun() -> entries(client) =:= [N] end, 2000).
+    nif_session_cache_demo:wait_until(fun() -> entries(client) =:= [N] end, 10000).
 
 listener_caches() ->
     [Pid || {_, Pid, _, _} <- supervisor:which_children(ssl_server_session_cache_sup), is_pid(Pid)].
