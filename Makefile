@@ -13,7 +13,7 @@ export REBAR_BASE_DIR = _build/otp$(OTP_RELEASE)
 APP_DIR = $(REBAR_BASE_DIR)/default/lib/nif_session_cache
 ERL_RUN = erl -noshell -kernel logger_level warning -pa $(APP_DIR)/ebin -pa $(APP_DIR)/dev
 
-.PHONY: all setup build demo test test-rust test-erlang test-elixir test-matrix lint bench valgrind clean
+.PHONY: all setup build demo test test-rust test-erlang test-elixir test-matrix lint bench bench-handshakes valgrind clean
 
 all: build
 
@@ -46,6 +46,13 @@ test-matrix:
 BENCH_OPTS ?= \#{}
 bench: build
 	$(ERL_RUN) +P 2000000 -eval 'nif_session_cache_bench:run(maps:merge(#{out => "bench/results"}, $(BENCH_OPTS))), halt().'
+
+# The headline: TLS 1.2 handshake latency against the listener cache's size (0, 100k, 1M sessions), with OTP's
+# default store, nif_session_cache and reuse_sessions off; tables on stdout, handshakes.term and handshakes.svg in
+# bench/results/. HANDSHAKES_OPTS overrides options, e.g. HANDSHAKES_OPTS='#{sizes => [0, 100000]}'.
+HANDSHAKES_OPTS ?= \#{}
+bench-handshakes: build
+	$(ERL_RUN) +P 2000000 -eval 'nif_session_cache_bench_handshakes:run(maps:merge(#{out => "bench/results"}, $(HANDSHAKES_OPTS))), halt().'
 
 # The Rust store's tests under valgrind memcheck (leaks and invalid accesses fail the run).
 valgrind: setup

@@ -10,6 +10,8 @@
 -module(nif_session_cache_bench).
 
 -export([run/0, run/1]).
+%% Helpers that nif_session_cache_bench_handshakes shares.
+-export([in_process/1, in_parallel/2, median/1, percentile/2, num/1, ratio/2, short/1]).
 
 -type options() :: #{sizes => [pos_integer()],
                      keys => [key_shape()],
@@ -18,8 +20,6 @@
                      ops => pos_integer(),
                      hosts => pos_integer(),
                      readers => [pos_integer()],
-                     server_cache_size => non_neg_integer(),
-                     handshakes => non_neg_integer(),
                      cluster => non_neg_integer(),
                      scale => [pos_integer()],
                      monitor_size => non_neg_integer(),
@@ -41,7 +41,7 @@ run() ->
 run(Options) ->
     O = maps:merge(#{sizes => [1000, 100000, 1000000], keys => [client, server], measure => operations(),
                      rounds => 5, ops => 20000,
-                     hosts => 10000, readers => [1, 2, 4], server_cache_size => 100000, handshakes => 400, cluster => 200,
+                     hosts => 10000, readers => [1, 2, 4], cluster => 200,
                      scale => [100000, 1000000, 10000000],
                      monitor_size => 1000000, out => none, print => true}, Options),
     %% A real #session{} of this OTP release, from a TLS 1.2 handshake, filled to the shape of a busy server's.
@@ -53,8 +53,6 @@ run(Options) ->
                 concurrency => concurrency(Template, O),
                 memory => memory(Template, O),
                 scale => scale(O),
-                server_cache => server_cache(Template, O),
-                handshakes => handshakes(O),
                 cluster => cluster(Template, O),
                 scheduler => scheduler(Template, O)},
     maps:get(print, O) andalso print(Results),
@@ -439,84 +437,8 @@ scale_fill(Store, Session, I) ->
 scale_id(I) ->
     crypto:hash(sha256, <<I:64>>).
 
-%%% OTP's real server cache process
-
-server_cache(_Template, #{server_cache_size := 0}) ->
-    skipped;
-server_cache(Template, #{server_cache_size := N}) ->
-    [{Backend, one_server_cache(Backend, Template, N)} || Backend <- [default, nif_session_cache]].
-
-one_server_cache(Backend, Template, N) ->
-    ok = application:set_env(ssl, session_cache_server_max, N + 1),
-    nif_session_cache_demo:restart_ssl(Backend),
-    {ServerOpts, _} = nif_session_cache_demo:tls_options(),
-    Before = listener_caches(),
-    {Listener, _Port} = nif_session_cache_demo:start_listener(ServerOpts, []),
-    [Cache] = listener_caches() -- Before,
-    Sessions = sessions(Template, N),
-    [ssl_server_session_cache:register_session(Cache, S) || {_, S} <- Sessions],
-    _ = sys:get_state(Cache), % every cast before this call has been handled
-    Ids = list_to_tuple([Id || {Id, _} <- Sessions]),
-    erlang:garbage_collect(Cache),
-    [{heap_size, Heap}, {total_heap_size, TotalHeap}, {memory, Memory}] =
-        process_info(Cache, [heap_size, total_heap_size, memory]),
-    GcUs = median([element(1, timer:tc(fun() -> erlang:garbage_collect(Cache) end)) || _ <- lists:seq(1, 5)]),
-    Latencies = lists:sort([element(1, timer:tc(fun() -> ssl_server_session_cache:reuse_session(
-                                                           Cache, element(rand:uniform(N), Ids)) end))
-                            || _ <- lists:seq(1, 20000)]),
-    Resumable = length([ok || I <- lists:seq(1, 100),
-                              is_tuple(ssl_server_session_cache:reuse_session(Cache, element(I, Ids)))]),
-    ok = ssl:close(Listener),
-    ok = application:unset_env(ssl, session_cache_server_max),
-    #{sessions => N, heap_words => Heap, total_heap_words => TotalHeap, memory_bytes => Memory,
-      full_gc_us => GcUs, resumable_of_100 => Resumable,
-      reuse_us => #{p50 => percentile(Latencies, 50), p99 => percentile(Latencies, 99),
-                    p999 => percentile(Latencies, 99.9), max => lists:last(Latencies)}}.
-
 listener_caches() ->
     [Pid || {_, Pid, _, _} <- supervisor:which_children(ssl_server_session_cache_sup), is_pid(Pid)].
-
-%%% Handshakes per second, end to end
-
-handshakes(#{handshakes := 0}) ->
-    skipped;
-handshakes(#{handshakes := N, rounds := Rounds}) ->
-    Backends = [default, nif_session_cache],
-    %% The two backends take turns, in shuffled order, round after round: one pass each would compare two
-    %% different moments of this shared machine.
-    Samples = [{B, handshake_rates(B, N)} || _ <- lists:seq(1, Rounds), B <- shuffle(Backends)],
-    [{B, median_rates([R || {B1, R} <- Samples, B1 =:= B])} || B <- Backends].
-
-median_rates(Runs) ->
-    #{clients => maps:get(clients, hd(Runs)),
-      rounds => length(Runs),
-      resumed_per_s => median([R || #{resumed_per_s := R} <- Runs]),
-      full_per_s => median([F || #{full_per_s := F} <- Runs]),
-      resumed_share => lists:min([S || #{resumed_share := S} <- Runs])}.
-
-%% One round: N resumed handshakes, then N div 4 full ones, from 4 concurrent clients, through a listener and
-%% a client cache of Backend.
-handshake_rates(Backend, N) ->
-    nif_session_cache_demo:restart_ssl(Backend),
-    {ServerOpts, ClientOpts} = nif_session_cache_demo:tls_options(),
-    {Listener, Port} = nif_session_cache_demo:start_listener(ServerOpts, []),
-    {First, _} = nif_session_cache_demo:connect(Port, ClientOpts, []),
-    timer:sleep(200),
-    Clients = 4,
-    Rate = fun(Count, Extra) ->
-                   {Us, Ids} = timer:tc(fun() ->
-                       in_parallel(Clients, fun() ->
-                           [element(1, nif_session_cache_demo:connect(Port, ClientOpts, Extra))
-                            || _ <- lists:seq(1, max(1, Count div Clients))]
-                       end)
-                   end),
-                   {Clients * max(1, Count div Clients) * 1000000 / Us, Ids}
-           end,
-    {Resumed, ResumedIds} = Rate(N, []),
-    {Full, _} = Rate(N div 4, [{reuse_sessions, false}]),
-    ok = ssl:close(Listener),
-    #{clients => Clients, resumed_per_s => Resumed, full_per_s => Full,
-      resumed_share => length([I || I <- lists:append(ResumedIds), I =:= First]) / max(1, length(lists:append(ResumedIds)))}.
 
 %%% The shared level (README, "Cluster")
 
@@ -784,8 +706,6 @@ print(R) ->
     ok = print_concurrency(maps:get(concurrency, R)),
     ok = print_memory(maps:get(memory, R)),
     ok = print_scale(maps:get(scale, R)),
-    ok = print_server_cache(maps:get(server_cache, R)),
-    ok = print_handshakes(maps:get(handshakes, R)),
     ok = print_cluster(maps:get(cluster, R)),
     print_scheduler(maps:get(scheduler, R)).
 
@@ -838,26 +758,6 @@ print_scale(Rows) ->
     [{_, #{lookup_hit_ns := First}} | _] = Rows,
     [io:format(Fmt, [num(Size), num(M), num(R), num(H), num(Miss), ratio(H, First)])
      || {Size, #{measured_bytes := M, reported_bytes := R, lookup_hit_ns := H, lookup_miss_ns := Miss}} <- Rows],
-    ok.
-
-print_server_cache(skipped) -> ok;
-print_server_cache(Rows) ->
-    io:format("~nOTP's server cache process (ssl_server_session_cache) holding its sessions:~n"),
-    Fmt = "~-18s ~10s ~14s ~14s ~12s ~10s ~8s ~8s ~8s ~10s~n",
-    io:format(Fmt, ["store", "sessions", "heap (words)", "memory (B)", "full GC (us)", "reuse p50", "p99", "p99.9", "max",
-                    "resumable"]),
-    [io:format(Fmt, [atom_to_list(B), num(S), num(H), num(Mem), num(Gc), num(P50), num(P99), num(P999), num(Max), num(Res)])
-     || {B, #{sessions := S, heap_words := H, memory_bytes := Mem, full_gc_us := Gc, resumable_of_100 := Res,
-              reuse_us := #{p50 := P50, p99 := P99, p999 := P999, max := Max}}} <- Rows],
-    ok.
-
-print_handshakes(skipped) -> ok;
-print_handshakes(Rows) ->
-    io:format("~nTLS 1.2 handshakes per second, 4 concurrent clients on loopback (median of rounds, taken in turns):~n"),
-    Fmt = "~-18s ~12s ~12s ~16s~n",
-    io:format(Fmt, ["store", "resumed/s", "full/s", "resumed share"]),
-    [io:format(Fmt, [atom_to_list(B), num(R), num(F), num(Share)])
-     || {B, #{resumed_per_s := R, full_per_s := F, resumed_share := Share}} <- Rows],
     ok.
 
 print_cluster(skipped) -> ok;
@@ -957,6 +857,7 @@ label(nif_session_cache) -> "nif_session_cache";
 label(ssl_client_session_cache_db) -> "ETS (ssl_client_session_cache_db)";
 label(ssl_server_session_cache_db) -> "gb_trees (ssl_server_session_cache_db)".
 
+-spec short(non_neg_integer()) -> string().
 short(S) when S >= 1000000 -> integer_to_list(S div 1000000) ++ "M";
 short(S) when S >= 1000 -> integer_to_list(S div 1000) ++ "k";
 short(S) -> integer_to_list(S).
@@ -991,6 +892,7 @@ cpu() ->
     end.
 
 %% Runs Fun in a fresh process (a clean heap) and returns its result.
+-spec in_process(fun(() -> T)) -> T.
 in_process(Fun) ->
     hd(in_parallel(1, Fun)).
 
@@ -1007,6 +909,7 @@ in_process(Fun, Options) ->
     end.
 
 %% Runs Fun in N fresh processes at once and returns their results.
+-spec in_parallel(pos_integer(), fun(() -> T)) -> [T].
 in_parallel(N, Fun) ->
     Parent = self(),
     Runs = [spawn_monitor(fun() -> Parent ! {self(), result, Fun()} end) || _ <- lists:seq(1, N)],
@@ -1018,12 +921,15 @@ in_parallel(N, Fun) ->
              error({benchmark_process_failed, Reason})
      end || {Pid, Ref} <- Runs].
 
+-spec median([number()]) -> number().
 median(Values) ->
     percentile(lists:sort(Values), 50).
 
+-spec percentile([number()], number()) -> number().
 percentile(Sorted, P) ->
     lists:nth(max(1, min(length(Sorted), round(length(Sorted) * P / 100))), Sorted).
 
+-spec num(number() | n_a) -> string().
 num(n_a) -> "n/a";
 num(V) when is_integer(V) -> integer_to_list(V);
 num(V) when is_float(V), V >= 100 -> integer_to_list(round(V));
@@ -1032,5 +938,6 @@ num(V) when is_float(V) -> float_to_list(V, [{decimals, 2}]).
 fault_num(V) when is_float(V) -> float_to_list(V, [{decimals, 2}]);
 fault_num(V) -> num(V).
 
+-spec ratio(number() | n_a, number() | n_a) -> string().
 ratio(A, B) when is_number(A), is_number(B), B > 0 -> float_to_list(A / B, [{decimals, 2}]) ++ "x";
 ratio(_, _) -> "-".
