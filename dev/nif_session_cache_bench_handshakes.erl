@@ -52,7 +52,8 @@ run() ->
 -spec run(options()) -> map().
 run(Options) ->
     O = maps:merge(#{sizes => [0, 100000, 1000000], setups => [default, nif_session_cache, off], clients => 4,
-                     handshakes => 10000, rounds => 5, lookups => 20000, out => none, print => true}, Options),
+                     handshakes => 10000, rounds => 5, lookups => 20000, churn => 100000, out => none,
+                     print => true}, Options),
     #{sizes := Sizes, setups := Setups, rounds := Rounds, handshakes := Handshakes} = O,
     %% A plain server session of this release, from a real handshake: what a listener without client
     %% certificates stores. Each filled session is a copy with its own id and master secret.
@@ -67,7 +68,7 @@ run(Options) ->
     try
         Runs = [{Cell, handshakes(Cell, [{reuse_sessions, false} | ClientOpts], O, max(1, Handshakes div Rounds))}
                 || _ <- lists:seq(1, Rounds), Cell <- shuffle(Open)],
-        Cells = [finish(Cell, [Run || {C, Run} <- Runs, C =:= Cell], O) || Cell <- Open],
+        Cells = [finish(Cell, [Run || {C, Run} <- Runs, C =:= Cell], O#{template => Template}) || Cell <- Open],
         Results = #{otp_release => erlang:system_info(otp_release), clients => maps:get(clients, O),
                     handshakes => Handshakes, rounds => Rounds, cells => Cells,
                     floor => [order_tree(Size) || Size <- Sizes, Size > 0]},
@@ -83,9 +84,9 @@ run(Options) ->
 %%% One listener
 
 %% A listener of Setup whose cache holds Size sessions, with its acceptors.
-open(Setup, Size, Template, ServerOpts, #{clients := Clients, handshakes := Handshakes}) ->
+open(Setup, Size, Template, ServerOpts, #{clients := Clients, handshakes := Handshakes, churn := Churn}) ->
     use(Setup),
-    ok = application:set_env(ssl, session_cache_server_max, Size + 2 * Handshakes + 1000),
+    ok = application:set_env(ssl, session_cache_server_max, Size + Churn + 2 * Handshakes + 1000),
     Before = listener_caches(),
     {ok, Listener} = ssl:listen(0, [{ip, {127, 0, 0, 1}} | [{reuse_sessions, false} || Setup =:= off] ++ ServerOpts]),
     {ok, {_, Port}} = ssl:sockname(Listener),
@@ -106,9 +107,10 @@ use(Setup) ->
         _ -> [ok = application:unset_env(ssl, Key) || Key <- Keys]
     end.
 
-%% The rounds' handshakes together, then lookups straight to the cache process, then its full collection.
+%% The rounds' handshakes together, then lookups straight to the cache process, its full collection, and its
+%% collections while Churn more sessions are registered: the pauses of a listener that keeps making sessions.
 finish(#{setup := Setup, size := Size, cache := Cache, ids := Ids, fill_s := FillS, fill_gc := FillGc}, Runs,
-       #{clients := Clients, lookups := Lookups}) ->
+       #{clients := Clients, lookups := Lookups, churn := Churn, template := Template}) ->
     Samples = lists:append([S || #{samples := S} <- Runs]),
     Us = lists:sum([T || #{us := T} <- Runs]),
     Handshakes = #{per_s => length(Samples) * 1.0e6 / Us,
@@ -122,9 +124,18 @@ finish(#{setup := Setup, size := Size, cache := Cache, ids := Ids, fill_s := Fil
     erlang:garbage_collect(Cache),
     [{heap_size, Heap}, {total_heap_size, TotalHeap}] = process_info(Cache, [heap_size, total_heap_size]),
     FullGcUs = median([element(1, timer:tc(fun() -> erlang:garbage_collect(Cache) end)) || _ <- lists:seq(1, 5)]),
+    settle(Cache),
+    %% A hundred at a time, as a busy listener's handshakes bring them: a deep mailbox would be collected too.
+    {_, ChurnGcs} = traced(Cache, fun() -> fill(Cache, Template, churn(Setup, Size, Churn), 100, <<>>) end),
     #{setup => Setup, size => Size, fill_s => FillS, fill_gc => FillGc,
       heap_words => Heap, total_heap_words => TotalHeap, full_gc_us => FullGcUs,
-      handshakes => Handshakes, lookups => LookupRun#{gc => LookupGcs}}.
+      handshakes => Handshakes, lookups => LookupRun#{gc => LookupGcs},
+      churn => #{registrations => churn(Setup, Size, Churn), gc => ChurnGcs}}.
+
+%% Registrations after the handshakes: none where the cache is empty or off.
+churn(off, _Size, _Churn) -> 0;
+churn(_Setup, 0, _Churn) -> 0;
+churn(_Setup, _Size, Churn) -> Churn.
 
 listener_caches() ->
     [Pid || {_, Pid, _, _} <- supervisor:which_children(ssl_server_session_cache_sup), is_pid(Pid)].
@@ -132,18 +143,18 @@ listener_caches() ->
 %% Size sessions registered the way a listener registers them, through the cache process. Returns their ids, one
 %% binary of 32-byte ids: a million ids as a list would sit in this process's heap through every measurement.
 fill(Cache, Template, Size) ->
-    fill(Cache, Template, Size, <<>>).
+    fill(Cache, Template, Size, ?FILL_BATCH, <<>>).
 
-fill(_Cache, _Template, 0, Ids) ->
+fill(_Cache, _Template, 0, _BatchSize, Ids) ->
     Ids;
-fill(Cache, Template, Size, Ids0) ->
-    Batch = nif_session_cache_sessions:sessions(Template, min(Size, ?FILL_BATCH)),
+fill(Cache, Template, Size, BatchSize, Ids0) ->
+    Batch = nif_session_cache_sessions:sessions(Template, min(Size, BatchSize)),
     Ids = lists:foldl(fun({Id, S}, Acc) ->
                               ok = ssl_server_session_cache:register_session(Cache, S),
                               <<Acc/binary, Id/binary>>
                       end, Ids0, Batch),
     ok = drained(Cache),
-    fill(Cache, Template, Size - length(Batch), Ids).
+    fill(Cache, Template, Size - length(Batch), BatchSize, Ids).
 
 drained(Cache) ->
     case process_info(Cache, message_queue_len) of
@@ -348,6 +359,12 @@ print(#{otp_release := Release, clients := Clients, cells := Cells, floor := Flo
             <- Cells],
     [io:format("  ~s at ~s: ~b of ~b lookups found no session~n", [Setup, short(Size), Of - Found, Of])
      || #{setup := Setup, size := Size, lookups := #{found := Found, total := Of}} <- Cells, Found < Of],
+    io:format("~nThe cache process while more sessions are registered (register_session/2 casts, after the "
+              "handshakes)~n~n"),
+    Row4 = "~-18s ~8s ~14s ~12s ~14s~n",
+    io:format(Row4, ["setup", "sessions", "registrations", "gcs min/maj", "longest gc us"]),
+    [io:format(Row4, [atom_to_list(Setup), short(Size), integer_to_list(N), counts(Gc), num(longest(Gc))])
+     || #{setup := Setup, size := Size, churn := #{registrations := N, gc := Gc}} <- Cells, N > 0],
     io:format("~nThe cache process's full collection against the floor, OTP's order tree alone~n~n"),
     Row3 = "~-10s ~14s ~14s ~18s ~18s~n",
     io:format(Row3, ["sessions", "floor (us)", "tree (words)", "nif_session_cache", "default"]),
