@@ -264,17 +264,13 @@ lookups(Cache, Ids, Clients, Lookups) ->
 traced(Cache, Fun) ->
     Tracer = spawn(fun() -> gc_tracer(#{}, []) end),
     1 = erlang:trace(Cache, true, [garbage_collection, monotonic_timestamp, {tracer, Tracer}]),
-    try
-        Fun()
-    of
-        Result ->
-            {Result, gc_summary(Cache, Tracer)}
-    after
-        _ = catch erlang:trace(Cache, false, [garbage_collection])
-    end.
+    Result = try Fun() after untrace(Cache) end,
+    {Result, gc_summary(Cache, Tracer)}.
+
+untrace(Cache) ->
+    try erlang:trace(Cache, false, [garbage_collection]) catch error:badarg -> 0 end.
 
 gc_summary(Cache, Tracer) ->
-    _ = catch erlang:trace(Cache, false, [garbage_collection]),
     %% Trace messages already sent reach the tracer before this one.
     Ref = erlang:trace_delivered(Cache),
     receive {trace_delivered, Cache, Ref} -> ok end,
