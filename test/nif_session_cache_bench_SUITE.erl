@@ -91,7 +91,7 @@ measure_times_only_the_operations_it_names(Config) ->
 the_handshake_benchmark_resumes_every_session_in_every_setup(Config) ->
     Out = filename:join(?config(priv_dir, Config), "bench_handshakes"),
     R = nif_session_cache_bench_handshakes:run(#{sizes => [0, 300], clients => 2, handshakes => 40, rounds => 2,
-                                                 lookups => 60, out => Out, print => false}),
+                                                 lookups => 60, churn => 500, out => Out, print => false}),
     #{cells := Cells, floor := [#{size := 300, tree_words := Words}]} = R,
     ?assertEqual([{default, 0}, {nif_session_cache, 0}, {off, 0}, {default, 300}, {nif_session_cache, 300}],
                  [{S, N} || #{setup := S, size := N} <- Cells]),
@@ -101,6 +101,7 @@ the_handshake_benchmark_resumes_every_session_in_every_setup(Config) ->
     [?assertMatch(#{resumed := #{count := 0}, full := #{count := 8}, refused := 32, failed := 0}, Hs)
      || #{setup := off, handshakes := Hs} <- Cells],
     [?assertMatch(#{found := 60, total := 60}, L) || #{size := 300, lookups := L} <- Cells],
+    [?assertMatch(#{registrations := 500}, C) || #{size := 300, churn := C} <- Cells],
     ?assert(Words > 300),
     ?assertMatch({ok, <<"<svg", _/binary>>}, file:read_file(filename:join(Out, "handshakes.svg"))),
     ?assertEqual({ok, [R]}, file:consult(filename:join(Out, "handshakes.term"))).
