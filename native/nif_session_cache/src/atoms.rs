@@ -5,6 +5,8 @@ rustler::atoms! {
     // What a call answers besides its result: go on on a dirty scheduler, ask Redis, publish what was stored.
     // Never in place of a stored term: a lookup's session comes back as `{ok, Session}`.
     dirty, remote, publish,
+    // A write on an object whose library cannot be called (`forward.rs`); the names the ABI finds objects by.
+    unreachable, nif_session_cache_nif, nif_session_cache_object,
     // Roles, as OTP passes them to init/1.
     client, server,
     // Reasons carried by `{badarg, Reason}` errors.

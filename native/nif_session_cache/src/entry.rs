@@ -38,19 +38,26 @@ static OTP_RELEASE: AtomicU32 = AtomicU32::new(u32::MAX);
 /// objects do.
 static BLOCK_TYPE: AtomicPtr<ErlNifResourceType> = AtomicPtr::new(ptr::null_mut());
 
-/// Called from the library's load callback, with the OTP release and its environment: opens the blocks' type.
+/// Called from the library's load or upgrade callback, with the OTP release and its environment: opens the
+/// blocks' type, taking it over from a loaded library that has it (it has no callbacks to change).
 pub fn load(env: Env, release: u32) -> bool {
     OTP_RELEASE.store(release, Ordering::Relaxed);
-    // SAFETY: called from load, with its environment; the type has no destructor, as the module's doc says why.
-    let opened = unsafe {
-        enif_open_resource_type(
-            env.as_c_arg(),
-            ptr::null(),
-            c"nif_session_cache_entry".as_ptr(),
-            None,
-            ErlNifResourceFlags::ERL_NIF_RT_CREATE,
-            ptr::null_mut(),
-        )
+    let open = |flags| {
+        // SAFETY: called from load, with its environment; the type has no destructor, as the module's doc says why.
+        unsafe {
+            enif_open_resource_type(
+                env.as_c_arg(),
+                ptr::null(),
+                c"nif_session_cache_entry".as_ptr(),
+                None,
+                flags,
+                ptr::null_mut(),
+            )
+        }
+    };
+    let opened = match open(ErlNifResourceFlags::ERL_NIF_RT_TAKEOVER) {
+        taken if !taken.is_null() => taken,
+        _ => open(ErlNifResourceFlags::ERL_NIF_RT_CREATE),
     };
     BLOCK_TYPE.store(opened as *mut ErlNifResourceType, Ordering::Release);
     !opened.is_null()

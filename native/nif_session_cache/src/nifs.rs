@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use rustler::{Atom, Encoder, Env, NifResult, ResourceArc, Term};
+use rustler::{Atom, Encoder, Env, NifResult, Term};
 use session_codec::key::binary_of;
 use session_codec::pack::{Item, Items, Packer, SCHEDULER_BUDGET};
 use session_store::Inserted;
@@ -18,6 +18,8 @@ use crate::entry::Entry;
 use crate::error::CacheError;
 use crate::held::Held;
 use crate::key::{with_key, with_store_key};
+use crate::object::{self, Body};
+use crate::reaper;
 use crate::resource::{self, Resume, Store};
 use crate::term::Viewed;
 
@@ -27,8 +29,11 @@ fn new(env: Env, role: Atom) -> NifResult<Term> {
     if ![atoms::client(), atoms::server(), atoms::undefined()].contains(&role) {
         return Err(rustler::Error::BadArg);
     }
-    resource::make_store(env, Store::new(env.pid(), role))
-        .ok_or(rustler::Error::RaiseAtom("enomem"))
+    object::make(
+        env,
+        Body::Store(Store::new(env.pid(), role, object::is_ours)),
+    )
+    .ok_or(rustler::Error::RaiseAtom("enomem"))
 }
 
 /// Empties the store for good; owner only. Normal scheduler, O(shards): a large store is freed on a thread.
@@ -111,7 +116,9 @@ fn update<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>, session: Term<'a>) -
                 Err(CacheError::OverBudget) => {
                     store.went_dirty();
                     let shape = items.iter().map(Item::shape).collect();
-                    let resume = ResourceArc::new(Resume::new((std::mem::take(packer), shape)));
+                    let resume =
+                        Body::Resume(Box::new(Resume::new((std::mem::take(packer), shape))));
+                    let resume = object::make(env, resume).ok_or(CacheError::OutOfMemory)?;
                     let items: Vec<Term<'a>> = items.iter().map(|item| export(env, item)).collect();
                     Ok((atoms::dirty(), resume, items).encode(env))
                 }
@@ -133,7 +140,9 @@ fn update_dirty<'a>(
 ) -> Term<'a> {
     guarded(env, || {
         let store = writable(env, store)?;
-        let resume: ResourceArc<Resume> = resume.decode().map_err(|_| CacheError::BadArg)?;
+        let Some(Body::Resume(resume)) = object::own(resume) else {
+            return Err(CacheError::BadArg);
+        };
         let (mut packer, shape) = resume.take().ok_or(CacheError::BadArg)?;
         let parts: Vec<(u8, Term<'a>, u32, u8)> = items.decode().map_err(|_| CacheError::BadArg)?;
         let mut items = Items::new();
@@ -210,10 +219,23 @@ fn info<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
     describe(env, store_arg(store)?)
 }
 
-/// `info/1` of every live store, oldest first. O(stores), a few microseconds each, so on a dirty CPU scheduler: a
-/// node may have thousands of listeners, and a monitor may poll this.
+/// A handle on this library, and a number that is the same for every handle on it: the loader keeps one per
+/// library, so that `stores/1` reaches every library's stores. Pins the library (`reaper.rs`). Normal scheduler.
+#[rustler::nif]
+fn library(env: Env) -> NifResult<(Term, usize)> {
+    reaper::start();
+    let handle = object::make(env, Body::Library).ok_or(rustler::Error::RaiseAtom("enomem"))?;
+    Ok((handle, object::mapping()))
+}
+
+/// `info/1` of every live store of the library `handle` is on (`library/0`), oldest first. O(stores), a few
+/// microseconds each, so on a dirty CPU scheduler: a node may have thousands of listeners, and a monitor may poll
+/// this.
 #[rustler::nif(schedule = "DirtyCpu")]
-fn stores(env: Env) -> NifResult<Vec<Term>> {
+fn stores<'a>(env: Env<'a>, handle: Term<'a>) -> NifResult<Vec<Term<'a>>> {
+    let Some(Body::Library) = object::own(handle) else {
+        return Err(rustler::Error::BadArg);
+    };
     resource::live()
         .iter()
         .map(|store| describe(env, store))
@@ -256,14 +278,14 @@ fn describe<'a>(env: Env<'a>, store: &Store) -> NifResult<Term<'a>> {
 
 /// The store `term` refers to.
 pub fn store_arg(term: Term<'_>) -> NifResult<&Store> {
-    resource::store(term)
+    object::store(term)
         .map(|store| &**store)
         .ok_or(rustler::Error::BadArg)
 }
 
 /// The store `term` refers to, if it is one and the calling process owns it.
 pub fn writable<'a>(env: Env<'a>, term: Term<'a>) -> Result<&'a Store, CacheError> {
-    let store = resource::store(term).ok_or(CacheError::BadArg)?;
+    let store = object::store(term).ok_or(CacheError::BadArg)?;
     store.check_writer(env)?;
     Ok(store)
 }

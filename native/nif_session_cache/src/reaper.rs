@@ -5,15 +5,19 @@
 //! about a second: far beyond the millisecond a NIF or a resource destructor may hold a scheduler.
 //!
 //! The thread runs this library's code for as long as it lives, so the library must stay mapped that long, even
-//! after `nif_session_cache_nif` is purged. The VM unmaps a NIF library only once no resource of its types is
-//! left, so starting the thread makes a resource ([`Pin`]) that is never released: the library stays mapped for
-//! the life of the VM, by the VM's own rule. The cost is that a purged library is not unmapped: a few megabytes.
+//! after `nif_session_cache_nif` is purged; and so must a library whose objects live on under a newer one, which
+//! calls their code (`object.rs`). The VM unmaps a NIF library only once no resource type of its with a
+//! destructor is left, and a type lives while its resources do. So the first store or library handle makes a
+//! resource ([`Pin`]) of a type with a destructor that is never released: the library stays mapped for the life
+//! of the VM, by the VM's own rule. Each load opens the pin's type under a name of its own, as a load while older
+//! code is loaded may not open one of theirs. The cost is that a purged library is not unmapped: a few megabytes.
 
 use std::sync::mpsc::{self, Sender};
 use std::sync::Mutex;
 
 use once_cell::sync::OnceCell;
-use rustler::{Resource, ResourceArc};
+use rustler::codegen_runtime::ResourceRegistration;
+use rustler::{Env, Resource, ResourceArc};
 use session_store::Retired;
 
 /// Stores up to this many entries, holding up to `INLINE_HELD_BYTES` of held parts, are freed in place: a few
@@ -31,8 +35,20 @@ static QUEUE: OnceCell<Option<Mutex<Sender<Garbage>>>> = OnceCell::new();
 /// A resource that is never released: it keeps the library mapped (see the module's doc).
 pub struct Pin;
 
-#[rustler::resource_impl]
-impl Resource for Pin {}
+#[rustler::resource_impl(register = false)]
+impl Resource for Pin {
+    // Never runs; its presence makes the VM count the type among those that keep the library mapped.
+    fn destructor(self, _env: Env<'_>) {}
+}
+
+/// Opens the pin's type for this load, under a name no other load has: from the load or upgrade callback.
+pub fn register(env: Env) -> bool {
+    static LOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let load = LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("nif_session_cache_pin.{:p}.{load}", &LOADS);
+    let registration = ResourceRegistration::new::<Pin>().with_name(String::leak(name));
+    registration.register(env).is_ok()
+}
 
 /// Starts the reaper if it is not running: from a NIF, once resource types are open. O(1) after the first call.
 pub fn start() {

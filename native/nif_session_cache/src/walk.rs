@@ -4,14 +4,15 @@
 
 use std::sync::Arc;
 
-use rustler::{Encoder, Env, NifResult, ResourceArc, Term};
+use rustler::{Encoder, Env, NifResult, Term};
 use session_codec::pack::SCHEDULER_BUDGET;
 
 use crate::atoms;
 use crate::entry::Entry;
 use crate::key::with_group;
 use crate::nifs::store_arg;
-use crate::resource::{self, Cursor, CursorState, Store};
+use crate::object::{self, Body};
+use crate::resource::{Cursor, CursorState, Store};
 
 /// Entries copied per call: about 64 µs for OTP sessions.
 const CHUNK: usize = 64;
@@ -22,7 +23,7 @@ const SCAN_SLOTS: usize = 4096;
 /// more. Normal scheduler: one lookup, then a chunk (`next`).
 #[rustler::nif]
 fn select<'a>(env: Env<'a>, store: Term<'a>, partial_key: Term<'a>) -> NifResult<Term<'a>> {
-    let handle = resource::store(store).ok_or(rustler::Error::BadArg)?;
+    let handle = object::store(store).ok_or(rustler::Error::BadArg)?;
     let mut pending = Vec::new();
     // A partial key the store could not hold has no sessions.
     let selection = with_group(partial_key, |group| {
@@ -36,7 +37,10 @@ fn select<'a>(env: Env<'a>, store: Term<'a>, partial_key: Term<'a>) -> NifResult
     // A first session too costly for this scheduler makes an empty first chunk; `next` then asks for a dirty one.
     let chunk = step(env, &mut state, SCHEDULER_BUDGET)?.unwrap_or((Vec::new(), true));
     Ok(match chunk {
-        (items, true) => (items, ResourceArc::new(Cursor::new(state))).encode(env),
+        (items, true) => {
+            let cursor = object::make(env, Body::Cursor(Box::new(Cursor::new(state))));
+            (items, cursor.ok_or(rustler::Error::RaiseAtom("enomem"))?).encode(env)
+        }
         (items, false) => (items, atoms::done()).encode(env),
     })
 }
@@ -55,7 +59,9 @@ fn next_dirty<'a>(env: Env<'a>, cursor: Term<'a>) -> NifResult<Term<'a>> {
 }
 
 fn next_within<'a>(env: Env<'a>, term: Term<'a>, budget: usize) -> NifResult<Term<'a>> {
-    let cursor: ResourceArc<Cursor> = term.decode()?;
+    let Some(Body::Cursor(cursor)) = object::own(term) else {
+        return Err(rustler::Error::BadArg);
+    };
     cursor.with_state(|state| {
         Ok(match step(env, state, budget)? {
             None => atoms::dirty().encode(env),

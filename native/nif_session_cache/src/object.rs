@@ -1,0 +1,204 @@
+//! What Erlang holds, across loads of the library: every store, select cursor, stopped packing and library handle
+//! is an object of one resource type, `nif_session_cache_object`, opened by every load. A load while older code is
+//! still loaded takes the type over, its callbacks becoming the new library's for every object; a load after a
+//! purge creates another, and the purged load's type lives on, with that library's callbacks, while its objects do.
+//!
+//! So an object starts with a pointer to the ABI table (`abi.rs`) of the library that made it, and the type's
+//! callbacks go through it: whichever library owns the type, an object is freed by the code that made it. One made
+//! by another library, or of a type this load did not open (found by its module and name through the VM's
+//! dynamic resource call), is `Found::Foreign`, and `forward.rs` takes the call there. The libraries stay mapped
+//! while their objects live (`reaper.rs`).
+
+use std::ffi::{c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::Arc;
+
+use rustler::sys::{
+    enif_alloc_resource, enif_dynamic_resource_call, enif_get_resource, enif_init_resource_type,
+    enif_make_resource, enif_release_resource, ErlNifEnv, ErlNifResourceDtor,
+    ErlNifResourceDynCall, ErlNifResourceFlags, ErlNifResourceType, ErlNifResourceTypeInit,
+    ERL_NIF_TERM,
+};
+use rustler::{Env, Term};
+
+use crate::abi::{self, Table};
+use crate::atoms;
+use crate::resource::{Cursor, Resume, Store};
+
+/// What an object of this library holds.
+pub enum Body {
+    Store(Arc<Store>),
+    Cursor(Box<Cursor>),
+    Resume(Box<Resume>),
+    /// A handle on this library, through which others list its stores.
+    Library,
+}
+
+#[repr(C)]
+struct Object {
+    table: *const Table,
+    body: Body,
+}
+
+// A resource's data is aligned for any C type, 8 bytes on 64-bit systems.
+const _: () = assert!(std::mem::align_of::<Object>() <= 8);
+
+/// This library's table: its objects point to it, and the address tells them from others'.
+static OWN: Table = Table {
+    version: abi::MAJOR << 16 | abi::MINOR,
+    drop: drop_object,
+    call: abi::answer,
+};
+
+const TYPE_NAME: &CStr = c"nif_session_cache_object";
+
+/// The type the current load opened: new objects get it, and it is tried first.
+static TYPE: AtomicPtr<ErlNifResourceType> = AtomicPtr::new(ptr::null_mut());
+
+/// Takes the object type over if a loaded library has it, else creates it; from the load or upgrade callback.
+/// False if the VM refuses.
+pub fn open(env: Env) -> bool {
+    let init = ErlNifResourceTypeInit {
+        dtor: destructor as *const ErlNifResourceDtor,
+        stop: ptr::null(),
+        down: ptr::null(),
+        members: 4,
+        dyncall: find as *const ErlNifResourceDynCall,
+    };
+    let name = TYPE_NAME.as_ptr();
+    // SAFETY: called from load or upgrade with its environment; the callbacks handle any object of the type,
+    // whoever made it (below). TAKEOVER alone finds only a linked type, CREATE alone makes one.
+    let opened = unsafe {
+        let mut opened = enif_init_resource_type(
+            env.as_c_arg(),
+            name,
+            &init,
+            ErlNifResourceFlags::ERL_NIF_RT_TAKEOVER,
+            ptr::null_mut(),
+        );
+        if opened.is_null() {
+            opened = enif_init_resource_type(
+                env.as_c_arg(),
+                name,
+                &init,
+                ErlNifResourceFlags::ERL_NIF_RT_CREATE,
+                ptr::null_mut(),
+            );
+        }
+        opened
+    };
+    TYPE.store(opened as *mut ErlNifResourceType, Ordering::Release);
+    !opened.is_null()
+}
+
+/// A new object of `body`, as a term of `env`; `None` if the VM has no memory.
+pub fn make(env: Env<'_>, body: Body) -> Option<Term<'_>> {
+    let resource_type = TYPE.load(Ordering::Acquire);
+    // SAFETY: the type is open (loads fail without it); the allocation is large enough and aligned (asserted
+    // above) for an `Object`, written before the term is made. Releasing our reference leaves the term the owner.
+    unsafe {
+        let object = enif_alloc_resource(resource_type, std::mem::size_of::<Object>());
+        if object.is_null() {
+            return None;
+        }
+        let table = &OWN;
+        object.cast::<Object>().write(Object { table, body });
+        let term = enif_make_resource(env.as_c_arg(), object);
+        enif_release_resource(object);
+        Some(Term::new(env, term))
+    }
+}
+
+/// What a term is to this library.
+pub enum Found<'a> {
+    Own(&'a Body),
+    /// An object another library made, and its table.
+    Foreign(&'a Table),
+    None,
+}
+
+/// What `term` (of `env`) is: an object of this library, of another, or no object.
+pub fn found<'a>(env: *mut ErlNifEnv, term: ERL_NIF_TERM) -> Found<'a> {
+    let mut object: *mut c_void = ptr::null_mut();
+    // SAFETY: enif_get_resource compares the object's type with the one this load opened; the dynamic call reaches
+    // an object of any type with our module and name, whose dyncall (`find`, in every library) writes its address.
+    // Either way it is an `Object` of some library, whose table comes first, alive as long as the term.
+    unsafe {
+        let resource_type = TYPE.load(Ordering::Acquire);
+        if enif_get_resource(env, term, resource_type, &mut object as *mut _ as *mut _) == 0 {
+            let (module, name) = (
+                atoms::nif_session_cache_nif(),
+                atoms::nif_session_cache_object(),
+            );
+            let out = &mut object as *mut *mut c_void;
+            if enif_dynamic_resource_call(env, module.as_c_arg(), name.as_c_arg(), term, out.cast())
+                != 0
+            {
+                return Found::None;
+            }
+        }
+        match object.cast::<*const Table>().read() {
+            table if ptr::eq(table, &OWN) => Found::Own(&(*object.cast::<Object>()).body),
+            table => Found::Foreign(&*table),
+        }
+    }
+}
+
+/// The body of an object of this library.
+pub fn own(term: Term<'_>) -> Option<&Body> {
+    match found(term.get_env().as_c_arg(), term.as_c_arg()) {
+        Found::Own(body) => Some(body),
+        _ => None,
+    }
+}
+
+/// The store `term` refers to, if this library made it.
+pub fn store(term: Term<'_>) -> Option<&Arc<Store>> {
+    match own(term) {
+        Some(Body::Store(store)) => Some(store),
+        _ => None,
+    }
+}
+
+/// A number for this mapping of the library, the same for each of its loads: its table's address.
+pub fn mapping() -> usize {
+    &OWN as *const Table as usize
+}
+
+/// Whether a term is an object of any library: a session must not hold one.
+pub fn is_ours(term: Term<'_>) -> bool {
+    !matches!(
+        found(term.get_env().as_c_arg(), term.as_c_arg()),
+        Found::None
+    )
+}
+
+/// The type's destructor, whichever library owns the type: frees the object by the code that made it.
+///
+/// # Safety
+/// Called by the VM only, with an object of the type.
+unsafe extern "C" fn destructor(_env: *mut ErlNifEnv, object: *mut c_void) {
+    let table = object.cast::<*const Table>().read();
+    ((*table).drop)(object);
+}
+
+/// `Table::drop` of this library.
+///
+/// # Safety
+/// Called through a table only, with an object `make` wrote, once.
+unsafe extern "C" fn drop_object(object: *mut c_void) {
+    // A panic in a store's drop (it frees entries) must not unwind into the VM; what it held then leaks.
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        ptr::drop_in_place(object.cast::<Object>())
+    }));
+}
+
+/// The type's dynamic call: hands out the object's address (the ABI's one use of it).
+///
+/// # Safety
+/// Called by the VM only, for `enif_dynamic_resource_call` with a `*mut *mut c_void` as `call_data`.
+unsafe extern "C" fn find(_env: *mut ErlNifEnv, object: *mut c_void, call_data: *mut c_void) {
+    call_data.cast::<*mut c_void>().write(object);
+}
