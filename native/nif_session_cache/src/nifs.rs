@@ -56,12 +56,12 @@ fn lookup<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>) -> NifResult<Term<'a
     });
     match found {
         Ok(Some(Some((cost, copy)))) => {
-            store.spent(cost);
+            store.scheduling.spent(cost);
             let session = copy.ok_or(rustler::Error::RaiseAtom("enomem"))?;
             Ok((atoms::ok(), session).encode(env))
         }
         Ok(Some(None)) => {
-            store.went_dirty();
+            store.scheduling.went_dirty();
             Ok(atoms::dirty().encode(env))
         }
         Ok(None) if store.shared.get().is_some() => Ok(atoms::remote().encode(env)),
@@ -111,10 +111,10 @@ fn update<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>, session: Term<'a>) -
             packer.reset();
             let mut items = Item::pair(Viewed(key), Viewed(session));
             let stored = pack_and_store(store, key, packer, &mut items, SCHEDULER_BUDGET);
-            store.spent(packer.spent());
+            store.scheduling.spent(packer.spent());
             match stored {
                 Err(CacheError::OverBudget) => {
-                    store.went_dirty();
+                    store.scheduling.went_dirty();
                     let shape = items.iter().map(Item::shape).collect();
                     let resume =
                         Body::Resume(Box::new(Resume::new((std::mem::take(packer), shape))));
@@ -246,11 +246,12 @@ fn describe<'a>(env: Env<'a>, store: &Store) -> NifResult<Term<'a>> {
     let entries = &store.entries;
     let counts = entries.counts();
     let held_bytes = store.parts.bytes();
+    let (largest_call, dirty_calls, freed_later) = store.scheduling.counts();
     let scheduler = [
         (atoms::budget(), SCHEDULER_BUDGET as u64),
-        (atoms::largest_call(), store.largest_call() as u64),
-        (atoms::dirty_calls(), store.dirty_calls()),
-        (atoms::freed_later(), store.freed_later()),
+        (atoms::largest_call(), largest_call as u64),
+        (atoms::dirty_calls(), dirty_calls),
+        (atoms::freed_later(), freed_later),
     ];
     let mut pairs: Vec<(Atom, Term<'a>)> = vec![
         (atoms::id(), store.id.encode(env)),

@@ -1,15 +1,15 @@
 //! What Erlang holds, across loads of the library: every store, select cursor, stopped packing and library handle
 //! is an object of one resource type, `nif_session_cache_object`, opened by every load. A load while older code is
-//! still loaded takes the type over, its callbacks becoming the new library's for every object; a load after a
-//! purge creates another, and the purged load's type lives on, with that library's callbacks, while its objects do.
+//! still loaded takes the type over, and its callbacks become the new library's for every object; a load after a
+//! purge creates another, while the purged load's type lives on, with that library's callbacks, as its objects do.
 //!
-//! So an object starts with a pointer to the ABI table (`abi.rs`) of the library that made it, and the type's
-//! callbacks go through it: whichever library owns the type, an object is freed by the code that made it. One made
-//! by another library, or of a type this load did not open (found by its module and name through the VM's
-//! dynamic resource call), is `Found::Foreign`, and `forward.rs` takes the call there. The libraries stay mapped
-//! while their objects live (`reaper.rs`).
+//! So an object starts with a pointer to the ABI table (`session_abi`) of the library that made it, and the type's
+//! callbacks go through it: whichever library owns the type, an object is freed by the code that made it. One
+//! another library made, or of a type this load did not open (found by module and name through the VM's dynamic
+//! resource call), is `Found::Foreign`, and `forward.rs` takes the call there. Libraries stay mapped while their
+//! objects live (`reaper.rs`).
 
-use std::ffi::{c_void, CStr};
+use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
@@ -22,10 +22,10 @@ use rustler::sys::{
     ERL_NIF_TERM,
 };
 use rustler::{Env, Term};
+use session_abi::Table;
 
-use crate::abi::{self, Table};
-use crate::atoms;
 use crate::resource::{Cursor, Resume, Store};
+use crate::{abi, atoms};
 
 /// What an object of this library holds.
 pub enum Body {
@@ -45,20 +45,17 @@ struct Object {
 // A resource's data is aligned for any C type, 8 bytes on 64-bit systems.
 const _: () = assert!(std::mem::align_of::<Object>() <= 8);
 
-/// This library's table: its objects point to it, and the address tells them from others'.
+/// This library's table: its objects point to it, and its address tells them from others'.
 static OWN: Table = Table {
-    version: abi::MAJOR << 16 | abi::MINOR,
+    version: session_abi::VERSION,
     drop: drop_object,
     call: abi::answer,
 };
 
-const TYPE_NAME: &CStr = c"nif_session_cache_object";
-
 /// The type the current load opened: new objects get it, and it is tried first.
 static TYPE: AtomicPtr<ErlNifResourceType> = AtomicPtr::new(ptr::null_mut());
 
-/// Takes the object type over if a loaded library has it, else creates it; from the load or upgrade callback.
-/// False if the VM refuses.
+/// Takes the object type over if a loaded library has it, else creates it: from the load or upgrade callback.
 pub fn open(env: Env) -> bool {
     let init = ErlNifResourceTypeInit {
         dtor: destructor as *const ErlNifResourceDtor,
@@ -67,44 +64,33 @@ pub fn open(env: Env) -> bool {
         members: 4,
         dyncall: find as *const ErlNifResourceDynCall,
     };
-    let name = TYPE_NAME.as_ptr();
-    // SAFETY: called from load or upgrade with its environment; the callbacks handle any object of the type,
-    // whoever made it (below). TAKEOVER alone finds only a linked type, CREATE alone makes one.
+    let (env, name) = (env.as_c_arg(), c"nif_session_cache_object".as_ptr());
+    let (takeover, create) = (
+        ErlNifResourceFlags::ERL_NIF_RT_TAKEOVER,
+        ErlNifResourceFlags::ERL_NIF_RT_CREATE,
+    );
+    // SAFETY: called from load or upgrade with its environment; the callbacks serve any object of the type,
+    // whoever made it. TAKEOVER alone finds only a linked type, CREATE alone makes one.
     let opened = unsafe {
-        let mut opened = enif_init_resource_type(
-            env.as_c_arg(),
-            name,
-            &init,
-            ErlNifResourceFlags::ERL_NIF_RT_TAKEOVER,
-            ptr::null_mut(),
-        );
-        if opened.is_null() {
-            opened = enif_init_resource_type(
-                env.as_c_arg(),
-                name,
-                &init,
-                ErlNifResourceFlags::ERL_NIF_RT_CREATE,
-                ptr::null_mut(),
-            );
+        match enif_init_resource_type(env, name, &init, takeover, ptr::null_mut()) {
+            taken if !taken.is_null() => taken,
+            _ => enif_init_resource_type(env, name, &init, create, ptr::null_mut()),
         }
-        opened
     };
-    TYPE.store(opened as *mut ErlNifResourceType, Ordering::Release);
+    TYPE.store(opened.cast_mut(), Ordering::Release);
     !opened.is_null()
 }
 
 /// A new object of `body`, as a term of `env`; `None` if the VM has no memory.
 pub fn make(env: Env<'_>, body: Body) -> Option<Term<'_>> {
-    let resource_type = TYPE.load(Ordering::Acquire);
-    // SAFETY: the type is open (loads fail without it); the allocation is large enough and aligned (asserted
+    // SAFETY: the type is open (a load fails without it); the allocation is large enough and aligned (asserted
     // above) for an `Object`, written before the term is made. Releasing our reference leaves the term the owner.
     unsafe {
-        let object = enif_alloc_resource(resource_type, std::mem::size_of::<Object>());
+        let object = enif_alloc_resource(TYPE.load(Ordering::Acquire), size_of::<Object>());
         if object.is_null() {
             return None;
         }
-        let table = &OWN;
-        object.cast::<Object>().write(Object { table, body });
+        object.cast::<Object>().write(Object { table: &OWN, body });
         let term = enif_make_resource(env.as_c_arg(), object);
         enif_release_resource(object);
         Some(Term::new(env, term))
@@ -119,25 +105,22 @@ pub enum Found<'a> {
     None,
 }
 
-/// What `term` (of `env`) is: an object of this library, of another, or no object.
+/// What `term`, of `env`, is: an object of this library, of another, or none.
 pub fn found<'a>(env: *mut ErlNifEnv, term: ERL_NIF_TERM) -> Found<'a> {
     let mut object: *mut c_void = ptr::null_mut();
+    let out: *mut *mut c_void = &mut object;
+    let (module, name) = (
+        atoms::nif_session_cache_nif().as_c_arg(),
+        atoms::nif_session_cache_object().as_c_arg(),
+    );
     // SAFETY: enif_get_resource compares the object's type with the one this load opened; the dynamic call reaches
     // an object of any type with our module and name, whose dyncall (`find`, in every library) writes its address.
-    // Either way it is an `Object` of some library, whose table comes first, alive as long as the term.
+    // Either way it is an `Object` of some library, its table first, alive as long as the term.
     unsafe {
-        let resource_type = TYPE.load(Ordering::Acquire);
-        if enif_get_resource(env, term, resource_type, &mut object as *mut _ as *mut _) == 0 {
-            let (module, name) = (
-                atoms::nif_session_cache_nif(),
-                atoms::nif_session_cache_object(),
-            );
-            let out = &mut object as *mut *mut c_void;
-            if enif_dynamic_resource_call(env, module.as_c_arg(), name.as_c_arg(), term, out.cast())
-                != 0
-            {
-                return Found::None;
-            }
+        if enif_get_resource(env, term, TYPE.load(Ordering::Acquire), out.cast()) == 0
+            && enif_dynamic_resource_call(env, module, name, term, out.cast()) != 0
+        {
+            return Found::None;
         }
         match object.cast::<*const Table>().read() {
             table if ptr::eq(table, &OWN) => Found::Own(&(*object.cast::<Object>()).body),
@@ -162,11 +145,6 @@ pub fn store(term: Term<'_>) -> Option<&Arc<Store>> {
     }
 }
 
-/// A number for this mapping of the library, the same for each of its loads: its table's address.
-pub fn mapping() -> usize {
-    &OWN as *const Table as usize
-}
-
 /// Whether a term is an object of any library: a session must not hold one.
 pub fn is_ours(term: Term<'_>) -> bool {
     !matches!(
@@ -175,27 +153,31 @@ pub fn is_ours(term: Term<'_>) -> bool {
     )
 }
 
+/// A number for this mapping of the library, the same at each of its loads: its table's address.
+pub fn mapping() -> usize {
+    &OWN as *const Table as usize
+}
+
 /// The type's destructor, whichever library owns the type: frees the object by the code that made it.
 ///
 /// # Safety
 /// Called by the VM only, with an object of the type.
 unsafe extern "C" fn destructor(_env: *mut ErlNifEnv, object: *mut c_void) {
-    let table = object.cast::<*const Table>().read();
-    ((*table).drop)(object);
+    ((*object.cast::<*const Table>().read()).drop)(object);
 }
 
-/// `Table::drop` of this library.
+/// `Table::drop` of this library. A panic in a store's drop (it frees entries) must not unwind into the VM: what
+/// the object held then leaks.
 ///
 /// # Safety
 /// Called through a table only, with an object `make` wrote, once.
 unsafe extern "C" fn drop_object(object: *mut c_void) {
-    // A panic in a store's drop (it frees entries) must not unwind into the VM; what it held then leaks.
     let _ = catch_unwind(AssertUnwindSafe(|| {
         ptr::drop_in_place(object.cast::<Object>())
     }));
 }
 
-/// The type's dynamic call: hands out the object's address (the ABI's one use of it).
+/// The type's dynamic call: hands out the object's address, the ABI's one use of it.
 ///
 /// # Safety
 /// Called by the VM only, for `enif_dynamic_resource_call` with a `*mut *mut c_void` as `call_data`.

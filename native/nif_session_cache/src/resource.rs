@@ -6,14 +6,14 @@
 //! store.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use once_cell::sync::{Lazy, OnceCell};
 use rustler::{Atom, Env, LocalPid};
 use session_codec::pack::Packer;
 use session_store::sync::lock;
-use session_store::{Config, Selection};
+use session_store::{Config, Scheduling, Selection};
 
 use crate::entry::Entry;
 use crate::error::CacheError;
@@ -35,12 +35,7 @@ pub struct Store {
     pub parts: Parts,
     /// Its shared level, if `share/2` gave it one.
     pub shared: OnceCell<SharedLevel>,
-    /// The most units of work one call on a normal scheduler has spent on this store, and the calls that went on
-    /// on a dirty one for want of budget: the budget's own accounting, for `info/1` and the tests.
-    largest_call: AtomicUsize,
-    dirty_calls: AtomicU64,
-    /// Entries and contents handed to the reaper thread, too costly to free on a scheduler.
-    freed_later: AtomicU64,
+    pub scheduling: Scheduling,
 }
 
 impl Store {
@@ -54,9 +49,7 @@ impl Store {
             entries: session_store::Store::new(Config::default()),
             parts: Parts::new(ours),
             shared: OnceCell::new(),
-            largest_call: AtomicUsize::new(0),
-            dirty_calls: AtomicU64::new(0),
-            freed_later: AtomicU64::new(0),
+            scheduling: Scheduling::default(),
         });
         lock(&STORES).insert(store.id, Arc::downgrade(&store));
         store
@@ -74,7 +67,7 @@ impl Store {
     /// Empties the store and frees its contents, off the scheduler when they are large. Idempotent.
     pub fn retire(&self) {
         if reaper::dispose(self.entries.retire(), self.parts.bytes()) {
-            self.freed_later.fetch_add(1, Ordering::Relaxed);
+            self.scheduling.freed_later();
         }
         self.parts.clear();
     }
@@ -83,32 +76,8 @@ impl Store {
     /// (`Entry`'s drop), unless a cursor still holds it.
     pub fn release(&self, entry: Entry) {
         if entry.heavy() {
-            self.freed_later.fetch_add(1, Ordering::Relaxed);
+            self.scheduling.freed_later();
         }
-    }
-
-    /// Notes the units a call on a normal scheduler spent. Shared by every reader, so written only when it grows.
-    pub fn spent(&self, units: usize) {
-        if units > self.largest_call.load(Ordering::Relaxed) {
-            self.largest_call.fetch_max(units, Ordering::Relaxed);
-        }
-    }
-
-    /// Notes a call that goes on on a dirty scheduler.
-    pub fn went_dirty(&self) {
-        self.dirty_calls.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn largest_call(&self) -> usize {
-        self.largest_call.load(Ordering::Relaxed)
-    }
-
-    pub fn dirty_calls(&self) -> u64 {
-        self.dirty_calls.load(Ordering::Relaxed)
-    }
-
-    pub fn freed_later(&self) -> u64 {
-        self.freed_later.load(Ordering::Relaxed)
     }
 }
 

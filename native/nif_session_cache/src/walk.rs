@@ -93,7 +93,7 @@ fn step<'a>(
     // Sessions are handed out from the end of `pending`, in their order there.
     let taken = within(state.pending.iter().rev().take(CHUNK), budget);
     if taken == 0 && !state.pending.is_empty() {
-        store.went_dirty();
+        store.scheduling.went_dirty();
         return Ok(None);
     }
     let rest = state.pending.len() - taken;
@@ -136,7 +136,7 @@ fn fold_within<'a>(
             spent <= budget
         });
     if taken.is_empty() && next == Some(from) {
-        store.went_dirty();
+        store.scheduling.went_dirty();
         return Ok(atoms::dirty().encode(env));
     }
     let entries = copy_all(env, store, &taken, true, budget)?;
@@ -167,7 +167,9 @@ fn copy_all<'a>(
     budget: usize,
 ) -> NifResult<Vec<Term<'a>>> {
     if budget != usize::MAX {
-        store.spent(entries.iter().map(Entry::cost).sum());
+        store
+            .scheduling
+            .spent(entries.iter().map(Entry::cost).sum());
     }
     entries
         .iter()

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod key;
+pub mod reaper;
 mod slab;
 mod small;
 mod stats;
@@ -20,5 +21,5 @@ pub mod sync;
 mod table;
 
 pub use key::{Key, KeyRef};
-pub use stats::Counts;
+pub use stats::{Counts, Scheduling};
 pub use store::{Config, Inserted, Retired, Selection, Store, StoreError, Value};

@@ -76,6 +76,42 @@ fn stripe() -> usize {
     STRIPE.with(|stripe| *stripe)
 }
 
+/// A store's accounting of the scheduler budget, for `info/1` and the tests: the most units of work one call on a
+/// normal scheduler has spent, the calls that went on on a dirty one for want of budget, and the entries and
+/// contents handed to the reaper thread, too costly to free on a scheduler.
+#[derive(Default)]
+pub struct Scheduling {
+    largest_call: AtomicUsize,
+    dirty_calls: AtomicU64,
+    freed_later: AtomicU64,
+}
+
+impl Scheduling {
+    /// Notes the units a call on a normal scheduler spent. Shared by every reader, so written only when it grows.
+    pub fn spent(&self, units: usize) {
+        if units > self.largest_call.load(Ordering::Relaxed) {
+            self.largest_call.fetch_max(units, Ordering::Relaxed);
+        }
+    }
+
+    /// Notes a call that goes on on a dirty scheduler.
+    pub fn went_dirty(&self) {
+        self.dirty_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Notes something handed to the reaper.
+    pub fn freed_later(&self) {
+        self.freed_later.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The largest call, the dirty calls and the things freed later.
+    pub fn counts(&self) -> (usize, u64, u64) {
+        let load = |count: &AtomicU64| count.load(Ordering::Relaxed);
+        let largest = self.largest_call.load(Ordering::Relaxed);
+        (largest, load(&self.dirty_calls), load(&self.freed_later))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +138,16 @@ mod tests {
             (counts.lookup_hits, counts.select_misses, counts.inserts),
             (12_000, 12_000, 0)
         );
+    }
+
+    #[test]
+    fn scheduling_keeps_the_largest_call_and_counts_the_rest() {
+        let scheduling = Scheduling::default();
+        [30, 700, 12]
+            .into_iter()
+            .for_each(|units| scheduling.spent(units));
+        scheduling.went_dirty();
+        (0..3).for_each(|_| scheduling.freed_later());
+        assert_eq!(scheduling.counts(), (700, 1, 3));
     }
 }
