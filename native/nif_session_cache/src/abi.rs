@@ -1,4 +1,4 @@
-//! This library's side of the C ABI between loads (`session_abi`): its NIFs as the ABI names them, and the
+//! This library's side of the C ABI between loads (`session_nif::abi`): its NIFs as the ABI names them, and the
 //! `call` of its table, which runs them for another library.
 
 use std::ffi::{c_int, CStr};
@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use rustler::env::OwnedEnv;
 use rustler::{Atom, Nif};
-use session_abi::Call;
+use session_nif::abi::Call;
 
 /// One of this library's NIFs, as rustler made it, with its name as an atom.
 pub struct Function {

@@ -2,7 +2,7 @@
 //! library made (`object::Found::Foreign`), the call is that library's, and goes to it whole through its table,
 //! so that a store, its cursors and its stopped packings always run the code that made them; otherwise rustler's
 //! function runs here. A forwarded call runs on the scheduler this library's entry asked for: a NIF keeps its
-//! scheduler across versions. One that cannot be forwarded answers `session_abi::miss`, never `badarg`.
+//! scheduler across versions. One that cannot be forwarded answers `session_nif::abi::miss`, never `badarg`.
 
 use std::ffi::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -10,7 +10,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use rustler::codegen_runtime::DEF_NIF_FUNC;
 use rustler::sys::{ErlNifEnv, ERL_NIF_TERM};
 use rustler::{Encoder, Env};
-use session_abi::{Call, Miss};
+use session_nif::abi::{Call, Miss};
 
 use crate::abi;
 use crate::atoms;
@@ -45,12 +45,12 @@ unsafe extern "C" fn trampoline<const I: usize>(
         argv,
         result: 0,
     };
-    let forwarded = || session_abi::callable(table.version) && (table.call)(&mut call) == 0;
+    let forwarded = || session_nif::abi::callable(table.version) && (table.call)(&mut call) == 0;
     match catch_unwind(AssertUnwindSafe(forwarded)) {
         Ok(true) => call.result,
         Ok(false) => {
             let env = Env::new(&env, env);
-            match session_abi::miss(function.name.to_bytes()) {
+            match session_nif::abi::miss(function.name.to_bytes()) {
                 Miss::Undefined => atoms::undefined().encode(env),
                 Miss::Done => (Vec::<u8>::new(), atoms::done()).encode(env),
                 Miss::Zero => 0.encode(env),

@@ -91,7 +91,7 @@ fn opened(env: *mut ErlNifEnv, info: ERL_NIF_TERM) -> c_int {
             (env, Term::new(env, info))
         };
         let (release, load) = info.decode::<(u32, u64)>().unwrap_or((u32::MAX, 0));
-        resource::first_id(load);
+        resource::STORES.first_id(load);
         entry::load(env, release) && object::open(env) && reaper::register(env)
     });
     c_int::from(!matches!(ok, Ok(true)))

@@ -11,11 +11,12 @@ use std::sync::Arc;
 use rustler::{Atom, Encoder, Env, NifResult, Term};
 use session_codec::key::binary_of;
 use session_codec::pack::{Item, Items, Packer, SCHEDULER_BUDGET};
+use session_store::sync::lock;
 use session_store::Inserted;
 
 use crate::atoms;
 use crate::entry::Entry;
-use crate::error::CacheError;
+use crate::error::{AsAtom, CacheError};
 use crate::held::Held;
 use crate::key::{with_key, with_store_key};
 use crate::object::{self, Body};
@@ -117,7 +118,7 @@ fn update<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>, session: Term<'a>) -
                     store.scheduling.went_dirty();
                     let shape = items.iter().map(Item::shape).collect();
                     let resume =
-                        Body::Resume(Box::new(Resume::new((std::mem::take(packer), shape))));
+                        Body::Resume(Box::new(Resume::new(Some((std::mem::take(packer), shape)))));
                     let resume = object::make(env, resume).ok_or(CacheError::OutOfMemory)?;
                     let items: Vec<Term<'a>> = items.iter().map(|item| export(env, item)).collect();
                     Ok((atoms::dirty(), resume, items).encode(env))
@@ -143,7 +144,7 @@ fn update_dirty<'a>(
         let Some(Body::Resume(resume)) = object::own(resume) else {
             return Err(CacheError::BadArg);
         };
-        let (mut packer, shape) = resume.take().ok_or(CacheError::BadArg)?;
+        let (mut packer, shape) = lock(resume).take().ok_or(CacheError::BadArg)?;
         let parts: Vec<(u8, Term<'a>, u32, u8)> = items.decode().map_err(|_| CacheError::BadArg)?;
         let mut items = Items::new();
         for (kind, term, number, depth) in parts {
@@ -236,7 +237,8 @@ fn stores<'a>(env: Env<'a>, handle: Term<'a>) -> NifResult<Vec<Term<'a>>> {
     let Some(Body::Library) = object::own(handle) else {
         return Err(rustler::Error::BadArg);
     };
-    resource::live()
+    resource::STORES
+        .live()
         .iter()
         .map(|store| describe(env, store))
         .collect()

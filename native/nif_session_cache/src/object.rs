@@ -1,13 +1,8 @@
-//! What Erlang holds, across loads of the library: every store, select cursor, stopped packing and library handle
-//! is an object of one resource type, `nif_session_cache_object`, opened by every load. A load while older code is
-//! still loaded takes the type over, and its callbacks become the new library's for every object; a load after a
-//! purge creates another, while the purged load's type lives on, with that library's callbacks, as its objects do.
-//!
-//! So an object starts with a pointer to the ABI table (`session_abi`) of the library that made it, and the type's
-//! callbacks go through it: whichever library owns the type, an object is freed by the code that made it. One
-//! another library made, or of a type this load did not open (found by module and name through the VM's dynamic
-//! resource call), is `Found::Foreign`, and `forward.rs` takes the call there. Libraries stay mapped while their
-//! objects live (`reaper.rs`).
+//! What Erlang holds, across loads of the library: stores, select cursors, stopped packings and library handles
+//! are objects of one resource type, which every load takes over or creates. Each starts with a pointer to the
+//! ABI table (`session_nif::abi`) of the library that made it, and the type's callbacks go through it, so an
+//! object is freed by the code that made it. One another library made is `Found::Foreign`, and `forward.rs` takes
+//! the call there. docs/design.md ("Upgrades and reloads") has the whole story.
 
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -16,16 +11,15 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Arc;
 
 use rustler::sys::{
-    enif_alloc_resource, enif_dynamic_resource_call, enif_get_resource, enif_init_resource_type,
-    enif_make_resource, enif_release_resource, ErlNifEnv, ErlNifResourceDtor,
-    ErlNifResourceDynCall, ErlNifResourceFlags, ErlNifResourceType, ErlNifResourceTypeInit,
-    ERL_NIF_TERM,
+    enif_alloc_resource, enif_dynamic_resource_call, enif_get_resource, enif_make_resource,
+    enif_release_resource, ErlNifEnv, ErlNifResourceDtor, ErlNifResourceDynCall,
+    ErlNifResourceType, ErlNifResourceTypeInit, ERL_NIF_TERM,
 };
 use rustler::{Env, Term};
-use session_abi::Table;
+use session_nif::abi::Table;
 
 use crate::resource::{Cursor, Resume, Store};
-use crate::{abi, atoms};
+use crate::{abi, atoms, entry};
 
 /// What an object of this library holds.
 pub enum Body {
@@ -47,7 +41,7 @@ const _: () = assert!(std::mem::align_of::<Object>() <= 8);
 
 /// This library's table: its objects point to it, and its address tells them from others'.
 static OWN: Table = Table {
-    version: session_abi::VERSION,
+    version: session_nif::abi::VERSION,
     drop: drop_object,
     call: abi::answer,
 };
@@ -55,7 +49,8 @@ static OWN: Table = Table {
 /// The type the current load opened: new objects get it, and it is tried first.
 static TYPE: AtomicPtr<ErlNifResourceType> = AtomicPtr::new(ptr::null_mut());
 
-/// Takes the object type over if a loaded library has it, else creates it: from the load or upgrade callback.
+/// Opens the object type, taking it over from a loaded library that has it: from the load or upgrade callback.
+/// Its callbacks serve any object of the type, whoever made it.
 pub fn open(env: Env) -> bool {
     let init = ErlNifResourceTypeInit {
         dtor: destructor as *const ErlNifResourceDtor,
@@ -64,19 +59,7 @@ pub fn open(env: Env) -> bool {
         members: 4,
         dyncall: find as *const ErlNifResourceDynCall,
     };
-    let (env, name) = (env.as_c_arg(), c"nif_session_cache_object".as_ptr());
-    let (takeover, create) = (
-        ErlNifResourceFlags::ERL_NIF_RT_TAKEOVER,
-        ErlNifResourceFlags::ERL_NIF_RT_CREATE,
-    );
-    // SAFETY: called from load or upgrade with its environment; the callbacks serve any object of the type,
-    // whoever made it. TAKEOVER alone finds only a linked type, CREATE alone makes one.
-    let opened = unsafe {
-        match enif_init_resource_type(env, name, &init, takeover, ptr::null_mut()) {
-            taken if !taken.is_null() => taken,
-            _ => enif_init_resource_type(env, name, &init, create, ptr::null_mut()),
-        }
-    };
+    let opened = entry::open_type(env, c"nif_session_cache_object", &init);
     TYPE.store(opened.cast_mut(), Ordering::Release);
     !opened.is_null()
 }

@@ -1,12 +1,9 @@
-//! The reaper thread (`session_store::reaper`) and what keeps this library mapped while it runs.
-//!
-//! The thread runs this library's code for as long as it lives, so the library must stay mapped that long, even
-//! after `nif_session_cache_nif` is purged; and so must a library whose objects live on under a newer one, which
-//! calls their code (`object.rs`). The VM unmaps a NIF library only once no resource type of its with a
-//! destructor is left, and a type lives while its resources do. So the first store or library handle makes a
-//! resource ([`Pin`]) of a type with a destructor that is never released: the library stays mapped for the life
-//! of the VM, by the VM's own rule. Each load opens the pin's type under a name of its own, as a load while older
-//! code is loaded may not open one of theirs. The cost is that a purged library is not unmapped: a few megabytes.
+//! What keeps this library mapped while its code may run: the reaper thread (`session_store::reaper`), and the
+//! objects it made, which newer libraries call (`object.rs`). The VM unmaps a NIF library only once no resource
+//! type of its with a destructor is left, and a type lives while its resources do. So the first store or library
+//! handle makes a [`Pin`] that is never released, of a type with a destructor, opened by each load under a name
+//! of its own (a load while older code is loaded may not open theirs): the library stays mapped for the life of
+//! the VM, by the VM's own rule, at a cost of a few megabytes per library loaded.
 
 use rustler::codegen_runtime::ResourceRegistration;
 use rustler::{Env, Resource, ResourceArc};

@@ -5,14 +5,12 @@
 //! it is emptied (off the scheduler when large) and leaves the list: OTP never calls terminate for a listener's
 //! store.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use once_cell::sync::{Lazy, OnceCell};
 use rustler::{Atom, Env, LocalPid};
 use session_codec::pack::Packer;
-use session_store::sync::lock;
+use session_store::registry::Registry;
 use session_store::{Config, Scheduling, Selection};
 
 use crate::entry::Entry;
@@ -42,17 +40,15 @@ impl Store {
     /// A new empty store, listed among the live ones, whose sessions must hold nothing `ours` tells.
     pub fn new(owner: LocalPid, role: Atom, ours: Ours) -> Arc<Store> {
         reaper::start();
-        let store = Arc::new(Store {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        STORES.add(|id| Store {
+            id,
             owner,
             role,
             entries: session_store::Store::new(Config::default()),
             parts: Parts::new(ours),
             shared: OnceCell::new(),
             scheduling: Scheduling::default(),
-        });
-        lock(&STORES).insert(store.id, Arc::downgrade(&store));
-        store
+        })
     }
 
     /// Refuses writes from any process but the owner.
@@ -84,29 +80,16 @@ impl Store {
 impl Drop for Store {
     // Runs wherever the last reference went: a resource destructor, a cursor's, a listing.
     fn drop(&mut self) {
-        lock(&STORES).remove(&self.id);
+        STORES.remove(self.id);
         self.retire();
     }
 }
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// The live stores of this library, for `stores/1`; their ids carry the load's number (`Registry::first_id`).
+pub static STORES: Lazy<Registry<Store>> = Lazy::new(Registry::default);
 
-/// Makes this load's store ids start at `load` × 2^40 at least: load numbers grow with each load in the VM, so
-/// no two libraries give one id, and a library loaded again goes on past the ids it gave.
-pub fn first_id(load: u64) {
-    NEXT_ID.fetch_max(load.saturating_mul(1 << 40).max(1), Ordering::Relaxed);
-}
-static STORES: Lazy<Mutex<BTreeMap<u64, Weak<Store>>>> = Lazy::new(|| Mutex::new(BTreeMap::new()));
-
-/// The stores alive now, oldest first. O(stores) under the list's lock; the caller works on them after.
-pub fn live() -> Vec<Arc<Store>> {
-    lock(&STORES).values().filter_map(Weak::upgrade).collect()
-}
-
-/// A select over more sessions than one call hands out.
-pub struct Cursor {
-    state: Mutex<CursorState>,
-}
+/// A select over more sessions than one call hands out. A cursor is used by one process, so its lock never waits.
+pub type Cursor = Mutex<CursorState>;
 
 pub struct CursorState {
     /// The store, kept alive while the cursor lives, and the walk of the group, while there is more to take.
@@ -116,36 +99,9 @@ pub struct CursorState {
     pub pending: Vec<Entry>,
 }
 
-impl Cursor {
-    pub fn new(state: CursorState) -> Self {
-        Cursor {
-            state: Mutex::new(state),
-        }
-    }
-
-    /// Runs `step` on the cursor's state. A cursor is used by one process, so this never waits.
-    pub fn with_state<R>(&self, step: impl FnOnce(&mut CursorState) -> R) -> R {
-        step(&mut lock(&self.state))
-    }
-}
-
 /// A packing stopped for its budget on a normal scheduler, waiting for its dirty one: the packer, and the shape
-/// of the items it left to do (`Item::shape`), which must come back as they left.
-pub struct Resume {
-    packing: Mutex<Option<Stopped>>,
-}
+/// of the items it left to do (`Item::shape`), which must come back as they left. Taken once: a second resume of
+/// the same packing finds nothing.
+pub type Resume = Mutex<Option<Stopped>>;
 
 pub type Stopped = (Packer<Arc<Held>>, Vec<(u8, u32, u8, usize)>);
-
-impl Resume {
-    pub fn new(stopped: Stopped) -> Self {
-        Resume {
-            packing: Mutex::new(Some(stopped)),
-        }
-    }
-
-    /// The packing, once: a second resume of the same packing finds nothing.
-    pub fn take(&self) -> Option<Stopped> {
-        lock(&self.packing).take()
-    }
-}

@@ -6,6 +6,7 @@ use std::time::Duration;
 use rustler::{Atom, Binary, Encoder, Env, NifResult, OwnedBinary, Term};
 
 use crate::atoms;
+use crate::error::AsAtom;
 use crate::level::{reason, SharedLevel};
 use crate::nifs::{store_arg, writable};
 

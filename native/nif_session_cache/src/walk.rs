@@ -12,6 +12,8 @@ use crate::entry::Entry;
 use crate::key::with_group;
 use crate::nifs::store_arg;
 use crate::object::{self, Body};
+use session_store::sync::lock;
+
 use crate::resource::{Cursor, CursorState, Store};
 
 /// Entries copied per call: about 64 µs for OTP sessions.
@@ -62,12 +64,10 @@ fn next_within<'a>(env: Env<'a>, term: Term<'a>, budget: usize) -> NifResult<Ter
     let Some(Body::Cursor(cursor)) = object::own(term) else {
         return Err(rustler::Error::BadArg);
     };
-    cursor.with_state(|state| {
-        Ok(match step(env, state, budget)? {
-            None => atoms::dirty().encode(env),
-            Some((items, true)) => (items, term).encode(env),
-            Some((items, false)) => (items, atoms::done()).encode(env),
-        })
+    Ok(match step(env, &mut lock(cursor), budget)? {
+        None => atoms::dirty().encode(env),
+        Some((items, true)) => (items, term).encode(env),
+        Some((items, false)) => (items, atoms::done()).encode(env),
     })
 }
 

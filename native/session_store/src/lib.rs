@@ -13,6 +13,7 @@
 
 mod key;
 pub mod reaper;
+pub mod registry;
 mod slab;
 mod small;
 mod stats;

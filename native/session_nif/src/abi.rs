@@ -10,7 +10,6 @@
 //!   NIF raised) to `result`: 0 when it ran, 1 when it has no such NIF, 2 when it panicked.
 //! - The object type's dynamic call (`enif_dynamic_resource_call`) writes the object's address through its
 //!   `call_data`, a `*mut *mut c_void`.
-#![forbid(unsafe_code)]
 
 use std::ffi::{c_int, c_void};
 
