@@ -244,7 +244,7 @@ upgrade_under_load(Config, Mode) ->
         ?assertEqual([], [H || H <- Handshakes, not lists:member(H, [{ok, Id} || Id <- Before])]),
         ?assertEqual([], [P || P <- Caches, not is_process_alive(P)])
     after
-        _ = (catch stop_handshake_loop(Loop)),
+        Loop ! stop,
         [ssl:close(L) || L <- [ListenerA, ListenerB]],
         code:which(nif_session_cache_nif) =:= filename:join(Old, "nif_session_cache_nif.beam")
             orelse upgrade_from(undefined, Old, purged)
