@@ -92,18 +92,19 @@ pub enum Found<'a> {
 pub fn found<'a>(env: *mut ErlNifEnv, term: ERL_NIF_TERM) -> Found<'a> {
     let mut object: *mut c_void = ptr::null_mut();
     let out: *mut *mut c_void = &mut object;
-    let (module, name) = (
-        atoms::nif_session_cache_nif().as_c_arg(),
-        atoms::nif_session_cache_object().as_c_arg(),
-    );
+    let named = |name: rustler::Atom| name.as_c_arg();
     // SAFETY: enif_get_resource compares the object's type with the one this load opened; the dynamic call reaches
     // an object of any type with our module and name, whose dyncall (`find`, in every library) writes its address.
     // Either way it is an `Object` of some library, its table first, alive as long as the term.
     unsafe {
-        if enif_get_resource(env, term, TYPE.load(Ordering::Acquire), out.cast()) == 0
-            && enif_dynamic_resource_call(env, module, name, term, out.cast()) != 0
-        {
-            return Found::None;
+        if enif_get_resource(env, term, TYPE.load(Ordering::Acquire), out.cast()) == 0 {
+            let (module, name) = (
+                named(atoms::nif_session_cache_nif()),
+                named(atoms::nif_session_cache_object()),
+            );
+            if enif_dynamic_resource_call(env, module, name, term, out.cast()) != 0 {
+                return Found::None;
+            }
         }
         match object.cast::<*const Table>().read() {
             table if ptr::eq(table, &OWN) => Found::Own(&(*object.cast::<Object>()).body),
