@@ -22,5 +22,5 @@ pub mod sync;
 mod table;
 
 pub use key::{Key, KeyRef};
-pub use stats::{Counts, Scheduling};
+pub use stats::{Budget, Counts, Scheduling};
 pub use store::{Config, Inserted, Retired, Selection, Store, StoreError, Value};

@@ -104,11 +104,57 @@ impl Scheduling {
         self.freed_later.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Notes what a call spent of `budget`, if on a normal scheduler.
+    pub fn note(&self, budget: &Budget) {
+        if budget.normal {
+            self.spent(budget.spent);
+        }
+    }
+
     /// The largest call, the dirty calls and the things freed later.
     pub fn counts(&self) -> (usize, u64, u64) {
         let load = |count: &AtomicU64| count.load(Ordering::Relaxed);
         let largest = self.largest_call.load(Ordering::Relaxed);
         (largest, load(&self.dirty_calls), load(&self.freed_later))
+    }
+}
+
+/// The units of work one call may spend, taken cost by cost; a call stops at the first cost that does not fit.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    left: usize,
+    spent: usize,
+    /// Whether the call runs on a normal scheduler, where what it spends is noted.
+    normal: bool,
+}
+
+impl Budget {
+    /// The budget of a call on a normal scheduler.
+    pub fn normal(units: usize) -> Budget {
+        Budget {
+            left: units,
+            spent: 0,
+            normal: true,
+        }
+    }
+
+    /// The budget of a call on a dirty scheduler: no bound, and nothing to note.
+    pub fn dirty() -> Budget {
+        Budget {
+            left: usize::MAX,
+            spent: 0,
+            normal: false,
+        }
+    }
+
+    /// Takes `cost` if what is left covers it.
+    pub fn take(&mut self, cost: usize) -> bool {
+        let fits = cost <= self.left;
+        if fits {
+            self.left -= cost;
+            self.spent += cost;
+        }
+        fits
     }
 }
 
@@ -149,5 +195,21 @@ mod tests {
         scheduling.went_dirty();
         (0..3).for_each(|_| scheduling.freed_later());
         assert_eq!(scheduling.counts(), (700, 1, 3));
+    }
+
+    #[test]
+    fn a_budget_takes_costs_while_they_fit_and_only_a_normal_one_is_noted() {
+        let mut budget = Budget::normal(100);
+        let taken = [40, 50, 20, 5]
+            .iter()
+            .take_while(|&&cost| budget.take(cost));
+        assert_eq!(taken.count(), 2);
+        assert!(budget.take(10) && !budget.take(1));
+        let scheduling = Scheduling::default();
+        scheduling.note(&budget);
+        let mut dirty = Budget::dirty();
+        assert!(dirty.take(usize::MAX / 2) && dirty.take(usize::MAX / 2));
+        scheduling.note(&dirty);
+        assert_eq!(scheduling.counts(), (100, 0, 0));
     }
 }
