@@ -9,8 +9,8 @@
 //! - `object`: what Erlang holds (stores, cursors, stopped packings, library handles), across loads;
 //! - `resource`: stores, cursors and stopped packings, and the list of live stores;
 //! - `level`: a store's shared level; `entry`: one entry's memory; `held`: terms kept as terms;
-//! - `key`, `term`: rustler's terms as the codec sees them, and terms made for it;
-//! - `abi`: the C ABI between loads; `reaper`, `error`, `atoms`.
+//! - `term`: rustler's terms as the codec sees them, and terms made for it;
+//! - `abi`: the C ABI between loads; `reaper`, `error`, `atoms` (and `info/1`'s reports as maps).
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -21,7 +21,6 @@ mod error;
 mod forward;
 mod held;
 mod init;
-mod key;
 mod level;
 mod nifs;
 mod object;

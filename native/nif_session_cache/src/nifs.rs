@@ -9,16 +9,17 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use rustler::{Atom, Encoder, Env, NifResult, Term};
-use session_codec::key::binary_of;
+use session_codec::key::{binary_of, with_key, KeyError};
 use session_codec::pack::{Item, Items, Packer, SCHEDULER_BUDGET};
+use session_nif::info;
+use session_nif::key::with_store_key;
 use session_store::sync::lock;
 use session_store::Inserted;
 
-use crate::atoms;
+use crate::atoms::{self, ENOMEM};
 use crate::entry::Entry;
 use crate::error::{AsAtom, CacheError};
 use crate::held::Held;
-use crate::key::{with_key, with_store_key};
 use crate::object::{self, Body};
 use crate::reaper;
 use crate::resource::{self, Resume, Store};
@@ -30,11 +31,8 @@ fn new(env: Env, role: Atom) -> NifResult<Term> {
     if ![atoms::client(), atoms::server(), atoms::undefined()].contains(&role) {
         return Err(rustler::Error::BadArg);
     }
-    object::make(
-        env,
-        Body::Store(Store::new(env.pid(), role, object::is_ours)),
-    )
-    .ok_or(rustler::Error::RaiseAtom("enomem"))
+    let store = Store::new(env.pid(), role, object::is_ours);
+    object::make(env, Body::Store(store)).ok_or(ENOMEM)
 }
 
 /// Empties the store for good; owner only. Normal scheduler, O(shards): a large store is freed on a thread.
@@ -50,7 +48,7 @@ fn terminate<'a>(env: Env<'a>, store: Term<'a>) -> Atom {
 #[rustler::nif]
 fn lookup<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>) -> NifResult<Term<'a>> {
     let store = store_arg(store)?;
-    let found = with_key(key, |bytes| {
+    let found = with_key(Viewed(key), |bytes| {
         store.entries.read(bytes, |entry| {
             (entry.cost() <= SCHEDULER_BUDGET).then(|| (entry.cost(), entry.copy_out(env, false)))
         })
@@ -58,8 +56,7 @@ fn lookup<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>) -> NifResult<Term<'a
     match found {
         Ok(Some(Some((cost, copy)))) => {
             store.scheduling.spent(cost);
-            let session = copy.ok_or(rustler::Error::RaiseAtom("enomem"))?;
-            Ok((atoms::ok(), session).encode(env))
+            Ok((atoms::ok(), copy.ok_or(ENOMEM)?).encode(env))
         }
         Ok(Some(None)) => {
             store.scheduling.went_dirty();
@@ -68,8 +65,8 @@ fn lookup<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>) -> NifResult<Term<'a
         Ok(None) if store.shared.get().is_some() => Ok(atoms::remote().encode(env)),
         Ok(None) => Ok(atoms::undefined().encode(env)),
         // The VM had no memory to encode the key (only bignums, pids, ports and references need it).
-        Err(CacheError::OutOfMemory) => Err(rustler::Error::RaiseAtom("enomem")),
-        Err(_) => {
+        Err(KeyError::OutOfMemory) => Err(ENOMEM),
+        Err(KeyError::Unsupported) => {
             // A key the store could not hold: a miss that never reached the map, counted all the same.
             store.entries.count_miss();
             Ok(atoms::undefined().encode(env))
@@ -82,15 +79,10 @@ fn lookup<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>) -> NifResult<Term<'a
 #[rustler::nif(schedule = "DirtyCpu")]
 fn lookup_dirty<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>) -> NifResult<Term<'a>> {
     let store = store_arg(store)?;
-    match with_key(key, |bytes| store.entries.peek(bytes)) {
-        Ok(Some(entry)) => {
-            let session = entry
-                .copy_out(env, false)
-                .ok_or(rustler::Error::RaiseAtom("enomem"))?;
-            Ok((atoms::ok(), session).encode(env))
-        }
-        Ok(None) | Err(CacheError::BadKey) => Ok(atoms::undefined().encode(env)),
-        Err(_) => Err(rustler::Error::RaiseAtom("enomem")),
+    match with_key(Viewed(key), |bytes| store.entries.peek(bytes)) {
+        Ok(Some(entry)) => Ok((atoms::ok(), entry.copy_out(env, false).ok_or(ENOMEM)?).encode(env)),
+        Ok(None) | Err(KeyError::Unsupported) => Ok(atoms::undefined().encode(env)),
+        Err(KeyError::OutOfMemory) => Err(ENOMEM),
     }
 }
 
@@ -176,7 +168,7 @@ fn pack_and_store<'a>(
     items: &mut Items<'a, Viewed<'a>>,
     budget: usize,
 ) -> Result<Atom, CacheError> {
-    with_store_key(key, |encoded| {
+    with_store_key(Viewed(key), |encoded| {
         packer.run(items, &mut &store.parts, binary_of(encoded.bytes()), budget)?;
         let entry = Entry::new(encoded.bytes(), packer).ok_or(CacheError::OutOfMemory)?;
         let shared = store.shared.get().is_some() && binary_of(encoded.bytes()).is_some();
@@ -196,7 +188,7 @@ fn pack_and_store<'a>(
 #[rustler::nif]
 fn delete<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>) -> Atom {
     outcome(writable(env, store).and_then(|store| {
-        match with_store_key(key, |key| store.entries.remove(key)) {
+        match with_store_key(Viewed(key), |key| store.entries.remove(key)) {
             Ok(removed) => removed
                 .map(|entry| entry.map_or((), |entry| store.release(entry)))
                 .map_err(CacheError::from),
@@ -225,7 +217,7 @@ fn info<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
 #[rustler::nif]
 fn library(env: Env) -> NifResult<(Term, usize)> {
     reaper::start();
-    let handle = object::make(env, Body::Library).ok_or(rustler::Error::RaiseAtom("enomem"))?;
+    let handle = object::make(env, Body::Library).ok_or(ENOMEM)?;
     Ok((handle, object::mapping()))
 }
 
@@ -244,39 +236,17 @@ fn stores<'a>(env: Env<'a>, handle: Term<'a>) -> NifResult<Vec<Term<'a>>> {
         .collect()
 }
 
+/// `info/1` of a store: the plain crates' report, and what only the VM knows, its role and owner.
 fn describe<'a>(env: Env<'a>, store: &Store) -> NifResult<Term<'a>> {
-    let entries = &store.entries;
-    let counts = entries.counts();
-    let held_bytes = store.parts.bytes();
-    let (largest_call, dirty_calls, freed_later) = store.scheduling.counts();
-    let scheduler = [
-        (atoms::budget(), SCHEDULER_BUDGET as u64),
-        (atoms::largest_call(), largest_call as u64),
-        (atoms::dirty_calls(), dirty_calls),
-        (atoms::freed_later(), freed_later),
-    ];
-    let mut pairs: Vec<(Atom, Term<'a>)> = vec![
-        (atoms::id(), store.id.encode(env)),
-        (atoms::role(), store.role.encode(env)),
-        (atoms::owner(), store.owner.encode(env)),
-        (atoms::entries(), entries.len().encode(env)),
-        (atoms::bytes(), (entries.bytes() + held_bytes).encode(env)),
-        (atoms::held_bytes(), held_bytes.encode(env)),
-        (atoms::index_bytes(), entries.index_bytes().encode(env)),
-        (atoms::terminated(), entries.is_terminated().encode(env)),
-        (atoms::lookup_hits(), counts.lookup_hits.encode(env)),
-        (atoms::lookup_misses(), counts.lookup_misses.encode(env)),
-        (atoms::inserts(), counts.inserts.encode(env)),
-        (atoms::replaces(), counts.replaces.encode(env)),
-        (atoms::deletes(), counts.deletes.encode(env)),
-        (atoms::select_hits(), counts.select_hits.encode(env)),
-        (atoms::select_misses(), counts.select_misses.encode(env)),
-        (atoms::scheduler(), Term::map_from_pairs(env, &scheduler)?),
-    ];
+    let (entries, scheduling) = (&store.entries, &store.scheduling);
+    let held = store.parts.bytes();
+    let mut report = info::store(store.id, entries, held, scheduling, SCHEDULER_BUDGET);
     if let Some(shared) = store.shared.get() {
-        pairs.push((atoms::shared(), shared.describe(env)?));
+        report.push(("shared", shared.info()));
     }
-    Term::map_from_pairs(env, &pairs)
+    atoms::report(env, &report)?
+        .map_put(atoms::role(), store.role)?
+        .map_put(atoms::owner(), store.owner)
 }
 
 /// The store `term` refers to.
@@ -288,9 +258,11 @@ pub fn store_arg(term: Term<'_>) -> NifResult<&Store> {
 
 /// The store `term` refers to, if it is one and the calling process owns it.
 pub fn writable<'a>(env: Env<'a>, term: Term<'a>) -> Result<&'a Store, CacheError> {
-    let store = object::store(term).ok_or(CacheError::BadArg)?;
-    store.check_writer(env)?;
-    Ok(store)
+    match object::store(term) {
+        Some(store) if store.owner == env.pid() => Ok(store),
+        Some(_) => Err(CacheError::NotOwner),
+        None => Err(CacheError::BadArg),
+    }
 }
 
 /// A write's outcome as the atom Erlang receives: `ok` or the error's atom.

@@ -8,13 +8,12 @@
 use std::sync::{Arc, Mutex};
 
 use once_cell::sync::{Lazy, OnceCell};
-use rustler::{Atom, Env, LocalPid};
+use rustler::{Atom, LocalPid};
 use session_codec::pack::Packer;
 use session_store::registry::Registry;
 use session_store::{Config, Scheduling, Selection};
 
 use crate::entry::Entry;
-use crate::error::CacheError;
 use crate::held::{Held, Ours, Parts};
 use crate::level::SharedLevel;
 use crate::reaper;
@@ -49,15 +48,6 @@ impl Store {
             shared: OnceCell::new(),
             scheduling: Scheduling::default(),
         })
-    }
-
-    /// Refuses writes from any process but the owner.
-    pub fn check_writer(&self, env: Env) -> Result<(), CacheError> {
-        if env.pid() == self.owner {
-            Ok(())
-        } else {
-            Err(CacheError::NotOwner)
-        }
     }
 
     /// Empties the store and frees its contents, off the scheduler when they are large. Idempotent.

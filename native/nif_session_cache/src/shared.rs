@@ -69,7 +69,7 @@ fn fetch<'a>(env: Env<'a>, store: Term<'a>, id: Binary<'a>) -> NifResult<Term<'a
             bytes.as_mut_slice().copy_from_slice(&session);
             Ok((atoms::ok(), bytes.release(env), level.margin_s()).encode(env))
         }
-        Err(why) => Ok((atoms::miss(), reason(why)).encode(env)),
+        Err(why) => Ok((atoms::miss(), reason(env, why)?).encode(env)),
     }
 }
 
