@@ -29,7 +29,7 @@ demo: build
 test: setup test-rust test-erlang test-elixir
 
 test-rust:
-	cargo test -p session_codec -p session_store -p session_share
+	cargo test -p session_nif -p session_codec -p session_store -p session_share
 
 test-erlang: setup
 	rebar3 ct

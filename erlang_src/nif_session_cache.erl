@@ -155,8 +155,22 @@ stored(_Store, _Key, _Session, Result) -> ok_or_raise(Result).
 %% function's arity, not its arguments, so a session passed to update/3 never reaches a crash report.
 -spec ok_or_raise(nif_session_cache_nif:write_result()) -> ok.
 ok_or_raise(ok) -> ok;
+ok_or_raise(unreachable) -> unreachable();
 ok_or_raise(badarg) -> erlang:error(badarg);
 ok_or_raise(Reason) -> erlang:error({badarg, Reason}).
+
+%% A store made by a library this one cannot call (one of another ABI major version, which only a deliberate
+%% break of the ABI makes) answers misses, and its writes are lost: said once per VM.
+-spec unreachable() -> ok.
+unreachable() ->
+    case persistent_term:get({?MODULE, unreachable}, false) of
+        true ->
+            ok;
+        false ->
+            persistent_term:put({?MODULE, unreachable}, true),
+            logger:warning("nif_session_cache: a store made by a library of another ABI version answers misses "
+                           "and loses writes; ssl's caches make new stores when ssl restarts")
+    end.
 
 -spec role(term()) -> client | server | undefined.
 role([{role, Role} | _]) when Role =:= client; Role =:= server -> Role;

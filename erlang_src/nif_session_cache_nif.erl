@@ -7,14 +7,16 @@
 
 -export([new/1, terminate/1, lookup/2, update/3, delete/2, size/1, select/2, next/1, fold/2,
          info/1, stores/0]).
+%% Each library loaded in this VM, and its stores (stores/0 lists them all).
+-export([library/0, stores/1]).
 %% The same calls on a dirty CPU scheduler, for sessions too costly for a normal one.
 -export([lookup_dirty/2, update_dirty/4, next_dirty/1, fold_dirty/2]).
 %% The shared level (nif_session_cache_shared).
 -export([share/2, publish/4, fetch/2, unusable/1]).
--export_type([store/0, cursor/0, info/0, write_result/0, resume/0]).
+-export_type([store/0, cursor/0, info/0, write_result/0, resume/0, library/0]).
 
 -nifs([new/1, terminate/1, lookup/2, update/3, delete/2, size/1, select/2, next/1, fold/2,
-       info/1, stores/0, lookup_dirty/2, update_dirty/4, next_dirty/1, fold_dirty/2,
+       info/1, library/0, stores/1, lookup_dirty/2, update_dirty/4, next_dirty/1, fold_dirty/2,
        share/2, publish/4, fetch/2, unusable/1]).
 -on_load(load/0).
 
@@ -22,6 +24,8 @@
 -define(NOT_LOADED, erlang:nif_error({not_loaded, [{module, ?MODULE}, {line, ?LINE}]})).
 
 -type store() :: reference().
+%% A handle on one loaded library, through which stores/1 reaches its stores.
+-type library() :: reference().
 -type cursor() :: reference().
 %% A packing that stopped for its budget on a normal scheduler, and what is left of it (update_dirty/4).
 -type resume() :: reference().
@@ -46,8 +50,10 @@
                                  dirty_calls := non_neg_integer(),
                                  freed_later := non_neg_integer()},
                   shared => map()}.
-%% Writes return their failure instead of raising it (see nif_session_cache:ok_or_raise/1).
--type write_result() :: ok | badarg | not_owner | terminated | bad_key | holds_store | enomem | internal_error.
+%% Writes return their failure instead of raising it (see nif_session_cache:ok_or_raise/1). unreachable: the write
+%% was lost, on a store of a library this one cannot call (its ABI version is unknown).
+-type write_result() :: ok | badarg | not_owner | terminated | bad_key | holds_store | enomem | internal_error
+                      | unreachable.
 %% What update/3 and update_dirty/4 answer: publish for a store whose shared level is to get the session.
 -type update_result() :: write_result() | publish.
 -type miss_reason() :: absent | breaker_open | busy | timeout | error | unsealed | unusable.
@@ -56,11 +62,30 @@
 %% A chunk of a fold, and the fold slot to go on from: a plain integer, so a fold needs no cursor.
 -type fold_chunk() :: {[{term(), term()}], done | non_neg_integer()}.
 
+%% Where this VM keeps the number of loads of the library so far, and a handle on each library loaded, by its
+%% mapping: a library stays mapped, with its stores, after newer ones load (native/nif_session_cache/src/object.rs).
+-define(LIBRARIES, {?MODULE, libraries}).
+
 -spec load() -> ok | {error, term()}.
 load() ->
-    %% The release tells the library what the VM's allocators add to each entry, for info/1's figures.
+    %% The release tells the library what the VM's allocators add to each entry, for info/1's figures; the load's
+    %% number keeps every library's store ids apart.
     Release = list_to_integer(erlang:system_info(otp_release)),
-    erlang:load_nif(filename:join(priv_dir(), atom_to_list(?MODULE)), Release).
+    {Loads, Libraries} = persistent_term:get(?LIBRARIES, {0, #{}}),
+    case erlang:load_nif(filename:join(priv_dir(), atom_to_list(?MODULE)), {Release, Loads + 1}) of
+        ok ->
+            {Library, Mapping} = library(),
+            persistent_term:put(?LIBRARIES, {Loads + 1, Libraries#{Mapping => Library}});
+        Error ->
+            Error
+    end.
+
+%% info/1 of every live store, of every library loaded in this VM, oldest first.
+-spec stores() -> [info()].
+stores() ->
+    {_, Libraries} = persistent_term:get(?LIBRARIES, {0, #{}}),
+    Infos = lists:append([stores(Library) || Library <- maps:values(Libraries)]),
+    lists:sort(fun(#{id := A}, #{id := B}) -> A =< B end, Infos).
 
 %% The application's priv dir, or the priv dir beside this module's ebin when the code was added by path only.
 -spec priv_dir() -> file:filename().
@@ -134,6 +159,10 @@ unusable(_Store) -> ?NOT_LOADED.
 -spec info(store()) -> info().
 info(_Store) -> ?NOT_LOADED.
 
--spec stores() -> [info()].
-stores() -> ?NOT_LOADED.
+%% A handle on the library loaded now, and the number of its mapping (the same for every handle on it).
+-spec library() -> {library(), pos_integer()}.
+library() -> ?NOT_LOADED.
+
+-spec stores(library()) -> [info()].
+stores(_Library) -> ?NOT_LOADED.
 

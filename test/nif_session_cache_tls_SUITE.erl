@@ -17,7 +17,8 @@
          a_closed_listener_frees_its_store/1,
          a_killed_listener_cache_frees_its_store/1,
          restarting_ssl_recreates_the_client_store_and_resumption_works/1,
-         after_an_upgrade_from_a_second_directory_an_ssl_restart_resumes_again/1]).
+         a_load_from_a_second_directory_with_old_code_purged_first_carries_every_store_over/1,
+         a_load_from_a_second_directory_with_old_code_still_loaded_carries_every_store_over/1]).
 
 all() ->
     [sessions_resume_through_our_cache_in_both_roles,
@@ -30,7 +31,8 @@ all() ->
      a_closed_listener_frees_its_store,
      a_killed_listener_cache_frees_its_store,
      restarting_ssl_recreates_the_client_store_and_resumption_works,
-     after_an_upgrade_from_a_second_directory_an_ssl_restart_resumes_again].
+     a_load_from_a_second_directory_with_old_code_purged_first_carries_every_store_over,
+     a_load_from_a_second_directory_with_old_code_still_loaded_carries_every_store_over].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(crypto),
@@ -68,8 +70,7 @@ end_per_testcase(Case, Config) ->
     end.
 
 faults() ->
-    [a_killed_listener_cache_frees_its_store, restarting_ssl_recreates_the_client_store_and_resumption_works,
-     after_an_upgrade_from_a_second_directory_an_ssl_restart_resumes_again].
+    [a_killed_listener_cache_frees_its_store, restarting_ssl_recreates_the_client_store_and_resumption_works].
 
 %% logger handler callback.
 log(Event, #{config := #{pid := Pid}}) ->
@@ -206,48 +207,108 @@ restarting_ssl_recreates_the_client_store_and_resumption_works(Config) ->
     ?assertEqual({Id, true}, resumed(Config, Port2, Id)),
     ssl:close(Listener2).
 
-%% A release upgrade loads the NIF library from a new version directory. Stores made by the old library are not
-%% carried over (README, Caveats): calls on them, a fold in progress among them, raise badarg, and the new
-%% library lists none of them. What README tells users to do then, restart ssl and reopen the listeners, makes
-%% every store anew and resumption works again at once.
-after_an_upgrade_from_a_second_directory_an_ssl_restart_resumes_again(Config) ->
-    {Listener, Port} = listen(Config, []),
-    {Id0, _} = connect(Config, Port, []),
-    ok = await_stores(1, 1),
-    ?assertEqual({Id0, true}, resumed(Config, Port, Id0)),
+%% A release upgrade loads the NIF library from a new version directory (lib/nif_session_cache-NEW/priv) while
+%% listeners serve. Here an operator deletes and purges the old code first, so the new library loads afresh and
+%% the stores made before are of a resource type it did not open. Everything carries over (upgrade_under_load/2).
+a_load_from_a_second_directory_with_old_code_purged_first_carries_every_store_over(Config) ->
+    upgrade_under_load(Config, purged).
+
+%% The same with the old code still loaded when the new one loads, as release_handler's load_module instruction
+%% does: the new library's upgrade callback runs, and takes the stores' resource type over.
+a_load_from_a_second_directory_with_old_code_still_loaded_carries_every_store_over(Config) ->
+    upgrade_under_load(Config, still_loaded).
+
+%% Two listeners and the client store hold sessions; a store of 100 sessions has a fold and a select cursor in
+%% flight; a process keeps making handshakes. The library is loaded from a second directory, then from the
+%% first again. Across each load: no handshake fails, every session stored before still resumes in both roles,
+%% new sessions resume, the fold and the cursor finish with every entry once, stores() lists every store, and
+%% no cache process of OTP's restarts or logs an error (end_per_testcase).
+upgrade_under_load(Config, Mode) ->
+    {ListenerA, PortA} = listen(Config, []),
+    {ListenerB, PortB} = listen(Config, []),
+    Ports = [PortA, PortB],
+    Before = [element(1, connect(Config, P, [])) || P <- Ports],
+    ok = nif_session_cache_demo:wait_until(
+           fun() -> entries(client) =:= [2] andalso entries(server) =:= [1, 1] end, 10000),
+    Caches = lists:sort(listener_caches()),
+    Old = filename:dirname(code:which(nif_session_cache)),
+    Loop = handshake_loop(Config, Ports),
+    try
+        Listeners = [ListenerA, ListenerB],
+        New = across_a_load(Config, Mode, Listeners, Before, fun() -> upgrade_from(?config(priv_dir, Config), Old, Mode) end),
+        ?assertEqual(filename:join(filename:dirname(New), "priv"), code:priv_dir(nif_session_cache)),
+        Back = across_a_load(Config, Mode, Listeners, Before, fun() -> upgrade_from(undefined, Old, Mode) end),
+        ?assertEqual(Old, Back),
+        %% Every handshake of the loop, before, during and after both loads, resumed a session made first.
+        Handshakes = stop_handshake_loop(Loop),
+        ?assertEqual([], [H || H <- Handshakes, not lists:member(H, [{ok, Id} || Id <- Before])]),
+        ?assertEqual([], [P || P <- Caches, not is_process_alive(P)])
+    after
+        Loop ! stop,
+        [ssl:close(L) || L <- [ListenerA, ListenerB]],
+        code:which(nif_session_cache_nif) =:= filename:join(Old, "nif_session_cache_nif.beam")
+            orelse upgrade_from(undefined, Old, purged)
+    end.
+
+%% Runs Load (which returns the ebin it loaded from) with a fold and a select cursor in flight and handshakes
+%% going on, and checks everything a load must keep. Returns that ebin.
+across_a_load(Config, Mode, Listeners, Before, Load) ->
+    Ports = [element(2, element(2, ssl:sockname(L))) || L <- Listeners],
     Live = nif_session_cache:init([]),
     [ok = nif_session_cache:update(Live, {{"h", 1}, <<I:256>>}, {session, I}) || I <- lists:seq(1, 100)],
-    {FirstChunk, Next} = nif_session_cache_nif:fold(Live, 0),
-    ?assertEqual(64, length(FirstChunk)),
-    Old = filename:dirname(code:which(nif_session_cache)),
-    New = upgrade_from(?config(priv_dir, Config), Old),
-    try
-        ?assertEqual(filename:join(filename:dirname(New), "priv"), code:priv_dir(nif_session_cache)),
-        ?assertError(badarg, nif_session_cache:size(Live)),
-        ?assertError(badarg, nif_session_cache_nif:fold(Live, Next)),
-        ?assertEqual([], [S || #{id := _} = S <- nif_session_cache:stores()]),
-        ok = ssl:close(Listener),
-        ok = application:stop(ssl),
-        ok = ssl:start(),
-        {Listener2, Port2} = listen(Config, []),
-        {Id, _} = connect(Config, Port2, []),
-        ok = await_stores(1, 1),
-        ?assertEqual({Id, true}, resumed(Config, Port2, Id)),
-        ok = ssl:close(Listener2)
-    after
-        upgrade_from(undefined, Old)
-    end.
+    {Folded, Next} = nif_session_cache_nif:fold(Live, 0),
+    {Selected, Cursor} = nif_session_cache_nif:select(Live, {"h", 1}),
+    ?assertEqual({64, 64}, {length(Folded), length(Selected)}),
+    %% The stores made before the load: the client's, the two listeners' and this one.
+    Ids = [Id || {ok, #{id := Id}} <- [nif_session_cache:client_store() | [nif_session_cache:listener_store(L) || L <- Listeners]]]
+        ++ [maps:get(id, nif_session_cache:info(Live))],
+    ?assertEqual(4, length(Ids)),
+    Manager = whereis(ssl_manager),
+    Count = handshakes_so_far(),
+    Ebin = Load(),
+    %% The library from that directory is the one mapped now (found by its real path: priv may be a link).
+    Library = string:trim(os:cmd("readlink -f " ++ filename:join([filename:dirname(Ebin), "priv", "nif_session_cache_nif.so"]))),
+    ?assertEqual([Library], [L || L <- mapped_libraries(), L =:= Library], mapped_libraries()),
+    ?assertEqual(Mode =:= still_loaded, erlang:check_old_code(nif_session_cache_nif)),
+    %% The handshakes went on while the library loaded, and go on after.
+    ok = nif_session_cache_demo:wait_until(fun() -> handshakes_so_far() >= Count + 4 end, 20000),
+    ?assertEqual(lists:seq(1, 100), lists:sort([I || {{_, <<I:256>>}, _} <- fold_rest(Live, Next, Folded)])),
+    ?assertEqual(lists:seq(1, 100), lists:sort([I || {session, I} <- drain(nif_session_cache_nif:next(Cursor), Selected)])),
+    ?assertEqual(100, nif_session_cache:size(Live)),
+    %% Sessions made before the first load resume, each through both roles' stores made before it: the client store
+    %% holds only those, so a resumption is of one of them.
+    ?assertEqual([{Id, true} || Id <- Before], [resumed(Config, P, Id) || {P, Id} <- lists:zip(Ports, Before)]),
+    %% A session made now on a listener whose store was made before the load, and one on a listener opened now,
+    %% resume. The client is given them as {Id, Data}, so that its store keeps only the sessions made first.
+    {ListenerC, PortC} = listen(Config, []),
+    [begin
+         {Id, Data} = session(Config, P, []),
+         Resumes = fun() -> element(1, session(Config, P, [{reuse_session, {Id, Data}}])) =:= Id end,
+         ok = nif_session_cache_demo:wait_until(Resumes, 10000)
+     end || P <- [hd(Ports), PortC]],
+    ok = ssl:close(ListenerC),
+    %% Every store made before the load is still listed, with one made after it.
+    After = nif_session_cache:init([]),
+    Listed = [Id || #{id := Id} <- nif_session_cache:stores()],
+    ?assertEqual([], (Ids ++ [maps:get(id, nif_session_cache:info(After))]) -- Listed),
+    ?assertEqual(Manager, whereis(ssl_manager)),
+    ok = nif_session_cache:terminate(Live),
+    ok = nif_session_cache:terminate(After),
+    Ebin.
 
 %%% Helpers
 
-%% Loads nif_session_cache_nif, and with it the NIF library, from a copy of the application's ebin and priv
-%% under Dir, as a release upgrade does (or from Back, undone, when Dir is undefined). Returns the ebin.
-upgrade_from(undefined, Back) ->
+%% Loads nif_session_cache_nif, and with it the NIF library, from a copy of the application's ebin and priv under
+%% Dir, as a release upgrade does (or from Back when Dir is undefined). purged: the old code is deleted and purged
+%% first; still_loaded: it stays, as release_handler's load_module leaves it (after a soft purge of any older
+%% code, which load_module also does). Returns the ebin.
+upgrade_from(undefined, Back, Mode) ->
     true = code:replace_path(nif_session_cache, Back),
-    reload_nif_module(),
+    reload_nif_module(Mode),
     Back;
-upgrade_from(Dir, Old) ->
-    App = filename:join(Dir, "nif_session_cache-2.0.0"),
+upgrade_from(Dir, Old, Mode) ->
+    %% A directory no earlier case used: a library that is mapped must never be written over.
+    App = filename:join([Dir, integer_to_list(erlang:unique_integer([positive])), "nif_session_cache-2.0.0"]),
     [begin
          ok = filelib:ensure_path(filename:join(App, Sub)),
          From = filename:join(filename:dirname(Old), Sub),
@@ -256,14 +317,73 @@ upgrade_from(Dir, Old) ->
      end || Sub <- ["ebin", "priv"]],
     New = filename:join(App, "ebin"),
     true = code:replace_path(nif_session_cache, New),
-    reload_nif_module(),
+    reload_nif_module(Mode),
     New.
 
-reload_nif_module() ->
+%% purged: between the purge and the load the module is gone, and a handshake's call loads it (the shell's code
+%% path loads on demand), so ensure_loaded, not load_file: a load_file racing that load is lost by OTP's code
+%% server, and its caller waits forever.
+reload_nif_module(purged) ->
     true = code:delete(nif_session_cache_nif),
     _ = code:purge(nif_session_cache_nif),
+    {module, nif_session_cache_nif} = code:ensure_loaded(nif_session_cache_nif),
+    ok;
+reload_nif_module(still_loaded) ->
+    true = code:soft_purge(nif_session_cache_nif),
     {module, nif_session_cache_nif} = code:load_file(nif_session_cache_nif),
     ok.
+
+%% A process that makes handshakes on Ports in turn until stopped, each resuming what the client store offers;
+%% it records each outcome.
+handshake_loop(Config, Ports) ->
+    Parent = self(),
+    put(handshakes, counters:new(1, [])),
+    Counter = get(handshakes),
+    spawn_link(fun() -> handshake_loop(Config, Ports, Parent, Counter, []) end).
+
+handshake_loop(Config, [Port | _] = Ports, Parent, Counter, Done) ->
+    receive
+        stop -> Parent ! {handshakes, lists:reverse(Done)}
+    after 0 ->
+            Outcome = try connect(Config, Port, []) of
+                          {Id, _} -> {ok, Id}
+                      catch
+                          Class:Reason -> {error, {Class, Reason}}
+                      end,
+            counters:add(Counter, 1, 1),
+            handshake_loop(Config, tl(Ports) ++ [Port], Parent, Counter, [Outcome | Done])
+    end.
+
+handshakes_so_far() ->
+    counters:get(get(handshakes), 1).
+
+stop_handshake_loop(Loop) ->
+    Loop ! stop,
+    receive {handshakes, Done} -> Done after 30000 -> ct:fail(handshake_loop_stuck) end.
+
+%% A connection with {reuse_sessions, false}, which leaves the client store alone: its session as {Id, Data}.
+session(Config, Port, Extra) ->
+    {ok, Socket} = ssl:connect("localhost", Port, Extra ++ [{reuse_sessions, false} | ?config(client_opts, Config)], 5000),
+    {ok, [{session_id, Id}, {session_data, Data}]} = ssl:connection_information(Socket, [session_id, session_data]),
+    ok = ssl:close(Socket),
+    {Id, Data}.
+
+mapped_libraries() ->
+    {ok, Maps} = file:read_file("/proc/self/maps"),
+    lists:usort([binary_to_list(lists:last(binary:split(L, <<" ">>, [global, trim_all])))
+                 || L <- binary:split(Maps, <<"\n">>, [global, trim_all]), binary:match(L, <<".so">>) =/= nomatch]).
+
+fold_rest(_Store, done, Acc) -> Acc;
+fold_rest(Store, From, Acc) ->
+    {Items, Next} = case nif_session_cache_nif:fold(Store, From) of
+                        dirty -> nif_session_cache_nif:fold_dirty(Store, From);
+                        Chunk -> Chunk
+                    end,
+    fold_rest(Store, Next, Items ++ Acc).
+
+drain({Items, done}, Acc) -> Items ++ Acc;
+drain({Items, Cursor}, Acc) -> drain(nif_session_cache_nif:next(Cursor), Items ++ Acc).
+
 
 env_keys() ->
     [session_cb, client_session_cb, server_session_cb, session_cache_client_max, session_cache_server_max].

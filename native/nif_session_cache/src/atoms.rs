@@ -1,22 +1,42 @@
-//! Every atom the NIF layer returns or matches, in one place.
+//! Every atom the NIF layer returns or matches, in one place, and `info/1`'s reports (`session_nif::info`), whose
+//! names become atoms here.
+
+use rustler::{Atom, Encoder, Env, NifResult, Term};
+use session_nif::info::Info;
+
+/// What a NIF raises when the VM has no memory for its result.
+pub const ENOMEM: rustler::Error = rustler::Error::RaiseAtom("enomem");
 
 rustler::atoms! {
     ok, undefined, done, error, badarg,
     // What a call answers besides its result: go on on a dirty scheduler, ask Redis, publish what was stored.
     // Never in place of a stored term: a lookup's session comes back as `{ok, Session}`.
     dirty, remote, publish,
+    // A write on an object whose library cannot be called (`forward.rs`); the names the ABI finds objects by.
+    unreachable, nif_session_cache_nif, nif_session_cache_object,
     // Roles, as OTP passes them to init/1.
     client, server,
     // Reasons carried by `{badarg, Reason}` errors.
     not_owner, terminated, bad_key, holds_store, enomem, internal_error,
-    // info/1.
-    id, role, owner, entries, bytes, held_bytes, index_bytes,
-    lookup_hits, lookup_misses, inserts, replaces, deletes, select_hits, select_misses,
-    scheduler, budget, largest_call, dirty_calls, freed_later, shared,
+    // What info/1 adds to its report.
+    role, owner,
     // The shared level's options (`share/2`) and info.
     url, namespace, keys, timeout_ms, queue, max_in_flight, max_reads_per_s, breaker_threshold,
-    breaker_cool_down_ms, margin_s, already_shared,
-    state, closed, open, probing, gets, hits, misses, sets, drops, errors, latency_us, p50, p99, max, miss,
-    // Why a read of the shared level found nothing (`session_share::stats::Miss`).
-    absent, breaker_open, busy, timeout, unsealed, unusable,
+    breaker_cool_down_ms, margin_s, already_shared, miss, unusable,
+}
+
+/// A report as a map, each name an atom.
+pub fn report<'a>(env: Env<'a>, report: &[(&str, Info)]) -> NifResult<Term<'a>> {
+    let pair = |(name, info): &(&str, Info)| Ok((Atom::from_str(env, name)?, value(env, info)?));
+    let pairs = report.iter().map(pair).collect::<NifResult<Vec<_>>>()?;
+    Term::map_from_pairs(env, &pairs)
+}
+
+fn value<'a>(env: Env<'a>, info: &Info) -> NifResult<Term<'a>> {
+    Ok(match info {
+        Info::Number(n) => n.encode(env),
+        Info::Flag(flag) => flag.encode(env),
+        Info::Name(name) => Atom::from_str(env, name)?.encode(env),
+        Info::Map(map) => report(env, map)?,
+    })
 }

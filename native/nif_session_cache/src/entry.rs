@@ -13,13 +13,14 @@
 //! Nothing here implements Debug: an entry holds a master secret.
 
 use std::alloc::Layout;
+use std::ffi::CStr;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use rustler::sys::{
-    enif_alloc_resource, enif_open_resource_type, enif_release_resource, ErlNifResourceFlags,
-    ErlNifResourceType,
+    enif_alloc_resource, enif_init_resource_type, enif_release_resource, ErlNifResourceFlags,
+    ErlNifResourceType, ErlNifResourceTypeInit,
 };
 use rustler::{Env, Term};
 use session_codec::entry::{block_bytes, entry_bytes, Header, BLOCK_ALIGN, HEADER_BYTES};
@@ -38,22 +39,42 @@ static OTP_RELEASE: AtomicU32 = AtomicU32::new(u32::MAX);
 /// objects do.
 static BLOCK_TYPE: AtomicPtr<ErlNifResourceType> = AtomicPtr::new(ptr::null_mut());
 
-/// Called from the library's load callback, with the OTP release and its environment: opens the blocks' type.
+/// Called from the library's load or upgrade callback, with the OTP release and its environment: opens the
+/// blocks' type, which has no callbacks (the module's doc says why).
 pub fn load(env: Env, release: u32) -> bool {
     OTP_RELEASE.store(release, Ordering::Relaxed);
-    // SAFETY: called from load, with its environment; the type has no destructor, as the module's doc says why.
-    let opened = unsafe {
-        enif_open_resource_type(
-            env.as_c_arg(),
-            ptr::null(),
-            c"nif_session_cache_entry".as_ptr(),
-            None,
-            ErlNifResourceFlags::ERL_NIF_RT_CREATE,
-            ptr::null_mut(),
-        )
+    let none = ErlNifResourceTypeInit {
+        dtor: ptr::null(),
+        stop: ptr::null(),
+        down: ptr::null(),
+        members: 0,
+        dyncall: ptr::null(),
     };
-    BLOCK_TYPE.store(opened as *mut ErlNifResourceType, Ordering::Release);
+    let opened = open_type(env, c"nif_session_cache_entry", &none);
+    BLOCK_TYPE.store(opened.cast_mut(), Ordering::Release);
     !opened.is_null()
+}
+
+/// Takes the resource type `name` over from a loaded library that has it, else creates it: from a load or upgrade
+/// callback, with its environment. Null if the VM refuses.
+pub fn open_type(
+    env: Env,
+    name: &CStr,
+    init: &ErlNifResourceTypeInit,
+) -> *const ErlNifResourceType {
+    let (env, name) = (env.as_c_arg(), name.as_ptr());
+    let (takeover, create) = (
+        ErlNifResourceFlags::ERL_NIF_RT_TAKEOVER,
+        ErlNifResourceFlags::ERL_NIF_RT_CREATE,
+    );
+    // SAFETY: called from load or upgrade, with its environment; `init`'s callbacks are the caller's to vouch for.
+    // TAKEOVER alone finds only a type a loaded library has; CREATE alone makes one.
+    unsafe {
+        match enif_init_resource_type(env, name, init, takeover, ptr::null_mut()) {
+            taken if !taken.is_null() => taken,
+            _ => enif_init_resource_type(env, name, init, create, ptr::null_mut()),
+        }
+    }
 }
 
 /// A counted reference to one entry.

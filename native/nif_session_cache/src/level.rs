@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustler::env::OwnedEnv;
-use rustler::{Atom, Binary, Encoder, Env, NifResult, Term};
+use rustler::{Atom, Binary, Env, NifResult, Term};
 use session_codec::term::Term as _;
-use session_share::breaker::State;
+use session_nif::info::Info;
 use session_share::remote::{redis_key, Config, ConfigError, Remote};
 use session_share::seal::{Keys, OpenError};
 use session_share::stats::Miss;
@@ -109,35 +109,9 @@ impl SharedLevel {
         self.margin_s
     }
 
-    /// `info/1`'s `shared` map: the breaker's state, the counters, and the latency of reads that reached Redis.
-    pub fn describe<'a>(&self, env: Env<'a>) -> NifResult<Term<'a>> {
-        let stats = self.remote.stats();
-        let state = match self.remote.breaker() {
-            State::Closed => atoms::closed(),
-            State::Open => atoms::open(),
-            State::Probing => atoms::probing(),
-        };
-        let by_reason: Vec<(Atom, u64)> = stats
-            .misses
-            .iter()
-            .map(|&(why, n)| (reason(why), n))
-            .collect();
-        let latency = [
-            (atoms::p50(), stats.p50_us),
-            (atoms::p99(), stats.p99_us),
-            (atoms::max(), stats.max_us),
-        ];
-        let pairs: [(Atom, Term<'a>); 8] = [
-            (atoms::state(), state.encode(env)),
-            (atoms::gets(), stats.gets.encode(env)),
-            (atoms::hits(), stats.hits.encode(env)),
-            (atoms::misses(), Term::map_from_pairs(env, &by_reason)?),
-            (atoms::sets(), stats.sets.encode(env)),
-            (atoms::drops(), stats.drops.encode(env)),
-            (atoms::errors(), stats.write_errors.encode(env)),
-            (atoms::latency_us(), Term::map_from_pairs(env, &latency)?),
-        ];
-        Term::map_from_pairs(env, &pairs)
+    /// `info/1`'s `shared` map (`session_nif::info::shared`).
+    pub fn info(&self) -> Info {
+        session_nif::info::shared(&self.remote.stats(), self.remote.breaker())
     }
 }
 
@@ -148,14 +122,6 @@ struct Sealing {
 }
 
 /// A miss's reason, as Erlang sees it.
-pub fn reason(why: Miss) -> Atom {
-    match why {
-        Miss::Absent => atoms::absent(),
-        Miss::BreakerOpen => atoms::breaker_open(),
-        Miss::Busy => atoms::busy(),
-        Miss::Timeout => atoms::timeout(),
-        Miss::Error => atoms::error(),
-        Miss::Unsealed => atoms::unsealed(),
-        Miss::Unusable => atoms::unusable(),
-    }
+pub fn reason(env: Env, why: Miss) -> NifResult<Atom> {
+    Atom::from_str(env, why.name())
 }

@@ -3,33 +3,29 @@
 //! that needs no VM is theirs, and tested there.
 //!
 //! Its modules form a stack, each importing only those below it:
+//! - `init`: the library's entry, with load and upgrade callbacks;
+//! - `forward`: every NIF's trampoline, which takes a call on another library's object to that library;
 //! - `nifs`, `walk`, `shared`: the functions Erlang calls;
-//! - `resource`: what Erlang holds (stores, across reloads of the library; cursors; stopped packings);
+//! - `object`: what Erlang holds (stores, cursors, stopped packings, library handles), across loads;
+//! - `resource`: stores, cursors and stopped packings, and the list of live stores;
 //! - `level`: a store's shared level; `entry`: one entry's memory; `held`: terms kept as terms;
-//! - `key`, `term`: rustler's terms as the codec sees them, and terms made for it;
-//! - `reaper`, `error`, `atoms`.
+//! - `term`: rustler's terms as the codec sees them, and terms made for it;
+//! - `abi`: the C ABI between loads; `reaper`, `error`, `atoms` (and `info/1`'s reports as maps).
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod abi;
 mod atoms;
 mod entry;
 mod error;
+mod forward;
 mod held;
-mod key;
+mod init;
 mod level;
 mod nifs;
+mod object;
 mod reaper;
 mod resource;
 mod shared;
 mod term;
 mod walk;
-
-rustler::init!("nif_session_cache_nif", load = load);
-
-/// Opens the resource types of entries with blobs (`entry.rs`) and of stores, the latter in a way that keeps stores
-/// made before a reload usable (`resource.rs`). The load info is the VM's OTP release, on which what its
-/// allocators add to an entry depends.
-fn load(env: rustler::Env, load_info: rustler::Term) -> bool {
-    entry::load(env, load_info.decode::<u32>().unwrap_or(u32::MAX))
-        && resource::open_store_type(env)
-}

@@ -8,16 +8,20 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use rustler::{Atom, Encoder, Env, NifResult, ResourceArc, Term};
-use session_codec::key::binary_of;
+use rustler::{Atom, Encoder, Env, NifResult, Term};
+use session_codec::key::{binary_of, with_key, KeyError};
 use session_codec::pack::{Item, Items, Packer, SCHEDULER_BUDGET};
+use session_nif::info;
+use session_nif::key::with_store_key;
+use session_store::sync::lock;
 use session_store::Inserted;
 
-use crate::atoms;
+use crate::atoms::{self, ENOMEM};
 use crate::entry::Entry;
-use crate::error::CacheError;
+use crate::error::{AsAtom, CacheError};
 use crate::held::Held;
-use crate::key::{with_key, with_store_key};
+use crate::object::{self, Body};
+use crate::reaper;
 use crate::resource::{self, Resume, Store};
 use crate::term::Viewed;
 
@@ -27,8 +31,8 @@ fn new(env: Env, role: Atom) -> NifResult<Term> {
     if ![atoms::client(), atoms::server(), atoms::undefined()].contains(&role) {
         return Err(rustler::Error::BadArg);
     }
-    resource::make_store(env, Store::new(env.pid(), role))
-        .ok_or(rustler::Error::RaiseAtom("enomem"))
+    let store = Store::new(env.pid(), role, object::is_ours);
+    object::make(env, Body::Store(store)).ok_or(ENOMEM)
 }
 
 /// Empties the store for good; owner only. Normal scheduler, O(shards): a large store is freed on a thread.
@@ -44,26 +48,25 @@ fn terminate<'a>(env: Env<'a>, store: Term<'a>) -> Atom {
 #[rustler::nif]
 fn lookup<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>) -> NifResult<Term<'a>> {
     let store = store_arg(store)?;
-    let found = with_key(key, |bytes| {
+    let found = with_key(Viewed(key), |bytes| {
         store.entries.read(bytes, |entry| {
             (entry.cost() <= SCHEDULER_BUDGET).then(|| (entry.cost(), entry.copy_out(env, false)))
         })
     });
     match found {
         Ok(Some(Some((cost, copy)))) => {
-            store.spent(cost);
-            let session = copy.ok_or(rustler::Error::RaiseAtom("enomem"))?;
-            Ok((atoms::ok(), session).encode(env))
+            store.scheduling.spent(cost);
+            Ok((atoms::ok(), copy.ok_or(ENOMEM)?).encode(env))
         }
         Ok(Some(None)) => {
-            store.went_dirty();
+            store.scheduling.went_dirty();
             Ok(atoms::dirty().encode(env))
         }
         Ok(None) if store.shared.get().is_some() => Ok(atoms::remote().encode(env)),
         Ok(None) => Ok(atoms::undefined().encode(env)),
         // The VM had no memory to encode the key (only bignums, pids, ports and references need it).
-        Err(CacheError::OutOfMemory) => Err(rustler::Error::RaiseAtom("enomem")),
-        Err(_) => {
+        Err(KeyError::OutOfMemory) => Err(ENOMEM),
+        Err(KeyError::Unsupported) => {
             // A key the store could not hold: a miss that never reached the map, counted all the same.
             store.entries.count_miss();
             Ok(atoms::undefined().encode(env))
@@ -76,15 +79,10 @@ fn lookup<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>) -> NifResult<Term<'a
 #[rustler::nif(schedule = "DirtyCpu")]
 fn lookup_dirty<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>) -> NifResult<Term<'a>> {
     let store = store_arg(store)?;
-    match with_key(key, |bytes| store.entries.peek(bytes)) {
-        Ok(Some(entry)) => {
-            let session = entry
-                .copy_out(env, false)
-                .ok_or(rustler::Error::RaiseAtom("enomem"))?;
-            Ok((atoms::ok(), session).encode(env))
-        }
-        Ok(None) | Err(CacheError::BadKey) => Ok(atoms::undefined().encode(env)),
-        Err(_) => Err(rustler::Error::RaiseAtom("enomem")),
+    match with_key(Viewed(key), |bytes| store.entries.peek(bytes)) {
+        Ok(Some(entry)) => Ok((atoms::ok(), entry.copy_out(env, false).ok_or(ENOMEM)?).encode(env)),
+        Ok(None) | Err(KeyError::Unsupported) => Ok(atoms::undefined().encode(env)),
+        Err(KeyError::OutOfMemory) => Err(ENOMEM),
     }
 }
 
@@ -106,12 +104,14 @@ fn update<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>, session: Term<'a>) -
             packer.reset();
             let mut items = Item::pair(Viewed(key), Viewed(session));
             let stored = pack_and_store(store, key, packer, &mut items, SCHEDULER_BUDGET);
-            store.spent(packer.spent());
+            store.scheduling.spent(packer.spent());
             match stored {
                 Err(CacheError::OverBudget) => {
-                    store.went_dirty();
+                    store.scheduling.went_dirty();
                     let shape = items.iter().map(Item::shape).collect();
-                    let resume = ResourceArc::new(Resume::new((std::mem::take(packer), shape)));
+                    let resume =
+                        Body::Resume(Box::new(Resume::new(Some((std::mem::take(packer), shape)))));
+                    let resume = object::make(env, resume).ok_or(CacheError::OutOfMemory)?;
                     let items: Vec<Term<'a>> = items.iter().map(|item| export(env, item)).collect();
                     Ok((atoms::dirty(), resume, items).encode(env))
                 }
@@ -133,8 +133,10 @@ fn update_dirty<'a>(
 ) -> Term<'a> {
     guarded(env, || {
         let store = writable(env, store)?;
-        let resume: ResourceArc<Resume> = resume.decode().map_err(|_| CacheError::BadArg)?;
-        let (mut packer, shape) = resume.take().ok_or(CacheError::BadArg)?;
+        let Some(Body::Resume(resume)) = object::own(resume) else {
+            return Err(CacheError::BadArg);
+        };
+        let (mut packer, shape) = lock(resume).take().ok_or(CacheError::BadArg)?;
         let parts: Vec<(u8, Term<'a>, u32, u8)> = items.decode().map_err(|_| CacheError::BadArg)?;
         let mut items = Items::new();
         for (kind, term, number, depth) in parts {
@@ -166,7 +168,7 @@ fn pack_and_store<'a>(
     items: &mut Items<'a, Viewed<'a>>,
     budget: usize,
 ) -> Result<Atom, CacheError> {
-    with_store_key(key, |encoded| {
+    with_store_key(Viewed(key), |encoded| {
         packer.run(items, &mut &store.parts, binary_of(encoded.bytes()), budget)?;
         let entry = Entry::new(encoded.bytes(), packer).ok_or(CacheError::OutOfMemory)?;
         let shared = store.shared.get().is_some() && binary_of(encoded.bytes()).is_some();
@@ -186,7 +188,7 @@ fn pack_and_store<'a>(
 #[rustler::nif]
 fn delete<'a>(env: Env<'a>, store: Term<'a>, key: Term<'a>) -> Atom {
     outcome(writable(env, store).and_then(|store| {
-        match with_store_key(key, |key| store.entries.remove(key)) {
+        match with_store_key(Viewed(key), |key| store.entries.remove(key)) {
             Ok(removed) => removed
                 .map(|entry| entry.map_or((), |entry| store.release(entry)))
                 .map_err(CacheError::from),
@@ -210,62 +212,57 @@ fn info<'a>(env: Env<'a>, store: Term<'a>) -> NifResult<Term<'a>> {
     describe(env, store_arg(store)?)
 }
 
-/// `info/1` of every live store, oldest first. O(stores), a few microseconds each, so on a dirty CPU scheduler: a
-/// node may have thousands of listeners, and a monitor may poll this.
+/// A handle on this library, and a number that is the same for every handle on it: the loader keeps one per
+/// library, so that `stores/1` reaches every library's stores. Pins the library (`reaper.rs`). Normal scheduler.
+#[rustler::nif]
+fn library(env: Env) -> NifResult<(Term, usize)> {
+    reaper::start();
+    let handle = object::make(env, Body::Library).ok_or(ENOMEM)?;
+    Ok((handle, object::mapping()))
+}
+
+/// `info/1` of every live store of the library `handle` is on (`library/0`), oldest first. O(stores), a few
+/// microseconds each, so on a dirty CPU scheduler: a node may have thousands of listeners, and a monitor may poll
+/// this.
 #[rustler::nif(schedule = "DirtyCpu")]
-fn stores(env: Env) -> NifResult<Vec<Term>> {
-    resource::live()
+fn stores<'a>(env: Env<'a>, handle: Term<'a>) -> NifResult<Vec<Term<'a>>> {
+    let Some(Body::Library) = object::own(handle) else {
+        return Err(rustler::Error::BadArg);
+    };
+    resource::STORES
+        .live()
         .iter()
         .map(|store| describe(env, store))
         .collect()
 }
 
+/// `info/1` of a store: the plain crates' report, and what only the VM knows, its role and owner.
 fn describe<'a>(env: Env<'a>, store: &Store) -> NifResult<Term<'a>> {
-    let entries = &store.entries;
-    let counts = entries.counts();
-    let held_bytes = store.parts.bytes();
-    let scheduler = [
-        (atoms::budget(), SCHEDULER_BUDGET as u64),
-        (atoms::largest_call(), store.largest_call() as u64),
-        (atoms::dirty_calls(), store.dirty_calls()),
-        (atoms::freed_later(), store.freed_later()),
-    ];
-    let mut pairs: Vec<(Atom, Term<'a>)> = vec![
-        (atoms::id(), store.id.encode(env)),
-        (atoms::role(), store.role.encode(env)),
-        (atoms::owner(), store.owner.encode(env)),
-        (atoms::entries(), entries.len().encode(env)),
-        (atoms::bytes(), (entries.bytes() + held_bytes).encode(env)),
-        (atoms::held_bytes(), held_bytes.encode(env)),
-        (atoms::index_bytes(), entries.index_bytes().encode(env)),
-        (atoms::terminated(), entries.is_terminated().encode(env)),
-        (atoms::lookup_hits(), counts.lookup_hits.encode(env)),
-        (atoms::lookup_misses(), counts.lookup_misses.encode(env)),
-        (atoms::inserts(), counts.inserts.encode(env)),
-        (atoms::replaces(), counts.replaces.encode(env)),
-        (atoms::deletes(), counts.deletes.encode(env)),
-        (atoms::select_hits(), counts.select_hits.encode(env)),
-        (atoms::select_misses(), counts.select_misses.encode(env)),
-        (atoms::scheduler(), Term::map_from_pairs(env, &scheduler)?),
-    ];
+    let (entries, scheduling) = (&store.entries, &store.scheduling);
+    let held = store.parts.bytes();
+    let mut report = info::store(store.id, entries, held, scheduling, SCHEDULER_BUDGET);
     if let Some(shared) = store.shared.get() {
-        pairs.push((atoms::shared(), shared.describe(env)?));
+        report.push(("shared", shared.info()));
     }
-    Term::map_from_pairs(env, &pairs)
+    atoms::report(env, &report)?
+        .map_put(atoms::role(), store.role)?
+        .map_put(atoms::owner(), store.owner)
 }
 
 /// The store `term` refers to.
 pub fn store_arg(term: Term<'_>) -> NifResult<&Store> {
-    resource::store(term)
+    object::store(term)
         .map(|store| &**store)
         .ok_or(rustler::Error::BadArg)
 }
 
 /// The store `term` refers to, if it is one and the calling process owns it.
 pub fn writable<'a>(env: Env<'a>, term: Term<'a>) -> Result<&'a Store, CacheError> {
-    let store = resource::store(term).ok_or(CacheError::BadArg)?;
-    store.check_writer(env)?;
-    Ok(store)
+    match object::store(term) {
+        Some(store) if store.owner == env.pid() => Ok(store),
+        Some(_) => Err(CacheError::NotOwner),
+        None => Err(CacheError::BadArg),
+    }
 }
 
 /// A write's outcome as the atom Erlang receives: `ok` or the error's atom.

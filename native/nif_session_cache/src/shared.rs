@@ -6,6 +6,7 @@ use std::time::Duration;
 use rustler::{Atom, Binary, Encoder, Env, NifResult, OwnedBinary, Term};
 
 use crate::atoms;
+use crate::error::AsAtom;
 use crate::level::{reason, SharedLevel};
 use crate::nifs::{store_arg, writable};
 
@@ -68,7 +69,7 @@ fn fetch<'a>(env: Env<'a>, store: Term<'a>, id: Binary<'a>) -> NifResult<Term<'a
             bytes.as_mut_slice().copy_from_slice(&session);
             Ok((atoms::ok(), bytes.release(env), level.margin_s()).encode(env))
         }
-        Err(why) => Ok((atoms::miss(), reason(why)).encode(env)),
+        Err(why) => Ok((atoms::miss(), reason(env, why)?).encode(env)),
     }
 }
 

@@ -4,14 +4,18 @@
 
 use std::sync::Arc;
 
-use rustler::{Encoder, Env, NifResult, ResourceArc, Term};
+use rustler::{Encoder, Env, NifResult, Term};
+use session_codec::key::with_group;
 use session_codec::pack::SCHEDULER_BUDGET;
+use session_store::sync::lock;
+use session_store::Budget;
 
-use crate::atoms;
+use crate::atoms::{self, ENOMEM};
 use crate::entry::Entry;
-use crate::key::with_group;
 use crate::nifs::store_arg;
-use crate::resource::{self, Cursor, CursorState, Store};
+use crate::object::{self, Body};
+use crate::resource::{Cursor, CursorState};
+use crate::term::Viewed;
 
 /// Entries copied per call: about 64 µs for OTP sessions.
 const CHUNK: usize = 64;
@@ -22,10 +26,10 @@ const SCAN_SLOTS: usize = 4096;
 /// more. Normal scheduler: one lookup, then a chunk (`next`).
 #[rustler::nif]
 fn select<'a>(env: Env<'a>, store: Term<'a>, partial_key: Term<'a>) -> NifResult<Term<'a>> {
-    let handle = resource::store(store).ok_or(rustler::Error::BadArg)?;
+    let handle = object::store(store).ok_or(rustler::Error::BadArg)?;
     let mut pending = Vec::new();
     // A partial key the store could not hold has no sessions.
-    let selection = with_group(partial_key, |group| {
+    let selection = with_group(Viewed(partial_key), |group| {
         handle.entries.select(group, CHUNK, &mut pending)
     });
     let mut state = CursorState {
@@ -34,9 +38,12 @@ fn select<'a>(env: Env<'a>, store: Term<'a>, partial_key: Term<'a>) -> NifResult
         pending,
     };
     // A first session too costly for this scheduler makes an empty first chunk; `next` then asks for a dirty one.
-    let chunk = step(env, &mut state, SCHEDULER_BUDGET)?.unwrap_or((Vec::new(), true));
+    let chunk = step(env, &mut state, normal())?.unwrap_or((Vec::new(), true));
     Ok(match chunk {
-        (items, true) => (items, ResourceArc::new(Cursor::new(state))).encode(env),
+        (items, true) => {
+            let cursor = object::make(env, Body::Cursor(Box::new(Cursor::new(state))));
+            (items, cursor.ok_or(ENOMEM)?).encode(env)
+        }
         (items, false) => (items, atoms::done()).encode(env),
     })
 }
@@ -45,23 +52,28 @@ fn select<'a>(env: Env<'a>, store: Term<'a>, partial_key: Term<'a>) -> NifResult
 /// alone costs more than the budget. Normal scheduler.
 #[rustler::nif]
 fn next<'a>(env: Env<'a>, cursor: Term<'a>) -> NifResult<Term<'a>> {
-    next_within(env, cursor, SCHEDULER_BUDGET)
+    next_within(env, cursor, normal())
 }
 
 /// `next` of a cursor whose next session is too costly for a normal scheduler. Dirty CPU scheduler.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn next_dirty<'a>(env: Env<'a>, cursor: Term<'a>) -> NifResult<Term<'a>> {
-    next_within(env, cursor, usize::MAX)
+    next_within(env, cursor, Budget::dirty())
 }
 
-fn next_within<'a>(env: Env<'a>, term: Term<'a>, budget: usize) -> NifResult<Term<'a>> {
-    let cursor: ResourceArc<Cursor> = term.decode()?;
-    cursor.with_state(|state| {
-        Ok(match step(env, state, budget)? {
-            None => atoms::dirty().encode(env),
-            Some((items, true)) => (items, term).encode(env),
-            Some((items, false)) => (items, atoms::done()).encode(env),
-        })
+/// The budget of a call on a normal scheduler.
+fn normal() -> Budget {
+    Budget::normal(SCHEDULER_BUDGET)
+}
+
+fn next_within<'a>(env: Env<'a>, term: Term<'a>, budget: Budget) -> NifResult<Term<'a>> {
+    let Some(Body::Cursor(cursor)) = object::own(term) else {
+        return Err(rustler::Error::BadArg);
+    };
+    Ok(match step(env, &mut lock(cursor), budget)? {
+        None => atoms::dirty().encode(env),
+        Some((items, true)) => (items, term).encode(env),
+        Some((items, false)) => (items, atoms::done()).encode(env),
     })
 }
 
@@ -71,7 +83,7 @@ fn next_within<'a>(env: Env<'a>, term: Term<'a>, budget: usize) -> NifResult<Ter
 fn step<'a>(
     env: Env<'a>,
     state: &mut CursorState,
-    budget: usize,
+    mut budget: Budget,
 ) -> NifResult<Option<(Vec<Term<'a>>, bool)>> {
     let store = Arc::clone(&state.store);
     if state.pending.is_empty() {
@@ -85,13 +97,15 @@ fn step<'a>(
         }
     }
     // Sessions are handed out from the end of `pending`, in their order there.
-    let taken = within(state.pending.iter().rev().take(CHUNK), budget);
+    let chunk = state.pending.iter().rev().take(CHUNK);
+    let taken = chunk.take_while(|entry| budget.take(entry.cost())).count();
     if taken == 0 && !state.pending.is_empty() {
-        store.went_dirty();
+        store.scheduling.went_dirty();
         return Ok(None);
     }
     let rest = state.pending.len() - taken;
-    let items = copy_all(env, &store, &state.pending[rest..], false, budget)?;
+    store.scheduling.note(&budget);
+    let items = copy_all(env, &state.pending[rest..], false)?;
     state.pending.truncate(rest);
     Ok(Some((
         items,
@@ -105,70 +119,42 @@ fn step<'a>(
 /// goes on across a reload of the library, as stores do.
 #[rustler::nif]
 fn fold<'a>(env: Env<'a>, store: Term<'a>, from: usize) -> NifResult<Term<'a>> {
-    fold_within(env, store, from, SCHEDULER_BUDGET)
+    fold_within(env, store, from, normal())
 }
 
 /// `fold` from a slot whose entry is too costly for a normal scheduler. Dirty CPU scheduler.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn fold_dirty<'a>(env: Env<'a>, store: Term<'a>, from: usize) -> NifResult<Term<'a>> {
-    fold_within(env, store, from, usize::MAX)
+    fold_within(env, store, from, Budget::dirty())
 }
 
 fn fold_within<'a>(
     env: Env<'a>,
     store: Term<'a>,
     from: usize,
-    budget: usize,
+    mut budget: Budget,
 ) -> NifResult<Term<'a>> {
     let store = store_arg(store)?;
     let mut taken = Vec::new();
-    let mut spent = 0usize;
     let next = store
         .entries
         .scan(from, CHUNK, SCAN_SLOTS, &mut taken, |entry| {
-            spent = spent.saturating_add(entry.cost());
-            spent <= budget
+            budget.take(entry.cost())
         });
     if taken.is_empty() && next == Some(from) {
-        store.went_dirty();
+        store.scheduling.went_dirty();
         return Ok(atoms::dirty().encode(env));
     }
-    let entries = copy_all(env, store, &taken, true, budget)?;
+    store.scheduling.note(&budget);
+    let entries = copy_all(env, &taken, true)?;
     Ok(match next {
         Some(next) => (entries, next).encode(env),
         None => (entries, atoms::done()).encode(env),
     })
 }
 
-/// How many of `entries`, in order, together cost at most `budget`.
-fn within<'e>(entries: impl Iterator<Item = &'e Entry>, budget: usize) -> usize {
-    let mut spent = 0usize;
-    entries
-        .take_while(|entry| {
-            spent = spent.saturating_add(entry.cost());
-            spent <= budget
-        })
-        .count()
-}
-
-/// Copies of `entries` (the session, or `{Key, Session}` with `with_key`), their cost noted against `store` when
-/// on a normal scheduler.
-fn copy_all<'a>(
-    env: Env<'a>,
-    store: &Store,
-    entries: &[Entry],
-    with_key: bool,
-    budget: usize,
-) -> NifResult<Vec<Term<'a>>> {
-    if budget != usize::MAX {
-        store.spent(entries.iter().map(Entry::cost).sum());
-    }
-    entries
-        .iter()
-        .map(|entry| {
-            entry
-                .copy_out(env, with_key)
-                .ok_or(rustler::Error::RaiseAtom("enomem"))
-        })
-        .collect()
+/// Copies of `entries`: the session, or `{Key, Session}` with `with_key`.
+fn copy_all<'a>(env: Env<'a>, entries: &[Entry], with_key: bool) -> NifResult<Vec<Term<'a>>> {
+    let copy = |entry: &Entry| entry.copy_out(env, with_key).ok_or(ENOMEM);
+    entries.iter().map(copy).collect()
 }

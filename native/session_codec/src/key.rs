@@ -81,6 +81,32 @@ pub fn encode_group<'a, T: Term<'a>>(term: T, out: &mut Vec<u8>) -> Result<(), K
     encode_into(term, 1, out)
 }
 
+thread_local! {
+    /// Keys are encoded in a buffer of their thread's, kept between calls, so that a read allocates nothing.
+    static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `with` on this thread's key buffer (a fresh one if a caller up the stack holds it: still correct).
+pub fn with_buffer<R>(with: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    BUFFER.with(|buffer| match buffer.try_borrow_mut() {
+        Ok(mut out) => with(&mut out),
+        Err(_) => with(&mut Vec::new()),
+    })
+}
+
+/// Runs `read` on a full key's canonical bytes.
+pub fn with_key<'a, T: Term<'a>, R>(term: T, read: impl FnOnce(&[u8]) -> R) -> Result<R, KeyError> {
+    with_buffer(|out| encode_key(term, out).map(|_| read(out)))
+}
+
+/// Runs `read` on the canonical bytes of a partial key, exactly as they appear inside a full key's group.
+pub fn with_group<'a, T: Term<'a>, R>(
+    term: T,
+    read: impl FnOnce(&[u8]) -> R,
+) -> Result<R, KeyError> {
+    with_buffer(|out| encode_group(term, out).map(|()| read(out)))
+}
+
 /// The bytes of the binary whose canonical encoding is `encoded`, if it is one: a server's session id. Lets a
 /// stored entry refer to its key's bytes instead of keeping the same binary again.
 pub fn binary_of(encoded: &[u8]) -> Option<&[u8]> {
@@ -359,5 +385,19 @@ mod tests {
     /// A slice that lives for the rest of the test run, to nest fakes by reference.
     fn leak(elements: [Fake<'static>; 1]) -> &'static [Fake<'static>] {
         Box::leak(Box::new(elements))
+    }
+
+    #[test]
+    fn keys_read_in_the_thread_buffer_even_nested_are_their_encodings() {
+        let (partial, id) = (Fake::Atom(7), Fake::Bin(b"id"));
+        let key = Fake::Tuple(&[partial, id][..]);
+        let nested = with_group(partial, |group| {
+            let inner = with_key(key, <[u8]>::to_vec);
+            (group.to_vec(), inner)
+        });
+        let mut out = Vec::new();
+        encode_group(partial, &mut out).unwrap();
+        assert_eq!(nested, Ok((out, Ok(encode(key).unwrap()))));
+        assert_eq!(with_key(Fake::Map, <[u8]>::len), Err(KeyError::Unsupported));
     }
 }

@@ -12,6 +12,8 @@
 #![forbid(unsafe_code)]
 
 mod key;
+pub mod reaper;
+pub mod registry;
 mod slab;
 mod small;
 mod stats;
@@ -20,5 +22,5 @@ pub mod sync;
 mod table;
 
 pub use key::{Key, KeyRef};
-pub use stats::Counts;
+pub use stats::{Budget, Counts, Scheduling};
 pub use store::{Config, Inserted, Retired, Selection, Store, StoreError, Value};
