@@ -14,9 +14,7 @@ rustler::atoms! {
     lookup_hits, lookup_misses, inserts, replaces, deletes, select_hits, select_misses,
     scheduler, budget, largest_call, dirty_calls, freed_later, shared,
     // The shared level's options (`share/2`) and info.
-    url, namespace, keys, timeout_ms, queue, max_in_flight, max_reads_per_s, breaker_threshold,
-    breaker_cool_down_ms, margin_s, already_shared,
+    keys, already_shared, auth,
+    topology, tls, master, replay_cache, replayed,
     state, closed, open, probing, gets, hits, misses, sets, drops, errors, latency_us, p50, p99, max, miss,
-    // Why a read of the shared level found nothing (`session_share::stats::Miss`).
-    absent, breaker_open, busy, timeout, unsealed, unusable,
 }
