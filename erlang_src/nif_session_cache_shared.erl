@@ -75,6 +75,7 @@ config(Opts) when is_list(Opts) ->
         {true, false, false} -> ok;
         {false, true, true} -> ok;
         {false, true, false} -> erlang:error({bad_shared_option, master_name});
+        {true, false, true} -> erlang:error({bad_shared_option, master_name});
         {true, _, _} -> erlang:error({bad_shared_option, sentinels});
         {false, false, true} -> erlang:error({bad_shared_option, master_name});
         {false, false, false} -> erlang:error({bad_shared_option, url})
@@ -119,13 +120,15 @@ option(_) ->
     erlang:error({bad_shared_option, shared}).
 
 %% A URL as a string or a binary, or a list of them (Redis Cluster's seeds, or sentinels): each redis:// or
-%% rediss://, with a host, and all of one scheme. The NIF parses them again, as the redis crate reads them.
+%% rediss://, with a host and no fragment, and all of one scheme. The NIF parses them again, as the redis crate reads them.
 urls(Name, Url) ->
     Urls = try flat_urls(Url) catch _:_ -> [] end,
     Valid = fun(U) ->
                     case uri_string:parse(U) of
-                        #{scheme := Scheme, host := Host} when Host =/= <<>> ->
-                            Scheme =:= <<"redis">> orelse Scheme =:= <<"rediss">>;
+                        %% No fragment: rediss://...#insecure would turn the host name check off.
+                        #{scheme := Scheme, host := Host} = Parsed when Host =/= <<>> ->
+                            (Scheme =:= <<"redis">> orelse Scheme =:= <<"rediss">>)
+                                andalso not is_map_key(fragment, Parsed);
                         _ ->
                             false
                     end
