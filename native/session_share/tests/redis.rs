@@ -43,7 +43,8 @@ fn redis_down_is_bounded_misses_an_open_breaker_and_then_a_recovery() {
     let key = redis_key(b"fleet", b"another id");
     for _ in 0..3 {
         let start = Instant::now();
-        assert!(matches!(remote.get(&key), Err(Miss::Error | Miss::Timeout)));
+        let got = remote.get(&key);
+        assert!(matches!(got, Err(Miss::Error | Miss::Timeout)), "{got:?}");
         assert!(
             start.elapsed() < Duration::from_millis(400),
             "{:?}",

@@ -88,3 +88,24 @@ fn mutual_tls_works_with_a_client_certificate_and_is_refused_without_one() {
         Err(Miss::Error)
     );
 }
+
+/// Reads over TLS reuse their connections, as reads in clear do: a hundred reads open a handful of connections
+/// (counted by the server on a port in clear), not a hundred TLS handshakes.
+#[test]
+fn reads_over_tls_reuse_their_connections() {
+    let pki = Pki::new("reuse");
+    let plain = common::free_port();
+    let server = Server::start_tls(&pki, false, &["--port", &plain.to_string()]);
+    let admin = Server::attach(plain);
+    let mut config = config(vec![server.tls_url()]);
+    config.tls = Some(tls(&pki, false));
+    let remote = Remote::start(config).expect("valid config");
+    let key = redis_key(b"tls", &[6; 32]);
+    let before = common::connections(&admin);
+    for _ in 0..100 {
+        assert_eq!(remote.get(&key), Err(Miss::Absent));
+    }
+    // One for the reads, one for this count's own connection.
+    let opened = common::connections(&admin) - before;
+    assert!(opened <= 2, "{opened} connections for 100 reads");
+}

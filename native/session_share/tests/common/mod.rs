@@ -6,6 +6,7 @@
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -91,6 +92,15 @@ impl Server {
         server
     }
 
+    /// A handle on a server started by another `Server` (on another of its ports), for commands only.
+    pub fn attach(port: u16) -> Server {
+        Server {
+            child: None,
+            port,
+            dir: temp_dir(port),
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
@@ -139,11 +149,24 @@ fn temp_dir(port: u16) -> PathBuf {
     dir
 }
 
+/// A loopback port free now and never handed out before in this test process: tests run in parallel, and one
+/// that stops its server and starts it again on the same port must not find another test's server there.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A cluster node also listens on its port + 10000, for the cluster bus.
+        if port < 55000 && !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 pub fn config(urls: Vec<String>) -> Config {
@@ -200,6 +223,18 @@ pub fn calls(server: &Server, command: &str) -> u64 {
         .find_map(|line| line.strip_prefix(&prefix))
         .and_then(|rest| rest.split(',').next())
         .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The connections the server has accepted since it started, from `INFO stats`.
+pub fn connections(server: &Server) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query(&mut server.conn())
+        .expect("info");
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_connections_received:"))
+        .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0)
 }
 
