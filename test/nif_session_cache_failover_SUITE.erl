@@ -165,8 +165,9 @@ when_a_node_dies_its_clients_resume_on_the_others_at_ten_times_the_bound(Config)
     Shared = [{max_reads_per_s, ?BOUND} | plain(Config, <<"storm">>)],
     [PortA, PortB, PortC] = [nif_session_cache_nodes:listen(N, Config, Shared) || N <- [A, B, C]],
     ClientOpts = [{reuse_sessions, false} | ?config(client_opts, Config)],
-    Sessions = pmap(fun(_) -> {ok, Session} = handshake(PortA, ClientOpts, none), Session end,
-                    lists:seq(1, ?CLIENTS)),
+    %% The clients' sessions, made on A (a handshake the machine was too busy to finish is tried again: this is
+    %% the setup, not what is tested).
+    Sessions = pmap(fun(_) -> full(PortA, ClientOpts, 3) end, lists:seq(1, ?CLIENTS)),
     ?assertEqual(?CLIENTS, length(lists:usort([Id || {Id, _} <- Sessions]))),
     ok = nif_session_cache_nodes:await_published(A, ?CLIENTS),
     ok = peer:stop(A),
@@ -175,16 +176,17 @@ when_a_node_dies_its_clients_resume_on_the_others_at_ten_times_the_bound(Config)
                         Port = case N rem 2 of 0 -> PortB; 1 -> PortC end,
                         case handshake(Port, ClientOpts, Session) of
                             {ok, {Id, _}} -> resumed;
-                            {ok, _} -> full
+                            {ok, _} -> full;
+                            {error, Why} -> {failed, Why}
                         end
                 end, lists:enumerate(Sessions)),
     Ms = erlang:monotonic_time(millisecond) - Start,
     Resumed = length([R || R <- Back, R =:= resumed]),
     Infos = [nif_session_cache_nodes:shared_of(N) || N <- [B, C]],
     Reads = lists:sum([maps:get(gets, I) || I <- Infos]),
-    ct:pal("storm: ~b of ~b resumed in ~b ms; ~b reads, ~b/s per node against a bound of ~b/s; ~p",
+    ct:pal("storm: ~b of ~b resumed in ~b ms; ~b reads, ~b/s per node against a bound of ~b/s; ~p; failed: ~p",
            [Resumed, ?CLIENTS, Ms, Reads, Reads * 1000 div max(1, Ms) div 2, ?BOUND,
-            [maps:get(misses, I) || I <- Infos]]),
+            [maps:get(misses, I) || I <- Infos], [F || {failed, _} = F <- Back]]),
     ?assert(Resumed >= ?CLIENTS * 99 div 100, {Resumed, [maps:get(misses, I) || I <- Infos]}),
     %% Every read found its session: none was refused for the bound.
     ?assertEqual([0, 0], [maps:get(busy, maps:get(misses, I)) || I <- Infos]).
@@ -204,17 +206,31 @@ across(Config, A, PortA, _B, PortB) ->
     ok = nif_session_cache_demo:wait_until(fun() -> Writes() > Before end, 20000),
     element(2, nif_session_cache_nodes:resume(Config, PortB, Id)).
 
-%% One connection to Port, resuming {Id, Data} or not: {ok, {Id, Data}} of the session it ended with.
+%% One connection to Port, resuming {Id, Data} or not: {ok, {Id, Data}} of the session it ended with, or
+%% {error, Reason}.
 handshake(Port, ClientOpts, Resume) ->
     Extra = case Resume of none -> []; {_, _} -> [{reuse_session, Resume}] end,
-    {ok, Socket} = ssl:connect({127, 0, 0, 1}, Port, Extra ++ ClientOpts, 30000),
-    {ok, [{session_id, Id}, {session_data, Data}]} = ssl:connection_information(Socket, [session_id, session_data]),
-    ok = ssl:close(Socket),
-    {ok, {Id, Data}}.
+    case ssl:connect({127, 0, 0, 1}, Port, Extra ++ ClientOpts, 30000) of
+        {ok, Socket} ->
+            {ok, [{session_id, Id}, {session_data, Data}]} =
+                ssl:connection_information(Socket, [session_id, session_data]),
+            ok = ssl:close(Socket),
+            {ok, {Id, Data}};
+        {error, Why} ->
+            {error, Why}
+    end.
 
-%% Fun over List by 16 processes, in List's order.
+%% A full handshake's session, tried up to Tries times.
+full(Port, ClientOpts, Tries) ->
+    case handshake(Port, ClientOpts, none) of
+        {ok, Session} -> Session;
+        {error, Why} when Tries =< 1 -> erlang:error({no_full_handshake, Why});
+        {error, _} -> full(Port, ClientOpts, Tries - 1)
+    end.
+
+%% Fun over List by 8 processes, in List's order.
 pmap(Fun, List) ->
-    Chunks = [[X || {I, X} <- lists:enumerate(List), I rem 16 =:= K] || K <- lists:seq(0, 15)],
+    Chunks = [[X || {I, X} <- lists:enumerate(List), I rem 8 =:= K] || K <- lists:seq(0, 7)],
     Self = self(),
     Pids = [spawn_link(fun() -> Self ! {self(), [{X, Fun(X)} || X <- Chunk]} end) || Chunk <- Chunks],
     Results = maps:from_list(lists:append([receive {Pid, R} -> R end || Pid <- Pids])),

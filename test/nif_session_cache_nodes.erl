@@ -76,7 +76,8 @@ listener(ServerOpts, Shared) ->
     {ok, _} = application:ensure_all_started(ssl),
     Self = self(),
     spawn(fun() ->
-                  {_Listener, Port} = nif_session_cache_demo:start_listener(ServerOpts, []),
+                  %% A backlog for storms of clients: the acceptor takes one handshake at a time.
+                  {_Listener, Port} = nif_session_cache_demo:start_listener(ServerOpts, [{backlog, 1024}]),
                   Self ! {port, Port},
                   receive stop -> ok end
           end),
