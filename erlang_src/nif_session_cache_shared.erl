@@ -176,7 +176,7 @@ tls(Opts) ->
 pem(Path, Types) ->
     case read(Path) of
         {ok, Text} ->
-            case catch public_key:pem_decode(Text) of
+            case try public_key:pem_decode(Text) catch _:_ -> error end of
                 [_ | _] = Entries ->
                     case lists:all(fun(E) -> lists:member(element(1, E), Types) end, Entries) of
                         true -> Text;

@@ -297,7 +297,7 @@ impl Shared {
             return Err(Miss::BreakerOpen);
         }
         let pooled = self.lock_pool().pop();
-        let (answer, conn) = self.call(pooled, start + self.timeout, |conn| {
+        let (answer, conn) = self.call(pooled, start + self.timeout, false, |conn| {
             redis::cmd("GET")
                 .arg(key)
                 .query::<Option<Vec<u8>>>(conn.as_dyn())
@@ -400,7 +400,7 @@ impl Shared {
                 cmd
             };
             let deadline = Instant::now() + self.timeout;
-            let (result, kept) = self.call(conn.take(), deadline, |open| match open {
+            let (result, kept) = self.call(conn.take(), deadline, true, |open| match open {
                 // One server: one pipelined round trip for the batch.
                 Conn::Single(_) => {
                     let mut pipeline = redis::pipe();
@@ -429,12 +429,13 @@ impl Shared {
     }
 
     /// `call` on `kept`, a connection made earlier, and if that fails other than by timing out (Redis may have
-    /// restarted since, or failed over), once more on a new one; all of it by `deadline`. Returns the connection
-    /// to keep, if the call succeeded.
+    /// restarted since, or failed over), once more on a new one (the writer's, or a reader's); all of it by
+    /// `deadline`. Returns the connection to keep, if the call succeeded.
     fn call<T>(
         &self,
         kept: Option<Conn>,
         deadline: Instant,
+        writer: bool,
         call: impl Fn(&mut Conn) -> Result<T, RedisError>,
     ) -> (Result<T, RedisError>, Option<Conn>) {
         if let Some(mut conn) = kept {
@@ -445,7 +446,7 @@ impl Shared {
                 Err(error) => self.target.failed(&error),
             }
         }
-        let fresh = self.target.connect(deadline).and_then(|mut conn| {
+        let fresh = self.target.connect(deadline, writer).and_then(|mut conn| {
             deadline_on(&mut conn, deadline)?;
             call(&mut conn).map(|value| (value, conn))
         });

@@ -85,9 +85,12 @@ impl Kind {
     }
 }
 
+// One per store, made once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Target {
     Single(Client),
-    Cluster(ClusterClient),
+    /// For reads, and for the writer thread.
+    Cluster(ClusterClient, ClusterClient),
     Sentinel(Sentinel),
 }
 
@@ -195,28 +198,32 @@ impl Target {
                 Target::Single(client(info.set_redis_settings(with))?)
             }
             None => {
-                let mut builder = ClusterClientBuilder::new(infos.clone())
-                    .connection_timeout(config.timeout)
-                    .response_timeout(config.timeout)
-                    // One more try after a MOVED or a refused node, without the default's sleeps of
-                    // seconds: a failover costs a few misses, not a scheduler held for the retries.
-                    .retries(1)
-                    .min_retry_wait(0)
-                    .max_retry_wait(config.timeout.as_millis() as u64 / 2 + 1);
-                if let Some(username) = &config.username {
-                    builder = builder.username(username);
-                }
-                if let Some(password) = &config.password {
-                    builder = builder.password(password.as_str());
-                }
-                if let Some(certs) = &certificates {
-                    builder = builder.certs(certs.clone());
-                }
-                Target::Cluster(
+                // Reads: one more try after a MOVED or a refused node, without the default's 16 tries and
+                // sleeps of seconds: a failover costs a few misses, not a dirty scheduler held for them. The
+                // writer thread may wait longer (8 tries, sleeps of at most half a second) rather than lose a
+                // batch while the cluster settles.
+                let build = |retries: u32, max_wait_ms: u64| {
+                    let mut builder = ClusterClientBuilder::new(infos.clone())
+                        .connection_timeout(config.timeout)
+                        .response_timeout(config.timeout)
+                        .retries(retries)
+                        .min_retry_wait(0)
+                        .max_retry_wait(max_wait_ms);
+                    if let Some(username) = &config.username {
+                        builder = builder.username(username);
+                    }
+                    if let Some(password) = &config.password {
+                        builder = builder.password(password.as_str());
+                    }
+                    if let Some(certs) = &certificates {
+                        builder = builder.certs(certs.clone());
+                    }
                     builder
                         .build()
-                        .map_err(|_| ConfigError::BadUrl { index: 0 })?,
-                )
+                        .map_err(|_| ConfigError::BadUrl { index: 0 })
+                };
+                let timeout_ms = config.timeout.as_millis() as u64;
+                Target::Cluster(build(1, timeout_ms / 2 + 1)?, build(8, 500)?)
             }
         };
         Ok((target, tls))
@@ -225,18 +232,19 @@ impl Target {
     pub(crate) fn kind(&self) -> Kind {
         match self {
             Target::Single(_) => Kind::Single,
-            Target::Cluster(_) => Kind::Cluster,
+            Target::Cluster(..) => Kind::Cluster,
             Target::Sentinel(_) => Kind::Sentinel,
         }
     }
 
-    /// A new connection, made by `deadline` (a cluster connection within its own timeouts, set to ours).
-    pub(crate) fn connect(&self, deadline: Instant) -> Result<Conn, RedisError> {
+    /// A new connection, made by `deadline` (a cluster connection within its own timeouts, set to ours), for the
+    /// writer thread or for reads.
+    pub(crate) fn connect(&self, deadline: Instant, writer: bool) -> Result<Conn, RedisError> {
         match self {
             Target::Single(client) => client
                 .get_connection_with_timeout(remaining(deadline)?)
                 .map(Conn::Single),
-            Target::Cluster(client) => client
+            Target::Cluster(reads, writes) => if writer { writes } else { reads }
                 .get_connection()
                 .map(|conn| Conn::Cluster(Box::new(conn))),
             Target::Sentinel(sentinel) => sentinel.connect(deadline).map(Conn::Single),
