@@ -11,7 +11,7 @@
 
 -export([run/0, run/1]).
 %% Helpers that nif_session_cache_bench_handshakes shares.
--export([in_process/1, in_parallel/2, median/1, percentile/2, num/1, ratio/2, short/1]).
+-export([in_process/1, in_parallel/2, median/1, percentile/2, num/1, ratio/2, short/1, shuffle/1]).
 
 -type options() :: #{sizes => [pos_integer()],
                      keys => [key_shape()],
@@ -134,6 +134,7 @@ operations() ->
 applies(select_session, server) -> false;
 applies(_, _) -> true.
 
+-spec shuffle([T]) -> [T].
 shuffle(List) ->
     [X || {_, X} <- lists:sort([{rand:uniform(), X} || X <- List])].
 

@@ -10,6 +10,8 @@
 %%% and concurrent clients run handshakes against it, four resumed to one full, each full handshake's session
 %%% becoming the one its client resumes next. Clients resume with {reuse_session, {Id, Data}} and
 %%% {reuse_sessions, false}, so no client store takes part: only the listener's cache differs between setups.
+%%% Every listener is opened and filled first; the handshakes then run in rounds, the listeners taking turns in
+%%% a shuffled order, and each listener's rounds are reported together.
 %%%
 %%% Reported per setup and size: handshakes per second, p50/p99/p99.9 of resumed and of full handshakes, the
 %%% cache process's garbage collections while the handshakes ran (the longest, and how many), its full
@@ -23,13 +25,15 @@
 
 -export([run/0, run/1]).
 
--import(nif_session_cache_bench, [in_process/1, in_parallel/2, median/1, percentile/2, num/1, ratio/2, short/1]).
+-import(nif_session_cache_bench, [in_process/1, in_parallel/2, median/1, percentile/2, num/1, ratio/2, short/1,
+                                  shuffle/1]).
 
 -type setup() :: default | nif_session_cache | off.
 -type options() :: #{sizes => [non_neg_integer()],
                      setups => [setup()],
                      clients => pos_integer(),
                      handshakes => pos_integer(),
+                     rounds => pos_integer(),
                      lookups => non_neg_integer(),
                      out => file:filename() | none,
                      print => boolean()}.
@@ -48,27 +52,41 @@ run() ->
 -spec run(options()) -> map().
 run(Options) ->
     O = maps:merge(#{sizes => [0, 100000, 1000000], setups => [default, nif_session_cache, off], clients => 4,
-                     handshakes => 10000, lookups => 20000, out => none, print => true}, Options),
+                     handshakes => 10000, rounds => 5, lookups => 20000, churn => 100000, out => none,
+                     print => true}, Options),
+    #{sizes := Sizes, setups := Setups, rounds := Rounds, handshakes := Handshakes} = O,
     %% A plain server session of this release, from a real handshake: what a listener without client
     %% certificates stores. Each filled session is a copy with its own id and master secret.
     Template = nif_session_cache_sessions:server_template(),
-    Cells = [cell(Setup, Size, Template, O) || Size <- maps:get(sizes, O), Setup <- maps:get(setups, O),
-                                               Setup =/= off orelse Size =:= 0],
-    Results = #{otp_release => erlang:system_info(otp_release), clients => maps:get(clients, O),
-                handshakes => maps:get(handshakes, O), cells => Cells,
-                floor => [order_tree(Size) || Size <- maps:get(sizes, O), Size > 0]},
-    maps:get(print, O) andalso print(Results),
-    _ = write(maps:get(out, O), Results),
-    Results.
+    nif_session_cache_demo:restart_ssl(default),
+    %% One CA and certificate for every listener, made once (each call makes new ones).
+    {ServerOpts, ClientOpts} = nif_session_cache_demo:tls_options(),
+    %% Every listener is opened and filled first, each reading its store and its maximum from ssl's environment
+    %% as it opens. Then the handshakes run in rounds, the listeners taking turns in a shuffled order, so that a
+    %% noisy moment of this shared machine falls on all of them alike.
+    Open = [open(Setup, Size, Template, ServerOpts, O) || Size <- Sizes, Setup <- Setups, Setup =/= off orelse Size =:= 0],
+    try
+        Runs = [{Cell, handshakes(Cell, [{reuse_sessions, false} | ClientOpts], O, max(1, Handshakes div Rounds))}
+                || _ <- lists:seq(1, Rounds), Cell <- shuffle(Open)],
+        Cells = [finish(Cell, [Run || {C, Run} <- Runs, C =:= Cell], O#{template => Template}) || Cell <- Open],
+        Results = #{otp_release => erlang:system_info(otp_release), clients => maps:get(clients, O),
+                    handshakes => Handshakes, rounds => Rounds, cells => Cells,
+                    floor => [order_tree(Size) || Size <- Sizes, Size > 0]},
+        maps:get(print, O) andalso print(Results),
+        _ = write(maps:get(out, O), Results),
+        Results
+    after
+        [ssl:close(Listener) || #{listener := Listener} <- Open],
+        nif_session_cache_demo:restart_ssl(default),
+        application:unset_env(ssl, session_cache_server_max)
+    end.
 
-%%% One setup at one size
+%%% One listener
 
-cell(Setup, Size, Template, O) ->
-    #{clients := Clients, handshakes := Handshakes, lookups := Lookups} = O,
-    ok = application:set_env(ssl, session_cache_server_max, Size + 2 * Handshakes + 1000),
-    nif_session_cache_demo:restart_ssl(backend(Setup)),
-    {ServerOpts, ClientOpts0} = nif_session_cache_demo:tls_options(),
-    ClientOpts = [{reuse_sessions, false} | ClientOpts0],
+%% A listener of Setup whose cache holds Size sessions, with its acceptors.
+open(Setup, Size, Template, ServerOpts, #{clients := Clients, handshakes := Handshakes, churn := Churn}) ->
+    use(Setup),
+    ok = application:set_env(ssl, session_cache_server_max, Size + Churn + 2 * Handshakes + 1000),
     Before = listener_caches(),
     {ok, Listener} = ssl:listen(0, [{ip, {127, 0, 0, 1}} | [{reuse_sessions, false} || Setup =:= off] ++ ServerOpts]),
     {ok, {_, Port}} = ssl:sockname(Listener),
@@ -76,25 +94,48 @@ cell(Setup, Size, Template, O) ->
     %% other's handshakes.
     [spawn_link(fun() -> acceptor(Listener) end) || _ <- lists:seq(1, 2 * Clients)],
     [Cache] = listener_caches() -- Before,
-    try
-        {{FillUs, Ids}, FillGcs} = traced(Cache, fun() -> timer:tc(fun() -> fill(Cache, Template, Size) end) end),
-        settle(Cache),
-        {HandshakeRun, HandshakeGcs} =
-            traced(Cache, fun() -> handshakes(Port, ClientOpts, Clients, Handshakes) end),
-        {LookupRun, LookupGcs} = traced(Cache, fun() -> lookups(Cache, Ids, Clients, Lookups) end),
-        erlang:garbage_collect(Cache),
-        [{heap_size, Heap}, {total_heap_size, TotalHeap}] = process_info(Cache, [heap_size, total_heap_size]),
-        FullGcUs = median([element(1, timer:tc(fun() -> erlang:garbage_collect(Cache) end)) || _ <- lists:seq(1, 5)]),
-        #{setup => Setup, size => Size, fill_s => FillUs / 1.0e6, fill_gc => FillGcs,
-          heap_words => Heap, total_heap_words => TotalHeap, full_gc_us => FullGcUs,
-          handshakes => HandshakeRun#{gc => HandshakeGcs}, lookups => LookupRun#{gc => LookupGcs}}
-    after
-        _ = ssl:close(Listener),
-        ok = application:unset_env(ssl, session_cache_server_max)
+    {{FillUs, Ids}, FillGcs} = traced(Cache, fun() -> timer:tc(fun() -> fill(Cache, Template, Size) end) end),
+    settle(Cache),
+    #{setup => Setup, size => Size, listener => Listener, port => Port, cache => Cache, ids => Ids,
+      fill_s => FillUs / 1.0e6, fill_gc => FillGcs}.
+
+%% ssl's session callback keys for the next listener (each reads them as it opens), on every release.
+use(Setup) ->
+    Keys = [session_cb, client_session_cb, server_session_cb],
+    case Setup of
+        nif_session_cache -> [ok = application:set_env(ssl, Key, nif_session_cache) || Key <- Keys];
+        _ -> [ok = application:unset_env(ssl, Key) || Key <- Keys]
     end.
 
-backend(off) -> default;
-backend(Backend) -> Backend.
+%% The rounds' handshakes together, then lookups straight to the cache process, its full collection, and its
+%% collections while Churn more sessions are registered: the pauses of a listener that keeps making sessions.
+finish(#{setup := Setup, size := Size, cache := Cache, ids := Ids, fill_s := FillS, fill_gc := FillGc}, Runs,
+       #{clients := Clients, lookups := Lookups, churn := Churn, template := Template}) ->
+    Samples = lists:append([S || #{samples := S} <- Runs]),
+    Us = lists:sum([T || #{us := T} <- Runs]),
+    Handshakes = #{per_s => length(Samples) * 1.0e6 / Us,
+                   resumed => stats(lists:sort([T || {resumed, T} <- Samples])),
+                   full => stats(lists:sort([T || {full, T} <- Samples])),
+                   %% A resumption the listener refused ends as a full handshake.
+                   refused => length([x || {refused, _} <- Samples]),
+                   failed => length([x || {failed, _} <- Samples]),
+                   gc => merge_gcs([G || #{gc := G} <- Runs])},
+    {LookupRun, LookupGcs} = traced(Cache, fun() -> lookups(Cache, Ids, Clients, Lookups) end),
+    erlang:garbage_collect(Cache),
+    [{heap_size, Heap}, {total_heap_size, TotalHeap}] = process_info(Cache, [heap_size, total_heap_size]),
+    FullGcUs = median([element(1, timer:tc(fun() -> erlang:garbage_collect(Cache) end)) || _ <- lists:seq(1, 5)]),
+    settle(Cache),
+    %% A hundred at a time, as a busy listener's handshakes bring them: a deep mailbox would be collected too.
+    {_, ChurnGcs} = traced(Cache, fun() -> fill(Cache, Template, churn(Setup, Size, Churn), 100, <<>>) end),
+    #{setup => Setup, size => Size, fill_s => FillS, fill_gc => FillGc,
+      heap_words => Heap, total_heap_words => TotalHeap, full_gc_us => FullGcUs,
+      handshakes => Handshakes, lookups => LookupRun#{gc => LookupGcs},
+      churn => #{registrations => churn(Setup, Size, Churn), gc => ChurnGcs}}.
+
+%% Registrations after the handshakes: none where the cache is empty or off.
+churn(off, _Size, _Churn) -> 0;
+churn(_Setup, 0, _Churn) -> 0;
+churn(_Setup, _Size, Churn) -> Churn.
 
 listener_caches() ->
     [Pid || {_, Pid, _, _} <- supervisor:which_children(ssl_server_session_cache_sup), is_pid(Pid)].
@@ -102,18 +143,18 @@ listener_caches() ->
 %% Size sessions registered the way a listener registers them, through the cache process. Returns their ids, one
 %% binary of 32-byte ids: a million ids as a list would sit in this process's heap through every measurement.
 fill(Cache, Template, Size) ->
-    fill(Cache, Template, Size, <<>>).
+    fill(Cache, Template, Size, ?FILL_BATCH, <<>>).
 
-fill(_Cache, _Template, 0, Ids) ->
+fill(_Cache, _Template, 0, _BatchSize, Ids) ->
     Ids;
-fill(Cache, Template, Size, Ids0) ->
-    Batch = nif_session_cache_sessions:sessions(Template, min(Size, ?FILL_BATCH)),
+fill(Cache, Template, Size, BatchSize, Ids0) ->
+    Batch = nif_session_cache_sessions:sessions(Template, min(Size, BatchSize)),
     Ids = lists:foldl(fun({Id, S}, Acc) ->
                               ok = ssl_server_session_cache:register_session(Cache, S),
                               <<Acc/binary, Id/binary>>
                       end, Ids0, Batch),
     ok = drained(Cache),
-    fill(Cache, Template, Size - length(Batch), Ids).
+    fill(Cache, Template, Size - length(Batch), BatchSize, Ids).
 
 drained(Cache) ->
     case process_info(Cache, message_queue_len) of
@@ -149,23 +190,20 @@ acceptor(Listener) ->
             ok
     end.
 
-%% Clients clients, each making Handshakes div Clients handshakes: one full to start, then four resumed to one
-%% full, each full handshake's session the one its client resumes next.
-handshakes(Port, ClientOpts, Clients, Handshakes) ->
-    PerClient = max(?FULL_EVERY, Handshakes div Clients),
-    {Us, Runs} = timer:tc(fun() ->
-        in_parallel(Clients, fun() ->
-            {ok, Session, Us} = handshake(Port, ClientOpts, none),
-            client_loop(Port, ClientOpts, Session, 1, PerClient, [{full, Us}])
+%% One round on Cell's listener: Clients clients, each making PerRound div Clients handshakes, one full to start,
+%% then four resumed to one full, each full handshake's session the one its client resumes next. Returns the
+%% samples, the round's wall time and the cache process's collections meanwhile.
+handshakes(#{port := Port, cache := Cache}, ClientOpts, #{clients := Clients}, PerRound) ->
+    PerClient = max(?FULL_EVERY, PerRound div Clients),
+    {{Us, Runs}, Gcs} = traced(Cache, fun() ->
+        timer:tc(fun() ->
+            in_parallel(Clients, fun() ->
+                {ok, Session, First} = handshake(Port, ClientOpts, none),
+                client_loop(Port, ClientOpts, Session, 1, PerClient, [{full, First}])
+            end)
         end)
     end),
-    All = lists:append(Runs),
-    Resumed = lists:sort([T || {resumed, T} <- All]),
-    Full = lists:sort([T || {full, T} <- All]),
-    #{per_s => length(All) * 1.0e6 / Us,
-      resumed => stats(Resumed), full => stats(Full),
-      %% A resumption the listener refused ends as a full handshake.
-      refused => length([x || {refused, _} <- All]), failed => length([x || {failed, _} <- All])}.
+    #{samples => lists:append(Runs), us => Us, gc => Gcs}.
 
 client_loop(_Port, _ClientOpts, _Session, N, PerClient, Acc) when N >= PerClient ->
     Acc;
@@ -226,17 +264,13 @@ lookups(Cache, Ids, Clients, Lookups) ->
 traced(Cache, Fun) ->
     Tracer = spawn(fun() -> gc_tracer(#{}, []) end),
     1 = erlang:trace(Cache, true, [garbage_collection, monotonic_timestamp, {tracer, Tracer}]),
-    try
-        Fun()
-    of
-        Result ->
-            {Result, gc_summary(Cache, Tracer)}
-    after
-        _ = catch erlang:trace(Cache, false, [garbage_collection])
-    end.
+    Result = try Fun() after untrace(Cache) end,
+    {Result, gc_summary(Cache, Tracer)}.
+
+untrace(Cache) ->
+    try erlang:trace(Cache, false, [garbage_collection]) catch error:badarg -> 0 end.
 
 gc_summary(Cache, Tracer) ->
-    _ = catch erlang:trace(Cache, false, [garbage_collection]),
     %% Trace messages already sent reach the tracer before this one.
     Ref = erlang:trace_delivered(Cache),
     receive {trace_delivered, Cache, Ref} -> ok end,
@@ -263,6 +297,12 @@ kind(gc_minor_start) -> minor;
 kind(gc_minor_end) -> minor;
 kind(gc_major_start) -> major;
 kind(gc_major_end) -> major.
+
+%% Several runs' collections as one: the longest of each kind, and how many in all.
+merge_gcs(Gcs) ->
+    maps:from_list([{Kind, #{count => lists:sum([C || #{Kind := #{count := C}} <- Gcs]),
+                             longest_us => lists:max([0 | [L || #{Kind := #{longest_us := L}} <- Gcs]])}}
+                    || Kind <- [minor, major]]).
 
 summary(Durations) ->
     maps:from_list([{Kind, #{count => length(Us), longest_us => lists:max([0 | Us])}}
@@ -291,7 +331,7 @@ order_tree(Size) ->
 print(#{otp_release := Release, clients := Clients, cells := Cells, floor := Floor}) ->
     io:format("~nHandshakes against one listener whose cache holds N sessions (OTP ~s, ~b clients, TLS 1.2, "
               "4 resumed : 1 full)~n~n", [Release, Clients]),
-    Row = "~-18s ~8s ~7s | ~8s ~8s ~9s | ~8s ~8s ~9s | ~12s ~12s ~10s~n",
+    Row = "~-18s ~8s ~7s | ~8s ~8s ~9s | ~8s ~8s ~10s | ~12s ~12s ~10s~n",
     io:format(Row, ["setup", "sessions", "hs/s", "res p50", "res p99", "res p99.9", "full p50", "full p99",
                     "full p99.9", "longest gc", "gcs min/maj", "full gc"]),
     io:format(Row, ["", "", "", "us", "us", "us", "us", "us", "us", "us", "", "us"]),
@@ -315,8 +355,14 @@ print(#{otp_release := Release, clients := Clients, cells := Cells, floor := Flo
             <- Cells],
     [io:format("  ~s at ~s: ~b of ~b lookups found no session~n", [Setup, short(Size), Of - Found, Of])
      || #{setup := Setup, size := Size, lookups := #{found := Found, total := Of}} <- Cells, Found < Of],
+    io:format("~nThe cache process while more sessions are registered (register_session/2 casts, after the "
+              "handshakes)~n~n"),
+    Row4 = "~-18s ~8s ~14s ~12s ~14s~n",
+    io:format(Row4, ["setup", "sessions", "registrations", "gcs min/maj", "longest gc us"]),
+    [io:format(Row4, [atom_to_list(Setup), short(Size), integer_to_list(N), counts(Gc), num(longest(Gc))])
+     || #{setup := Setup, size := Size, churn := #{registrations := N, gc := Gc}} <- Cells, N > 0],
     io:format("~nThe cache process's full collection against the floor, OTP's order tree alone~n~n"),
-    Row3 = "~-10s ~14s ~14s ~16s ~16s~n",
+    Row3 = "~-10s ~14s ~14s ~18s ~18s~n",
     io:format(Row3, ["sessions", "floor (us)", "tree (words)", "nif_session_cache", "default"]),
     [io:format(Row3, [short(Size), num(FloorUs), num(Words),
                       vs(full_gc(nif_session_cache, Size, Cells), FloorUs), vs(full_gc(default, Size, Cells), FloorUs)])

@@ -95,12 +95,12 @@ measure_times_only_the_operations_it_names(Config) ->
 %% reuse_sessions off, none resumed.
 the_handshake_benchmark_resumes_every_session_in_every_setup(Config) ->
     Out = filename:join(?config(priv_dir, Config), "bench_handshakes"),
-    R = nif_session_cache_bench_handshakes:run(#{sizes => [0, 300], clients => 2, handshakes => 40, lookups => 60,
-                                                 out => Out, print => false}),
+    R = nif_session_cache_bench_handshakes:run(#{sizes => [0, 300], clients => 2, handshakes => 40, rounds => 2,
+                                                 lookups => 60, out => Out, print => false}),
     #{cells := Cells, floor := [#{size := 300, tree_words := Words}]} = R,
     ?assertEqual([{default, 0}, {nif_session_cache, 0}, {off, 0}, {default, 300}, {nif_session_cache, 300}],
                  [{S, N} || #{setup := S, size := N} <- Cells]),
-    %% Two clients, 20 handshakes each: one full to start, then four resumed to one full.
+    %% Two rounds of two clients, 10 handshakes each: one full to start, then four resumed to one full.
     [?assertMatch(#{resumed := #{count := 32}, full := #{count := 8}, refused := 0, failed := 0}, Hs)
      || #{setup := S, handshakes := Hs} <- Cells, S =/= off],
     [?assertMatch(#{resumed := #{count := 0}, full := #{count := 8}, refused := 32, failed := 0}, Hs)

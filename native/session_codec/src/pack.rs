@@ -54,6 +54,13 @@ pub const MAX_PACK_DEPTH: usize = 32;
 const FIELD_DEPTH: u8 = 2;
 /// Latin-1 strings up to this length pack as bytes.
 const STRING_MAX: usize = 255;
+/// What a list's failed string read costs: the VM reads up to `STRING_MAX` cells before it can fail, and does not
+/// say how many it read. It writes one byte, the list's tag.
+const FAILED_STRING_UNITS: usize = 1 + STRING_MAX / 4;
+/// The most a field's inline trial spends. It writes fewer than `SHARE_MIN_BYTES` bytes, and no step spends more
+/// than `FAILED_STRING_UNITS` a byte. A packing stopped during or just after a trial does that trial again when it
+/// goes on, and nothing else twice.
+pub const TRIAL_MAX_UNITS: usize = SHARE_MIN_BYTES * FAILED_STRING_UNITS;
 /// `LOW` integers an entry remembers for `LOW_AGAIN`.
 const LOWS_KEPT: usize = 4;
 /// The smallest small integer on a 64-bit VM, -2^59. Monotonic time stamps and unique integers start about here:
@@ -624,7 +631,7 @@ impl<'a, 'r, P, K> Run<'r, P, K> {
                     }
                     None => {
                         // A failed read may have read every cell of the buffer.
-                        self.spend(1 + if byte { STRING_MAX / 4 } else { 0 }, 1)?;
+                        self.spend(if byte { FAILED_STRING_UNITS } else { 1 }, 1)?;
                         self.push(tag::LIST);
                         return Ok(Some(Item::Cells {
                             cell: term,

@@ -6,7 +6,9 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
-use session_codec::pack::{measure, Stop, PART_UNITS, SCHEDULER_BUDGET, SHARE_MIN_BYTES};
+use session_codec::pack::{
+    measure, Stop, PART_UNITS, SCHEDULER_BUDGET, SHARE_MIN_BYTES, TRIAL_MAX_UNITS,
+};
 
 fn session(fields: Vec<Value>) -> Value {
     let mut all = vec![Value::Atom(7)];
@@ -67,8 +69,8 @@ proptest! {
         let values = |p: &Packed| p.packer.parts.iter().map(|part| part.0.clone()).collect::<Vec<_>>();
         prop_assert_eq!(values(&resumed), values(&whole));
         prop_assert_eq!(resumed.packer.cost(), whole.packer.cost());
-        // Nothing done twice but a field's inline trial: at most SHARE_MIN_BYTES more.
-        prop_assert!(resumed.packer.spent() <= total + SHARE_MIN_BYTES * 2);
+        // Nothing done twice but one field's inline trial.
+        prop_assert!(resumed.packer.spent() <= total + TRIAL_MAX_UNITS);
     }
 
     /// Whatever a session holds, a copy costs at most what the entry says, and an entry within the budget copies
@@ -82,6 +84,27 @@ proptest! {
         prop_assert!(p.cost() >= p.code.len() + p.blobs.len() / 16);
         prop_assert!(p.spent() >= p.cost() - p.parts.iter().map(|part| part.1 + PART_UNITS).sum::<usize>());
     }
+}
+
+/// A packing stopped just after a field's inline trial (here by a fun, measured only without a budget) does the
+/// trial again when it goes on: a field of nested lists, each a failed string read, is the costliest trial there is
+/// per byte, and still costs no more than `TRIAL_MAX_UNITS` twice.
+#[test]
+fn a_stopped_packing_repeats_at_most_one_field_trial() {
+    let nested = (0..30).fold(Value::Fun(1), |inner, _| {
+        Value::List(vec![Value::Int(0), inner], None)
+    });
+    let session = session(vec![nested]);
+    let (whole, _) = pack(&mut Parts::default(), &id(1), &session, usize::MAX).unwrap();
+    let total = whole.packer.spent();
+    let (resumed, stopped) = pack(&mut Parts::default(), &id(1), &session, total).unwrap();
+    let first = stopped.expect("a fun stops a packing with a budget");
+    let again = resumed.packer.spent() - total;
+    assert!(
+        first > again && again > SHARE_MIN_BYTES * 2,
+        "first {first}, again {again}"
+    );
+    assert!(again <= TRIAL_MAX_UNITS, "again {again}");
 }
 
 #[test]
