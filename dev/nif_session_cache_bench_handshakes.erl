@@ -76,7 +76,7 @@ run(Options) ->
         _ = write(maps:get(out, O), Results),
         Results
     after
-        [ssl:close(Listener) || #{listener := Listener} <- Open],
+        _ = [ssl:close(Listener) || #{listener := Listener} <- Open],
         nif_session_cache_demo:restart_ssl(default),
         application:unset_env(ssl, session_cache_server_max)
     end.
@@ -85,7 +85,7 @@ run(Options) ->
 
 %% A listener of Setup whose cache holds Size sessions, with its acceptors.
 open(Setup, Size, Template, ServerOpts, #{clients := Clients, handshakes := Handshakes, churn := Churn}) ->
-    use(Setup),
+    ok = use(Setup),
     ok = application:set_env(ssl, session_cache_server_max, Size + Churn + 2 * Handshakes + 1000),
     Before = listener_caches(),
     {ok, Listener} = ssl:listen(0, [{ip, {127, 0, 0, 1}} | [{reuse_sessions, false} || Setup =:= off] ++ ServerOpts]),
@@ -102,10 +102,11 @@ open(Setup, Size, Template, ServerOpts, #{clients := Clients, handshakes := Hand
 %% ssl's session callback keys for the next listener (each reads them as it opens), on every release.
 use(Setup) ->
     Keys = [session_cb, client_session_cb, server_session_cb],
-    case Setup of
-        nif_session_cache -> [ok = application:set_env(ssl, Key, nif_session_cache) || Key <- Keys];
-        _ -> [ok = application:unset_env(ssl, Key) || Key <- Keys]
-    end.
+    _ = case Setup of
+            nif_session_cache -> [ok = application:set_env(ssl, Key, nif_session_cache) || Key <- Keys];
+            _ -> [ok = application:unset_env(ssl, Key) || Key <- Keys]
+        end,
+    ok.
 
 %% The rounds' handshakes together, then lookups straight to the cache process, its full collection, and its
 %% collections while Churn more sessions are registered: the pauses of a listener that keeps making sessions.

@@ -23,14 +23,34 @@ target(Proxy, Target) ->
 accept(Port, Listen) ->
     case gen_tcp:accept(Listen) of
         {ok, Client} ->
-            {ok, Server} = gen_tcp:connect({127, 0, 0, 1}, persistent_term:get({?MODULE, Port}),
-                                           [binary, {active, false}, {nodelay, true}]),
-            ok = inet:setopts(Client, [{nodelay, true}]),
-            ok = gen_tcp:controlling_process(Client, spawn(fun() -> pump(Client, Server) end)),
-            ok = gen_tcp:controlling_process(Server, spawn(fun() -> pump(Server, Client) end)),
+            ok = relay(Client, Port),
             accept(Port, Listen);
         {error, closed} ->
             ok
+    end.
+
+%% Joins Client to a new connection to the current target. A client that has already gone (a busy machine may
+%% keep it waiting past its timeout), or a target that refuses, costs that connection only, never the proxy.
+relay(Client, Port) ->
+    Options = [binary, {active, false}, {nodelay, true}],
+    case gen_tcp:connect({127, 0, 0, 1}, persistent_term:get({?MODULE, Port}), Options) of
+        {ok, Server} ->
+            Up = fun(From, To) -> spawn(fun() -> receive go -> pump(From, To) end end) end,
+            Pumps = [Up(Client, Server), Up(Server, Client)],
+            Owners = lists:zip([Client, Server], Pumps),
+            Steps = [fun() -> inet:setopts(Client, [{nodelay, true}]) end
+                     | [fun() -> gen_tcp:controlling_process(S, P) end || {S, P} <- Owners]],
+            case lists:all(fun(Step) -> Step() =:= ok end, Steps) of
+                true ->
+                    [P ! go || P <- Pumps],
+                    ok;
+                false ->
+                    [exit(P, kill) || P <- Pumps],
+                    ok = gen_tcp:close(Server),
+                    gen_tcp:close(Client)
+            end;
+        {error, _} ->
+            gen_tcp:close(Client)
     end.
 
 pump(From, To) ->

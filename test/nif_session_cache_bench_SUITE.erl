@@ -9,13 +9,15 @@
 -export([the_benchmark_runs_at_a_tiny_size_and_returns_well_formed_results/1,
          measure_times_only_the_operations_it_names/1,
          the_handshake_benchmark_resumes_every_session_in_every_setup/1,
+         the_proxy_outlives_connections_it_cannot_relay/1,
          session_fields_are_found_by_value_on_this_release/1]).
 
 -define(STORES, [nif_session_cache, ssl_client_session_cache_db, ssl_server_session_cache_db]).
 
 all() ->
     [the_benchmark_runs_at_a_tiny_size_and_returns_well_formed_results, measure_times_only_the_operations_it_names,
-     the_handshake_benchmark_resumes_every_session_in_every_setup, session_fields_are_found_by_value_on_this_release].
+     the_handshake_benchmark_resumes_every_session_in_every_setup, the_proxy_outlives_connections_it_cannot_relay,
+     session_fields_are_found_by_value_on_this_release].
 
 init_per_suite(Config) ->
     Config.
@@ -96,7 +98,7 @@ measure_times_only_the_operations_it_names(Config) ->
 the_handshake_benchmark_resumes_every_session_in_every_setup(Config) ->
     Out = filename:join(?config(priv_dir, Config), "bench_handshakes"),
     R = nif_session_cache_bench_handshakes:run(#{sizes => [0, 300], clients => 2, handshakes => 40, rounds => 2,
-                                                 lookups => 60, out => Out, print => false}),
+                                                 lookups => 60, churn => 500, out => Out, print => false}),
     #{cells := Cells, floor := [#{size := 300, tree_words := Words}]} = R,
     ?assertEqual([{default, 0}, {nif_session_cache, 0}, {off, 0}, {default, 300}, {nif_session_cache, 300}],
                  [{S, N} || #{setup := S, size := N} <- Cells]),
@@ -106,9 +108,30 @@ the_handshake_benchmark_resumes_every_session_in_every_setup(Config) ->
     [?assertMatch(#{resumed := #{count := 0}, full := #{count := 8}, refused := 32, failed := 0}, Hs)
      || #{setup := off, handshakes := Hs} <- Cells],
     [?assertMatch(#{found := 60, total := 60}, L) || #{size := 300, lookups := L} <- Cells],
+    [?assertMatch(#{registrations := 500}, C) || #{size := 300, churn := C} <- Cells],
     ?assert(Words > 300),
     ?assertMatch({ok, <<"<svg", _/binary>>}, file:read_file(filename:join(Out, "handshakes.svg"))),
     ?assertEqual({ok, [R]}, file:consult(filename:join(Out, "handshakes.term"))).
+
+%% The load balancer of the cluster section and suite (dev/nif_session_cache_proxy.erl): a connection it cannot relay
+%% (its target refuses, or the client has gone) is closed, and the next is relayed.
+the_proxy_outlives_connections_it_cannot_relay(_Config) ->
+    Proxy = nif_session_cache_proxy:start(),
+    {ok, Closed} = gen_tcp:listen(0, [{ip, {127, 0, 0, 1}}]),
+    {ok, Refusing} = inet:port(Closed),
+    ok = gen_tcp:close(Closed),
+    ok = nif_session_cache_proxy:target(Proxy, Refusing),
+    Options = [binary, {active, false}, {ip, {127, 0, 0, 1}}],
+    {ok, Refused} = gen_tcp:connect({127, 0, 0, 1}, Proxy, Options),
+    ?assertEqual({error, closed}, gen_tcp:recv(Refused, 0, 5000)),
+    {ok, Echo} = gen_tcp:listen(0, [binary, {active, false}, {ip, {127, 0, 0, 1}}]),
+    {ok, EchoPort} = inet:port(Echo),
+    ok = nif_session_cache_proxy:target(Proxy, EchoPort),
+    {ok, Client} = gen_tcp:connect({127, 0, 0, 1}, Proxy, Options),
+    {ok, Server} = gen_tcp:accept(Echo, 5000),
+    ok = gen_tcp:send(Client, <<"through">>),
+    ?assertEqual({ok, <<"through">>}, gen_tcp:recv(Server, 0, 5000)),
+    [gen_tcp:close(S) || S <- [Client, Server, Echo, Refused]].
 
 %% The benchmark's and the tests' sessions are this release's #session{}, with fields found by value
 %% (dev/nif_session_cache_sessions.erl): five distinct places, each holding what its name says, and a field found
