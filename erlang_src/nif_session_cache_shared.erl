@@ -69,6 +69,8 @@ shared_opts(_) -> none.
 config(Opts) when is_map(Opts) ->
     config(maps:to_list(Opts));
 config(Opts) when is_list(Opts) ->
+    %% An improper list would raise bad_generator with its tail, which may be a password.
+    _ = try length(Opts) catch error:badarg -> erlang:error({bad_shared_option, shared}) end,
     Given = maps:from_list([option(Opt) || Opt <- Opts]),
     [erlang:error({bad_shared_option, Name}) || Name <- [namespace, keys], not is_map_key(Name, Given)],
     case {is_map_key(url, Given), is_map_key(sentinels, Given), is_map_key(master_name, Given)} of
@@ -119,25 +121,54 @@ option({Name, N}) ->
 option(_) ->
     erlang:error({bad_shared_option, shared}).
 
-%% A URL as a string or a binary, or a list of them (Redis Cluster's seeds, or sentinels): each redis:// or
-%% rediss://, with a host and no fragment, and all of one scheme. The NIF parses them again, as the redis crate reads them.
+%% A URL as a string or a binary, or a list of them (Redis Cluster's seeds, or sentinels), all of one scheme. The
+%% NIF parses them again as the redis crate reads them (native/session_share/src/topology.rs, Target::new), and
+%% refuses what it cannot read: what is accepted here must be accepted there, or check/1 would pass a URL that
+%% init refuses.
 urls(Name, Url) ->
     Urls = try flat_urls(Url) catch _:_ -> [] end,
-    Valid = fun(U) ->
-                    case uri_string:parse(U) of
-                        %% No fragment: rediss://...#insecure would turn the host name check off.
-                        #{scheme := Scheme, host := Host} = Parsed when Host =/= <<>> ->
-                            (Scheme =:= <<"redis">> orelse Scheme =:= <<"rediss">>)
-                                andalso not is_map_key(fragment, Parsed);
-                        _ ->
-                            false
-                    end
-            end,
     Schemes = lists:usort([hd(string:split(U, ":")) || U <- Urls]),
-    case Urls =/= [] andalso lists:all(Valid, Urls) andalso length(Schemes) =:= 1 of
+    %% Caught whole: a URL may carry a password.
+    case Urls =/= [] andalso lists:all(fun(U) -> try url(U) catch _:_ -> false end end, Urls)
+        andalso length(Schemes) =:= 1 of
         true -> Urls;
         false -> erlang:error({bad_shared_option, Name})
     end.
+
+%% redis:// or rediss://; a host, not a wildcard address (0.0.0.0 or ::, which the crate refuses); a port that
+%% fits in 16 bits; no fragment (rediss://...#insecure would turn the host name check off); a database number as
+%% the path, if any; of a query, only the crate's protocol version; user and password, if any, UTF-8 once
+%% percent-decoded.
+url(Url) ->
+    case uri_string:parse(Url) of
+        #{scheme := Scheme, host := Host, path := Path} = Parsed
+          when (Scheme =:= <<"redis">> orelse Scheme =:= <<"rediss">>), Host =/= <<>> ->
+            host(Host)
+                andalso port(maps:get(port, Parsed, undefined))
+                andalso not is_map_key(fragment, Parsed)
+                andalso database(string:trim(Path, both, "/"))
+                andalso lists:member(maps:get(query, Parsed, <<>>),
+                                     [<<>> | [<<"protocol=", V/binary>> || V <- [<<"2">>, <<"3">>, <<"resp2">>,
+                                                                                   <<"resp3">>]]])
+                andalso is_binary(unicode:characters_to_binary(
+                                    uri_string:percent_decode(maps:get(userinfo, Parsed, <<>>))));
+        _ ->
+            false
+    end.
+
+%% An IPv6 address the crate can read, and no address of every interface (a stricter test than the crate's).
+host(Host) ->
+    Text = binary_to_list(Host),
+    case inet:parse_address(Text) of
+        {ok, Address} -> lists:any(fun(Part) -> Part =/= 0 end, tuple_to_list(Address));
+        {error, _} -> not lists:member($:, Text)
+    end.
+
+port(undefined) -> true;
+port(Port) -> is_integer(Port) andalso Port >= 0 andalso Port =< 65535.
+
+database(<<>>) -> true;
+database(Db) -> byte_size(Db) =< 18 andalso lists:all(fun(C) -> C >= $0 andalso C =< $9 end, binary_to_list(Db)).
 
 flat_urls(Url) when is_binary(Url) -> [Url];
 flat_urls([C | _] = Url) when is_integer(C) -> [unicode:characters_to_binary(Url)];

@@ -268,6 +268,11 @@ bad_shared_options_fail_init_naming_the_option_not_the_value(Config) ->
     Bad = [{keys, [<<"short">>]}, {keys, {file, "/nonexistent"}}, {url, 42}, {url, "http://x"},
            {url, "redis://u:" ++ Secret ++ "@127.0.0.1:notaport/"}, {url, "rediss://127.0.0.1:1/#insecure"},
            {url, ["redis://127.0.0.1:1/", "rediss://127.0.0.1:2/"]},
+           %% URLs the redis crate refuses, which check/1 must refuse too: a database that is not a number, an
+           %% address of every interface, a port past 16 bits, an unknown protocol, a password not UTF-8.
+           {url, "redis://127.0.0.1:1/db"}, {url, "redis://0.0.0.0:1/"}, {url, "redis://[0::0]:1/"},
+           {url, "redis://127.0.0.1:65536/"}, {url, "redis://127.0.0.1:1/?protocol=resp9"},
+           {url, "redis://u:" ++ Secret ++ "%ff@127.0.0.1:1/"}, {url, "redis://[v1.x]:1/"},
            {namespace, "not a binary"}, {timeout_ms, 0}, {margin_s, -1}, {replay_cache, 0}, {colour, blue},
            {sentinels, "redis://127.0.0.1:1/"}, {master_name, <<"mymaster">>}, {username, 42},
            {password, {file, "/nonexistent"}}, {password, [Secret, self()]}, {tls, [{cacertfile, "/nonexistent"}]},
@@ -290,6 +295,18 @@ bad_shared_options_fail_init_naming_the_option_not_the_value(Config) ->
          ?assertEqual({bad_shared_option, Expected}, nif_session_cache_shared:check([{shared, Opts}])),
          [?assertEqual(nomatch, binary:match(term_to_binary(Stack), Value)) || Value <- [?KEY, list_to_binary(Secret)]]
      end || Opt <- Bad],
+    %% An improper list of options is refused by name, its tail (a password, say) left out.
+    Improper = [{namespace, <<"ns">>} | list_to_binary(Secret)],
+    {Why, Trace} = try nif_session_cache:init([{role, server}, {shared, Improper}]) catch error:W:T -> {W, T} end,
+    ?assertEqual({{bad_shared_option, shared}, nomatch}, {Why, binary:match(term_to_binary(Trace), list_to_binary(Secret))}),
+    ?assertEqual({bad_shared_option, shared}, nif_session_cache_shared:check([{shared, Improper}])),
+    %% What the crate reads, init and check/1 both take: a database number, IPv6, a protocol, slashes around.
+    [begin
+         Opts = [{url, Url} | proplists:delete(url, Good)],
+         ?assertEqual(ok, nif_session_cache_shared:check([{shared, Opts}]), Url),
+         ?assertMatch(#{shared := #{}}, nif_session_cache:info(nif_session_cache:init([{role, server}, {shared, Opts}])))
+     end || Url <- ["redis://127.0.0.1:1/15", "redis://[::1]:1/?protocol=resp3", "rediss://localhost:1//2//",
+                    <<"redis://user:p%C3%A9@127.0.0.1:1">>]],
     %% Options as a map work as a proplist does; without shared, or for a client store, nothing changes.
     ?assertMatch(#{shared := #{topology := single, tls := false}},
                  nif_session_cache:info(nif_session_cache:init([{role, server}, {shared, maps:from_list(Good)}]))),

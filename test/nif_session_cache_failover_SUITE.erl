@@ -109,6 +109,7 @@ a_cluster_master_failed_over_to_its_replica_costs_at_most_the_failover(Config) -
                   {keys, [?KEY]}, {timeout_ms, 1000}, {breaker_cool_down_ms, 200}],
         [PortA, PortB] = [nif_session_cache_nodes:listen(N, Config, Shared) || N <- [A, B]],
         ?assertEqual(lists:duplicate(6, true), [across(Config, A, PortA, B, PortB) || _ <- lists:seq(1, 6)]),
+        ?assertMatch(#{topology := cluster, tls := false, master := undefined}, nif_session_cache_nodes:shared_of(B)),
         [VictimPort | _] = [P || {_, P} <- Servers, role(P) =:= "master"],
         nif_session_cache_redis:kill(VictimPort),
         Survivor = hd([P || P <- Ports, P =/= VictimPort]),

@@ -117,7 +117,11 @@ an_acl_user_limited_to_our_keys_shares_by_url_and_by_options_with_the_default_us
                                                                   [?PASSWORD])),
     ?assertMatch("NOPERM" ++ _, Keys),
     ?assertMatch("NOAUTH" ++ _, nif_session_cache_redis:redis_cli(Port, "get x")),
-    ?assertMatch(#{misses := #{auth := 0}}, nif_session_cache_nodes:shared_of(A)).
+    ?assertMatch(#{misses := #{auth := 0}}, nif_session_cache_nodes:shared_of(A)),
+    %% info/1 of no store, on either node, holds the password (from the URL on A, from its file on B).
+    [?assertEqual({N, nomatch}, {N, binary:match(term_to_binary(peer:call(N, nif_session_cache, stores, [])),
+                                                 ?PASSWORD)})
+     || N <- [A, B]].
 
 a_wrong_password_works_alone_counts_auth_misses_and_warns_once_naming_the_option(Config) ->
     [A, B] = ?config(nodes, Config),
