@@ -13,8 +13,6 @@ rustler::atoms! {
     id, role, owner, entries, bytes, held_bytes, index_bytes,
     lookup_hits, lookup_misses, inserts, replaces, deletes, select_hits, select_misses,
     scheduler, budget, largest_call, dirty_calls, freed_later, shared,
-    // The shared level's options (`share/2`) and info.
-    keys, already_shared, auth,
-    topology, tls, master, replay_cache, replayed,
-    state, closed, open, probing, gets, hits, misses, sets, drops, errors, latency_us, p50, p99, max, miss,
+    // The shared level's options (`share/2`) and lookups (its info map's names come from `session_share`).
+    keys, already_shared, auth, miss,
 }

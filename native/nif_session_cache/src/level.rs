@@ -10,8 +10,7 @@ use std::time::Duration;
 use rustler::env::OwnedEnv;
 use rustler::{Atom, Binary, Encoder, Env, NifMap, NifResult, Term};
 use session_codec::term::Term as _;
-use session_share::breaker::State;
-use session_share::remote::{redis_key, Config, Remote};
+use session_share::remote::{redis_key, Config, Field, Remote};
 use session_share::seal::{Keys, OpenError};
 use session_share::stats::Miss;
 use session_share::topology::Tls;
@@ -133,47 +132,24 @@ impl SharedLevel {
         self.remote.take_auth_warning()
     }
 
-    /// `info/1`'s `shared` map: where Redis is, the breaker's state, the counters, and the latency of reads that
-    /// reached Redis. No URL, no password.
+    /// `info/1`'s `shared` map, as the shared level lists it (`Remote::info`). No URL, no password.
     pub fn describe<'a>(&self, env: Env<'a>) -> NifResult<Term<'a>> {
-        let stats = self.remote.stats();
-        let topology = self.remote.topology();
-        let state = match self.remote.breaker() {
-            State::Closed => atoms::closed(),
-            State::Open => atoms::open(),
-            State::Probing => atoms::probing(),
+        let atom = |name: &str| Atom::from_str(env, name);
+        let counts = |pairs: Vec<(&str, u64)>| -> NifResult<Term<'a>> {
+            let pairs = pairs.into_iter().map(|(name, n)| Ok((atom(name)?, n)));
+            Term::map_from_pairs(env, &pairs.collect::<NifResult<Vec<_>>>()?)
         };
-        let by_reason: Vec<(Atom, u64)> = stats
-            .misses
-            .iter()
-            .map(|&(why, n)| (reason(env, why), n))
-            .collect();
-        let latency = [
-            (atoms::p50(), stats.p50_us),
-            (atoms::p99(), stats.p99_us),
-            (atoms::max(), stats.max_us),
-        ];
-        let master = topology
-            .master
-            .map_or(atoms::undefined().encode(env), |at| at.encode(env));
-        let pairs: [(Atom, Term<'a>); 13] = [
-            (
-                atoms::topology(),
-                Atom::from_str(env, topology.kind.name())?.encode(env),
-            ),
-            (atoms::tls(), topology.tls.encode(env)),
-            (atoms::master(), master),
-            (atoms::state(), state.encode(env)),
-            (atoms::gets(), stats.gets.encode(env)),
-            (atoms::hits(), stats.hits.encode(env)),
-            (atoms::replayed(), stats.replayed.encode(env)),
-            (atoms::replay_cache(), topology.replay_cached.encode(env)),
-            (atoms::misses(), Term::map_from_pairs(env, &by_reason)?),
-            (atoms::sets(), stats.sets.encode(env)),
-            (atoms::drops(), stats.drops.encode(env)),
-            (atoms::errors(), stats.write_errors.encode(env)),
-            (atoms::latency_us(), Term::map_from_pairs(env, &latency)?),
-        ];
+        let mut pairs = Vec::new();
+        for (name, field) in self.remote.info() {
+            let value = match field {
+                Field::Name(value) => atom(value)?.encode(env),
+                Field::Flag(on) => on.encode(env),
+                Field::Text(text) => text.map_or(atoms::undefined().encode(env), |t| t.encode(env)),
+                Field::Count(n) => n.encode(env),
+                Field::Counts(pairs) => counts(pairs)?,
+            };
+            pairs.push((atom(name)?, value));
+        }
         Term::map_from_pairs(env, &pairs)
     }
 }

@@ -152,6 +152,19 @@ pub struct Topology {
     pub replay_cached: usize,
 }
 
+/// A value of `info/1`'s `shared` map (`Remote::info`): the NIF encodes each kind and knows no field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Field {
+    /// An atom, by its name.
+    Name(&'static str),
+    Flag(bool),
+    /// A binary, or `undefined`.
+    Text(Option<String>),
+    Count(u64),
+    /// A map of atoms, by their names, to counts.
+    Counts(Vec<(&'static str, u64)>),
+}
+
 /// Connections kept for reads when idle.
 const POOL_MAX: usize = 4;
 /// Writes sent together in one pipelined round trip, at most.
@@ -252,6 +265,33 @@ impl Remote {
 
     pub fn stats(&self) -> Snapshot {
         self.shared.stats.snapshot()
+    }
+
+    /// `info/1`'s `shared` map: where Redis is, the breaker's state, the counters, the replay cache, and the
+    /// latency of reads that reached Redis. No URL, no password, no key.
+    pub fn info(&self) -> Vec<(&'static str, Field)> {
+        let (stats, topology) = (self.stats(), self.topology());
+        let misses = stats.misses.iter().map(|&(why, n)| (why.name(), n));
+        let latency = [
+            ("p50", stats.p50_us),
+            ("p99", stats.p99_us),
+            ("max", stats.max_us),
+        ];
+        vec![
+            ("topology", Field::Name(topology.kind.name())),
+            ("tls", Field::Flag(topology.tls)),
+            ("master", Field::Text(topology.master)),
+            ("state", Field::Name(self.breaker().name())),
+            ("gets", Field::Count(stats.gets)),
+            ("hits", Field::Count(stats.hits)),
+            ("replayed", Field::Count(stats.replayed)),
+            ("replay_cache", Field::Count(topology.replay_cached as u64)),
+            ("misses", Field::Counts(misses.collect())),
+            ("sets", Field::Count(stats.sets)),
+            ("drops", Field::Count(stats.drops)),
+            ("errors", Field::Count(stats.write_errors)),
+            ("latency_us", Field::Counts(latency.to_vec())),
+        ]
     }
 
     pub fn topology(&self) -> Topology {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{calls, config, free_port, get_soon, wait_until, Server};
 use session_share::breaker::State;
-use session_share::remote::{redis_key, ConfigError, Remote};
+use session_share::remote::{redis_key, ConfigError, Field, Remote};
 use session_share::stats::Miss;
 
 #[test]
@@ -142,6 +142,54 @@ fn reads_beyond_the_rate_are_not_sent() {
     // The next window admits reads again.
     thread::sleep(Duration::from_millis(110));
     assert_eq!(remote.get(b"unknown"), Err(Miss::Absent));
+}
+
+/// `info/1`'s `shared` map, as the NIF encodes it: every field, in order, before Redis was asked; neither the URL,
+/// nor its password, nor the option's.
+#[test]
+fn info_lists_every_field_and_no_secret() {
+    let mut config = config(vec!["redis://user:url-secret@127.0.0.1:1/".into()]);
+    config.password = Some(zeroize::Zeroizing::new("option-secret".into()));
+    let info = Remote::start(config).expect("valid config").info();
+    let names: Vec<&str> = info.iter().map(|(name, _)| *name).collect();
+    assert_eq!(
+        names,
+        [
+            "topology",
+            "tls",
+            "master",
+            "state",
+            "gets",
+            "hits",
+            "replayed",
+            "replay_cache",
+            "misses",
+            "sets",
+            "drops",
+            "errors",
+            "latency_us"
+        ]
+    );
+    assert_eq!(
+        info[..5],
+        [
+            ("topology", Field::Name("single")),
+            ("tls", Field::Flag(false)),
+            ("master", Field::Text(None)),
+            ("state", Field::Name("closed")),
+            ("gets", Field::Count(0))
+        ]
+    );
+    let Some((_, Field::Counts(misses))) = info.iter().find(|(name, _)| *name == "misses") else {
+        panic!("no misses")
+    };
+    let reasons: Vec<&str> = misses.iter().map(|(why, _)| *why).collect();
+    assert_eq!(
+        reasons,
+        Miss::ALL.iter().map(|why| why.name()).collect::<Vec<_>>()
+    );
+    let text = format!("{info:?}");
+    assert!(!text.contains("secret") && !text.contains("127.0.0.1") && !text.contains("user"));
 }
 
 #[test]
