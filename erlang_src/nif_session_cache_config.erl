@@ -22,11 +22,14 @@
 -type key() :: session_cb | client_session_cb | server_session_cb.
 %% The module a caller uses, and the ssl key it came from (default: none of its keys is set).
 -type use() :: #{module := module(), from := key() | default}.
--type problem() :: client_store_and_connections_differ | listeners_ignore_session_cb.
+-type problem() :: client_store_and_connections_differ | listeners_ignore_session_cb | bad_shared_option.
+%% The shared options of the listeners' init args: none, valid, or the option a listener's init would refuse.
+-type shared() :: none | ok | {bad_shared_option, atom()}.
 -type report() :: #{role_keys_read := boolean(),
                     client_store := use(),
                     client_connections := use(),
                     listeners := use(),
+                    shared := shared(),
                     problems := [problem()]}.
 
 -define(WARNED, {?MODULE, warned}).
@@ -50,12 +53,14 @@ check() ->
     Connections = default_to(Client, ssl_client_session_cache_db),
     Listeners = default_to(Server, ssl_server_session_cache_db),
     ClientStore = default_to(Store, ssl_client_session_cache_db),
+    Shared = nif_session_cache_shared:check(listener_args()),
     Problems = [client_store_and_connections_differ
                 || maps:get(module, ClientStore) =/= maps:get(module, Connections)]
         ++ [listeners_ignore_session_cb
-            || RoleKeys, maps:get(from, SessionCb) =:= session_cb, maps:get(from, Listeners) =:= default],
+            || RoleKeys, maps:get(from, SessionCb) =:= session_cb, maps:get(from, Listeners) =:= default]
+        ++ [bad_shared_option || {bad_shared_option, _} <- [Shared]],
     #{role_keys_read => RoleKeys, client_store => ClientStore, client_connections => Connections,
-      listeners => Listeners, problems => Problems}.
+      listeners => Listeners, shared => Shared, problems => Problems}.
 
 %% Logs one warning, the first time it is called in this VM with a configuration that cannot work, naming the
 %% keys to set. nif_session_cache:init/1 calls it, just after ssl has read its keys. It never raises: a check must
@@ -66,20 +71,23 @@ warn_once() ->
         case not persistent_term:get(?WARNED, false) andalso check() of
             #{problems := [_ | _] = Problems} = Report ->
                 persistent_term:put(?WARNED, true),
+                Keys = [P || P <- Problems, P =/= bad_shared_option] =/= [],
                 logger:warning("nif_session_cache: ssl's session callback configuration cannot work as set on this "
-                               "OTP release:~n~tsSet all three keys, which works on every release: "
-                               "{ssl, [{session_cb, nif_session_cache}, {client_session_cb, nif_session_cache}, "
-                               "{server_session_cb, nif_session_cache}]}.~n"
+                               "OTP release:~n~ts~ts"
                                "nif_session_cache:check_config() shows what each caller uses.",
-                               [[explain(P, Report) || P <- Problems]],
+                               [[explain(P, Report) || P <- Problems],
+                                [["Set all three keys, which works on every release: "
+                                  "{ssl, [{session_cb, nif_session_cache}, {client_session_cb, nif_session_cache}, "
+                                  "{server_session_cb, nif_session_cache}]}.\n"] || Keys]],
                                %% No domain: OTP's default handler drops events of domains other than [otp].
                                #{nif_session_cache => config_check});
             _ ->
                 ok
         end
     catch
-        Class:Reason ->
-            logger:error("nif_session_cache: configuration check failed: ~p:~p", [Class, Reason]),
+        %% Not the reason: the check reads the shared options, and a reason could carry a password.
+        Class:_ ->
+            logger:error("nif_session_cache: configuration check failed (~p)", [Class]),
             ok
     end.
 
@@ -89,8 +97,18 @@ explain(client_store_and_connections_differ, #{client_store := Store, client_con
     io_lib:format("- the client store is made by ~ts (from ~ts), but client connections use it through ~ts "
                   "(from ~ts): client sessions are never resumed.~n",
                   [maps:get(module, Store), from(Store), maps:get(module, Conns), from(Conns)]);
+explain(bad_shared_option, #{shared := {bad_shared_option, Name}}) ->
+    io_lib:format("- the shared option ~ts of the listeners' init args is not valid: listeners will not start.~n",
+                  [Name]);
 explain(listeners_ignore_session_cb, #{listeners := Listeners}) ->
     io_lib:format("- listeners read server_session_cb, not session_cb: they use ~ts.~n", [maps:get(module, Listeners)]).
+
+%% A listener's init args: server_session_cb_init_args, or else session_cb_init_args, on every release.
+listener_args() ->
+    case application:get_env(ssl, server_session_cb_init_args) of
+        {ok, Args} -> Args;
+        undefined -> application:get_env(ssl, session_cb_init_args, [])
+    end.
 
 from(#{from := default}) -> "no key: OTP's default";
 from(#{from := Key}) -> atom_to_list(Key).

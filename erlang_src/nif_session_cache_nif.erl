@@ -56,7 +56,7 @@
                       | unreachable.
 %% What update/3 and update_dirty/4 answer: publish for a store whose shared level is to get the session.
 -type update_result() :: write_result() | publish.
--type miss_reason() :: absent | breaker_open | busy | timeout | error | unsealed | unusable.
+-type miss_reason() :: absent | breaker_open | busy | timeout | error | unsealed | unusable | auth.
 %% A chunk of a select, and whether more follow.
 -type chunk(Item) :: {[Item], done | cursor()}.
 %% A chunk of a fold, and the fold slot to go on from: a plain integer, so a fold needs no cursor.
@@ -144,12 +144,13 @@ next_dirty(_Cursor) -> ?NOT_LOADED.
 share(_Store, _Config) -> ?NOT_LOADED.
 
 %% Queues what nif_session_cache_shared made of a session just stored under Id, for Redis to keep TtlMs. Owner
-%% only; never waits.
--spec publish(store(), binary(), term(), non_neg_integer()) -> write_result().
+%% only; never waits. auth: queued, and Redis refused the credentials lately (once, to warn).
+-spec publish(store(), binary(), term(), non_neg_integer()) -> write_result() | auth.
 publish(_Store, _Id, _Payload, _TtlMs) -> ?NOT_LOADED.
 
-%% A session's bytes from Redis, opened, with the lifetime margin in seconds; on a dirty IO scheduler.
--spec fetch(store(), binary()) -> {ok, binary(), non_neg_integer()} | {miss, miss_reason()}.
+%% A session's bytes from Redis, opened, with the lifetime margin in seconds; on a dirty IO scheduler. A miss says
+%% whether to warn, once, that Redis refused the credentials.
+-spec fetch(store(), binary()) -> {ok, binary(), non_neg_integer()} | {miss, miss_reason(), boolean()}.
 fetch(_Store, _Id) -> ?NOT_LOADED.
 
 %% Counts a fetched session that could not be used as a miss.

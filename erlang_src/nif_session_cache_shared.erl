@@ -16,14 +16,16 @@
 %%% would crash.
 -module(nif_session_cache_shared).
 
--export([attach/3, lookup/2, publish/3]).
+-export([attach/3, lookup/2, publish/3, check/1]).
 %% For the tests.
 -export([config/1, outgoing/3, incoming/4]).
 
 -define(FORMAT, nif_session_cache_shared_v1).
 -define(DEFAULTS, #{timeout_ms => 50, queue => 10000, max_in_flight => 16, max_reads_per_s => 1000,
-                    breaker_threshold => 5,
-                    breaker_cool_down_ms => 1000, margin_s => 60}).
+                    breaker_threshold => 5, breaker_cool_down_ms => 1000, margin_s => 60, replay_cache => 1000,
+                    master_name => <<>>, username => <<>>, password => <<>>, tls => []}).
+-define(COUNTS, [timeout_ms, queue, max_in_flight, max_reads_per_s, breaker_threshold, breaker_cool_down_ms,
+                 replay_cache]).
 
 %% Gives a listener's store its shared level if its init args ask for one. A bad option raises
 %% {bad_shared_option, Name}, naming the option and never its value.
@@ -41,25 +43,56 @@ attach(Store, server, Args) ->
 attach(_Store, _Role, _Args) ->
     ok.
 
+%% What a listener would make of Args's shared options, without connecting to anything: none, ok, or the option
+%% that init would refuse. For nif_session_cache:check_config/0.
+-spec check(term()) -> none | ok | {bad_shared_option, atom()}.
+check(Args) ->
+    case shared_opts(Args) of
+        {ok, Opts} ->
+            try config(Opts) of
+                _ -> ok
+            catch
+                error:{bad_shared_option, Name} -> {bad_shared_option, Name}
+            end;
+        none ->
+            none
+    end.
+
 %% The first {shared, Opts} of init's arguments, which may be any term (init accepts anything).
 shared_opts([{shared, Opts} | _]) -> {ok, Opts};
 shared_opts([_ | Rest]) -> shared_opts(Rest);
 shared_opts(_) -> none.
 
-%% The NIF's configuration map from the user's options, or {bad_shared_option, Name}.
+%% The NIF's configuration map from the user's options, a proplist or a map, or {bad_shared_option, Name}
+%% (native/nif_session_cache/src/level.rs, Options, reads it: every key present, <<>> for a string not given).
 -spec config(term()) -> map().
+config(Opts) when is_map(Opts) ->
+    config(maps:to_list(Opts));
 config(Opts) when is_list(Opts) ->
+    %% An improper list would raise bad_generator with its tail, which may be a password.
+    _ = try length(Opts) catch error:badarg -> erlang:error({bad_shared_option, shared}) end,
     Given = maps:from_list([option(Opt) || Opt <- Opts]),
-    [erlang:error({bad_shared_option, Name}) || Name <- [url, namespace, keys], not is_map_key(Name, Given)],
-    maps:merge(?DEFAULTS, Given);
+    [erlang:error({bad_shared_option, Name}) || Name <- [namespace, keys], not is_map_key(Name, Given)],
+    case {is_map_key(url, Given), is_map_key(sentinels, Given), is_map_key(master_name, Given)} of
+        {true, false, false} -> ok;
+        {false, true, true} -> ok;
+        {false, true, false} -> erlang:error({bad_shared_option, master_name});
+        {true, false, true} -> erlang:error({bad_shared_option, master_name});
+        {true, _, _} -> erlang:error({bad_shared_option, sentinels});
+        {false, false, true} -> erlang:error({bad_shared_option, master_name});
+        {false, false, false} -> erlang:error({bad_shared_option, url})
+    end,
+    Urls = maps:get(url, Given, maps:get(sentinels, Given, [])),
+    Tls = lists:any(fun(<<"rediss://", _/binary>>) -> true; (_) -> false end, Urls),
+    [erlang:error({bad_shared_option, tls}) || is_map_key(tls, Given), not Tls],
+    maps:merge(?DEFAULTS, maps:put(url, Urls, maps:remove(sentinels, Given)));
 config(_) ->
     erlang:error({bad_shared_option, shared}).
 
 option({url, Url}) ->
-    case urls(Url) of
-        [_ | _] = Urls -> {url, Urls};
-        _ -> erlang:error({bad_shared_option, url})
-    end;
+    {url, urls(url, Url)};
+option({sentinels, Urls}) when is_list(Urls), Urls =/= [], not is_integer(hd(Urls)) ->
+    {sentinels, urls(sentinels, Urls)};
 option({namespace, Namespace}) when is_binary(Namespace), byte_size(Namespace) > 0, byte_size(Namespace) =< 255 ->
     {namespace, Namespace};
 option({keys, Keys}) ->
@@ -67,31 +100,141 @@ option({keys, Keys}) ->
         [_ | _] = Valid -> {keys, Valid};
         _ -> erlang:error({bad_shared_option, keys})
     end;
-option({Name, N}) when (Name =:= timeout_ms orelse Name =:= queue orelse Name =:= max_in_flight orelse
-                        Name =:= max_reads_per_s orelse Name =:= breaker_threshold orelse
-                        Name =:= breaker_cool_down_ms),
-                       is_integer(N), N > 0, N < 1 bsl 32 ->
-    {Name, N};
-option({margin_s, N}) when is_integer(N), N >= 1, N < 1 bsl 32 ->
-    {margin_s, N};
-option({Name, _}) when is_atom(Name) ->
-    erlang:error({bad_shared_option, Name});
+option({Name, Text}) when Name =:= master_name; Name =:= username ->
+    {Name, text(Name, Text)};
+option({password, {file, Path}}) ->
+    case read(Path) of
+        {ok, Text} -> {password, text(password, string:trim(Text, trailing, "\r\n"))};
+        error -> erlang:error({bad_shared_option, password})
+    end;
+option({password, Text}) ->
+    {password, text(password, Text)};
+option({tls, Tls}) when is_list(Tls); is_map(Tls) ->
+    {tls, tls(if is_map(Tls) -> maps:to_list(Tls); true -> Tls end)};
+option({Name, N}) ->
+    case lists:member(Name, ?COUNTS) andalso is_integer(N) andalso N > 0 andalso N < 1 bsl 32 of
+        true -> {Name, N};
+        false when Name =:= margin_s, is_integer(N), N >= 1, N < 1 bsl 32 -> {margin_s, N};
+        false when is_atom(Name) -> erlang:error({bad_shared_option, Name});
+        false -> erlang:error({bad_shared_option, shared})
+    end;
 option(_) ->
     erlang:error({bad_shared_option, shared}).
 
-%% A URL as a string or a binary, or a list of them (Redis Cluster's seeds).
-urls(Url) when is_binary(Url) -> [Url];
-urls([C | _] = Url) when is_integer(C) -> urls(unicode:characters_to_binary(Url));
-urls(Urls) when is_list(Urls) -> lists:append([urls(Url) || Url <- Urls, Url =/= []]);
-urls(_) -> error.
+%% A URL as a string or a binary, or a list of them (Redis Cluster's seeds, or sentinels), all of one scheme. The
+%% NIF parses them again as the redis crate reads them (native/session_share/src/topology.rs, Target::new), and
+%% refuses what it cannot read: what is accepted here must be accepted there, or check/1 would pass a URL that
+%% init refuses.
+urls(Name, Url) ->
+    Urls = try flat_urls(Url) catch _:_ -> [] end,
+    Schemes = lists:usort([hd(string:split(U, ":")) || U <- Urls]),
+    %% Caught whole: a URL may carry a password.
+    case Urls =/= [] andalso lists:all(fun(U) -> try url(U) catch _:_ -> false end end, Urls)
+        andalso length(Schemes) =:= 1 of
+        true -> Urls;
+        false -> erlang:error({bad_shared_option, Name})
+    end.
+
+%% redis:// or rediss://; a host, not a wildcard address (0.0.0.0 or ::, which the crate refuses); a port that
+%% fits in 16 bits; no fragment (rediss://...#insecure would turn the host name check off); a database number as
+%% the path, if any; of a query, only the crate's protocol version; user and password, if any, UTF-8 once
+%% percent-decoded.
+url(Url) ->
+    case uri_string:parse(Url) of
+        #{scheme := Scheme, host := Host, path := Path} = Parsed
+          when (Scheme =:= <<"redis">> orelse Scheme =:= <<"rediss">>), Host =/= <<>> ->
+            host(Host)
+                andalso port(maps:get(port, Parsed, undefined))
+                andalso not is_map_key(fragment, Parsed)
+                andalso database(string:trim(Path, both, "/"))
+                andalso lists:member(maps:get(query, Parsed, <<>>),
+                                     [<<>> | [<<"protocol=", V/binary>> || V <- [<<"2">>, <<"3">>, <<"resp2">>,
+                                                                                   <<"resp3">>]]])
+                andalso is_binary(unicode:characters_to_binary(
+                                    uri_string:percent_decode(maps:get(userinfo, Parsed, <<>>))));
+        _ ->
+            false
+    end.
+
+%% An IPv6 address the crate can read, and no address of every interface (a stricter test than the crate's).
+host(Host) ->
+    Text = binary_to_list(Host),
+    case inet:parse_address(Text) of
+        {ok, Address} -> lists:any(fun(Part) -> Part =/= 0 end, tuple_to_list(Address));
+        {error, _} -> not lists:member($:, Text)
+    end.
+
+port(undefined) -> true;
+port(Port) -> is_integer(Port) andalso Port >= 0 andalso Port =< 65535.
+
+database(<<>>) -> true;
+database(Db) -> byte_size(Db) =< 18 andalso lists:all(fun(C) -> C >= $0 andalso C =< $9 end, binary_to_list(Db)).
+
+flat_urls(Url) when is_binary(Url) -> [Url];
+flat_urls([C | _] = Url) when is_integer(C) -> [unicode:characters_to_binary(Url)];
+flat_urls(Urls) when is_list(Urls) -> lists:append([flat_urls(Url) || Url <- Urls]).
+
+%% A non-empty UTF-8 string or binary, as a binary.
+text(Name, Text) when is_binary(Text); is_list(Text) ->
+    %% Caught whole: a badarg's stack trace would carry the text, which may be a password.
+    case try unicode:characters_to_binary(Text) catch _:_ -> error end of
+        Bin when is_binary(Bin), Bin =/= <<>> -> Bin;
+        _ -> erlang:error({bad_shared_option, Name})
+    end;
+text(Name, _) ->
+    erlang:error({bad_shared_option, Name}).
+
+%% {tls, [{cacertfile, Path}, {certfile, Path}, {keyfile, Path}]}: the PEM of each as [Ca, Cert, Key], <<>> for one
+%% not given. A CA or certificate file must hold a certificate, a key file a key; a certificate needs its key.
+tls(Opts) ->
+    Pem = fun(Name, Types) ->
+                  case lists:keyfind(Name, 1, Opts) of
+                      false -> <<>>;
+                      {_, Path} -> pem(Path, Types)
+                  end
+          end,
+    [erlang:error({bad_shared_option, tls})
+     || Opt <- Opts, not (is_tuple(Opt) andalso tuple_size(Opt) =:= 2 andalso
+                          lists:member(element(1, Opt), [cacertfile, certfile, keyfile]))],
+    Certificate = ['Certificate'],
+    Keys = ['RSAPrivateKey', 'ECPrivateKey', 'PrivateKeyInfo'],
+    case [Pem(cacertfile, Certificate), Pem(certfile, Certificate), Pem(keyfile, Keys)] of
+        [_, <<>>, <<>>] = Files -> Files;
+        [_, Cert, Key] = Files when Cert =/= <<>>, Key =/= <<>> -> Files;
+        _ -> erlang:error({bad_shared_option, tls})
+    end.
+
+pem(Path, Types) ->
+    case read(Path) of
+        {ok, Text} ->
+            case try public_key:pem_decode(Text) catch _:_ -> error end of
+                [_ | _] = Entries ->
+                    case lists:all(fun(E) -> lists:member(element(1, E), Types) end, Entries) of
+                        true -> Text;
+                        false -> erlang:error({bad_shared_option, tls})
+                    end;
+                _ ->
+                    erlang:error({bad_shared_option, tls})
+            end;
+        error ->
+            erlang:error({bad_shared_option, tls})
+    end.
+
+read(Path) when is_list(Path); is_binary(Path) ->
+    case file:read_file(Path) of
+        {ok, Text} -> {ok, Text};
+        {error, _} -> error
+    end;
+read(_) ->
+    error.
 
 %% 32-byte keys, or {file, Path} to a file of lines of 64 hex digits; the first seals.
 keys({file, Path}) ->
-    case file:read_file(Path) of
+    case read(Path) of
         {ok, Text} ->
             Lines = [L || L <- binary:split(Text, [<<"\n">>, <<"\r\n">>], [global, trim_all]), L =/= <<>>],
             keys([try binary:decode_hex(string:trim(L)) catch _:_ -> bad end || L <- Lines]);
-        {error, _} ->
+        error ->
             error
     end;
 keys(Keys) when is_list(Keys) ->
@@ -108,8 +251,10 @@ keys(_) ->
 publish(Store, Id, Session) ->
     case outgoing(Session, lifetime(), erlang:monotonic_time()) of
         {ok, Payload, TtlMs} ->
-            _ = nif_session_cache_nif:publish(Store, Id, Payload, TtlMs),
-            ok;
+            case nif_session_cache_nif:publish(Store, Id, Payload, TtlMs) of
+                auth -> warn_auth();
+                _ -> ok
+            end;
         none ->
             ok
     end.
@@ -164,11 +309,21 @@ lookup(Store, Id) when is_binary(Id) ->
                     ok = nif_session_cache_nif:unusable(Store),
                     undefined
             end;
-        {miss, _Reason} ->
+        {miss, _Reason, Warn} ->
+            _ = Warn andalso warn_auth(),
             undefined
     end;
 lookup(_Store, _Id) ->
     undefined.
+
+%% Once each time Redis starts refusing a store's credentials (the NIF says when): a warning that names the
+%% options, never their values. Sessions are then shared no more, and the node works alone, as with Redis down.
+warn_auth() ->
+    logger:warning("nif_session_cache: Redis refused the shared level's credentials (the username and password "
+                   "options, or the user and password in url or sentinels) or their rights (ACL): sessions are not "
+                   "shared until they are fixed. Misses are counted as auth in info/1's shared map.", [],
+                   #{nif_session_cache => shared_auth}),
+    ok.
 
 %% Session from the bytes Redis held for Id, if this node can use it: same ssl version, a session tuple that
 %% names Id, and more than MarginS seconds of LifetimeS left once rebased.

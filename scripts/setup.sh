@@ -1,7 +1,7 @@
 #!/bin/sh
 # Makes sure the Erlang/OTP first on PATH has what nif_session_cache's build and tests need: OTP 25 or later with
 # its NIF headers, ssl, common_test, dialyzer, eunit and PropEr (with its headers), and a rebar3 that runs on it;
-# and that Debian's redis-server is installed, for the shared level's tests.
+# and that Debian's redis-server and openssl are installed, for the shared level's tests.
 # With no erl on PATH it installs Debian's OTP. For Debian's OTP it installs what is missing with apt, Elixir
 # included (for the Elixir test). For any other OTP it names what is missing and how to get it:
 # scripts/otp.sh NN builds OTP NN with PropEr and a rebar3 that runs on it. Idempotent: apt runs only when
@@ -22,6 +22,9 @@ command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found; install Rust
 # the OTP. Debian's package would start a system service on port 6379 where an init system runs; the tests use
 # free ports of their own and never that one.
 command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || apt_install redis-server
+# openssl, whose command makes the certificates of the TLS tests (a CA, a server and a client) for each run.
+# Sentinel is redis-server --sentinel: no package of its own is needed.
+command -v openssl >/dev/null 2>&1 || apt_install openssl
 
 debian_otp="erlang-nox erlang-dev erlang-common-test erlang-dialyzer erlang-eunit erlang-proper erlang-proper-dev"
 if ! command -v erl >/dev/null 2>&1; then

@@ -29,10 +29,16 @@ end_per_suite(_Config) ->
 the_benchmark_runs_at_a_tiny_size_and_returns_well_formed_results(Config) ->
     Out = filename:join(?config(priv_dir, Config), "bench"),
     R = nif_session_cache_bench:run(#{sizes => [50, 200], rounds => 1, ops => 100, hosts => 20, readers => [1, 2],
-                                      monitor_size => 300,
+                                      monitor_size => 300, cluster => 40, storm => 20,
                                       scale => [100, 300], out => Out, print => false}),
     #{machine := Machine, session_etf_bytes := Etf, operations := Ops, concurrency := Conc, memory := Mem,
-      scheduler := Sched, scale := Scale} = R,
+      scheduler := Sched, scale := Scale, cluster := Cluster} = R,
+    %% The cluster section (a redis-server of its own): the storm with and without sharing, and TLS lookups.
+    {storm, 20, NoSharing, Sharing} = lists:keyfind(storm, 1, Cluster),
+    [?assert(is_float(F) andalso F >= 0 andalso F =< 1 andalso W > 0 andalso Cpu > 0)
+     || #{resumed := F, wall_ms := W, cpu_s_per_reconnect := Cpu} <- [NoSharing, Sharing]],
+    {tls_lookup_us, PlainP50, PlainP99, TlsP50, TlsP99} = lists:keyfind(tls_lookup_us, 1, Cluster),
+    ?assert(PlainP50 > 0 andalso PlainP99 >= PlainP50 andalso TlsP50 > 0 andalso TlsP99 >= TlsP50),
     ?assert(is_list(Machine) andalso Etf > 1000),
     %% Both of OTP's key shapes, each at every size.
     ?assertEqual([{client, 50}, {client, 200}, {server, 50}, {server, 200}],
@@ -79,7 +85,8 @@ measure_times_only_the_operations_it_names(Config) ->
     Out = filename:join(?config(priv_dir, Config), "bench_measure"),
     #{operations := [#{keys := server, rows := Rows}]} =
         nif_session_cache_bench:run(#{sizes => [100], keys => [server], measure => [delete, update_new], rounds => 1,
-                                      ops => 50, hosts => 10, readers => [1], monitor_size => 0, scale => [], out => Out, print => false}),
+                                      ops => 50, hosts => 10, readers => [1], monitor_size => 0, scale => [], cluster => 0,
+                                      out => Out, print => false}),
     %% In the benchmark's own order, whatever the order asked; the chart is still drawn without the others.
     ?assertEqual([update_new, delete], [Op || {Op, _} <- Rows]),
     [?assertEqual(?STORES, [M || {M, _} <- Row]) || {_, Row} <- Rows],

@@ -19,8 +19,6 @@
          a_flood_of_unknown_ids_costs_at_most_the_read_rate/1,
          remote_bytes_make_no_atoms_and_odd_shapes_are_misses/1,
          bad_shared_options_fail_init_naming_the_option_not_the_value/1]).
-%% Run on the peer nodes.
--export([listener/2, server_session/1, shared_info/0, listener_caches/0]).
 
 all() ->
     [a_session_made_on_one_node_resumes_on_the_other_both_ways,
@@ -43,7 +41,7 @@ init_per_suite(Config) ->
     RedisPort = nif_session_cache_redis:free_port(),
     _ = nif_session_cache_redis:start(RedisPort, ?config(priv_dir, Config), []),
     Proxy = nif_session_cache_proxy:start(),
-    Nodes = [start_node() || _ <- [a, b]],
+    Nodes = [nif_session_cache_nodes:start_node() || _ <- [a, b]],
     [{server_opts, Server}, {client_opts, Client}, {redis_port, RedisPort}, {proxy, Proxy},
      {nodes, Nodes} | Config].
 
@@ -53,13 +51,11 @@ end_per_suite(Config) ->
     ok.
 
 init_per_testcase(_Case, Config) ->
-    [{caches, [{Peer, peer:call(Peer, ?MODULE, listener_caches, [])} || Peer <- ?config(nodes, Config)]} | Config].
+    [{caches, nif_session_cache_nodes:caches(?config(nodes, Config))} | Config].
 
 end_per_testcase(_Case, Config) ->
     %% No listener cache process of either node ever restarted: each still has the pid it had.
-    [?assertEqual([], [P || P <- Before, not lists:member(P, peer:call(Peer, ?MODULE, listener_caches, []))])
-     || {Peer, Before} <- proplists:get_value(caches, Config, [])],
-    ok.
+    nif_session_cache_nodes:no_cache_restarted(proplists:get_value(caches, Config, [])).
 
 %%% Cases
 
@@ -161,8 +157,10 @@ tampered_moved_and_unknown_key_blobs_are_misses(Config) ->
     ok = nif_session_cache:update(Stranger, Id3, fake_session(Id3, 0)),
     ok = nif_session_cache_demo:wait_until(fun() -> redis_get(Config, <<"tamper">>, Id1) =/= undefined andalso
                                                         redis_get(Config, <<"tamper">>, Id3) =/= undefined end, 2000),
-    %% Untouched, it comes back: rebased, without its private key.
-    ?assertMatch({session, Id1, {T, 7}, undefined, <<9:384>>, T}, nif_session_cache:lookup(Reader, Id1)),
+    %% Untouched, it comes back: rebased, without its private key. (Another store reads it: a store keeps what it
+    %% read beside it, and would not ask Redis for it again.)
+    Checker = nif_session_cache:init([{role, server}, {shared, Opts}]),
+    ?assertMatch({session, Id1, {T, 7}, undefined, <<9:384>>, T}, nif_session_cache:lookup(Checker, Id1)),
     Blob = redis_get(Config, <<"tamper">>, Id1),
     %% A flipped byte.
     <<Head:40/binary, Byte, Tail/binary>> = Blob,
@@ -176,7 +174,7 @@ tampered_moved_and_unknown_key_blobs_are_misses(Config) ->
     %% Not a blob at all.
     ok = redis_set(Config, <<"tamper">>, Id4, <<"garbage">>),
     ?assertEqual(undefined, nif_session_cache:lookup(Reader, Id4)),
-    ?assertMatch(#{shared := #{misses := #{unsealed := 4}, hits := 1}}, nif_session_cache:info(Reader)).
+    ?assertMatch(#{shared := #{misses := #{unsealed := 4}, hits := 0}}, nif_session_cache:info(Reader)).
 
 a_session_with_too_little_lifetime_left_is_not_returned(Config) ->
     Opts = [{margin_s, 60} | shared(Config, <<"lifetime">>, [?KEY])],
@@ -196,7 +194,7 @@ redis_never_holds_a_secret_in_clear(Config) ->
     Port = listen(A, Config, shared(Config, <<"clear">>, [?KEY])),
     Id = full_handshake(Config, Port),
     ok = await_published(A, 1),
-    Session = peer:call(A, ?MODULE, server_session, [Id]),
+    Session = peer:call(A, nif_session_cache_nodes, server_session, [Id]),
     [Secret] = [F || F <- tuple_to_list(Session), is_binary(F), byte_size(F) =:= 48],
     [Key] = [F || F <- tuple_to_list(Session), is_tuple(F),
                   lists:member(element(1, F), ['ECPrivateKey', 'RSAPrivateKey'])],
@@ -266,58 +264,56 @@ replace_atom(Bytes, From, To) ->
 
 bad_shared_options_fail_init_naming_the_option_not_the_value(Config) ->
     Good = shared(Config, <<"ns">>, [?KEY]),
+    Secret = "S3CRETPW",
     Bad = [{keys, [<<"short">>]}, {keys, {file, "/nonexistent"}}, {url, 42}, {url, "http://x"},
-           {namespace, "not a binary"}, {timeout_ms, 0}, {margin_s, -1}, {colour, blue}],
+           {url, "redis://u:" ++ Secret ++ "@127.0.0.1:notaport/"}, {url, "rediss://127.0.0.1:1/#insecure"},
+           {url, ["redis://127.0.0.1:1/", "rediss://127.0.0.1:2/"]},
+           %% URLs the redis crate refuses, which check/1 must refuse too: a database that is not a number, an
+           %% address of every interface, a port past 16 bits, an unknown protocol, a password not UTF-8.
+           {url, "redis://127.0.0.1:1/db"}, {url, "redis://0.0.0.0:1/"}, {url, "redis://[0::0]:1/"},
+           {url, "redis://127.0.0.1:65536/"}, {url, "redis://127.0.0.1:1/?protocol=resp9"},
+           {url, "redis://u:" ++ Secret ++ "%ff@127.0.0.1:1/"}, {url, "redis://[v1.x]:1/"},
+           {namespace, "not a binary"}, {timeout_ms, 0}, {margin_s, -1}, {replay_cache, 0}, {colour, blue},
+           {sentinels, "redis://127.0.0.1:1/"}, {master_name, <<"mymaster">>}, {username, 42},
+           {password, {file, "/nonexistent"}}, {password, [Secret, self()]}, {tls, [{cacertfile, "/nonexistent"}]},
+           {tls, [{certfile, "/nonexistent"}]}, {tls, [{verify, verify_none}]}],
     [begin
          Name = element(1, Opt),
-         {Reason, Stack} = try nif_session_cache:init([{role, server}, {shared, [Opt | proplists:delete(Name, Good)]}]) of
+         Opts = [Opt | proplists:delete(Name, Good)],
+         {Reason, Stack} = try nif_session_cache:init([{role, server}, {shared, Opts}]) of
                                Store -> {no_error, Store}
                            catch
                                error:Why:Trace -> {Why, Trace}
                            end,
-         ?assertEqual({bad_shared_option, Name}, Reason),
-         ?assertEqual(nomatch, binary:match(term_to_binary(Stack), ?KEY))
+         Expected = case Opt of
+                        {master_name, _} -> master_name;
+                        {tls, _} -> tls;
+                        _ -> Name
+                    end,
+         ?assertEqual({bad_shared_option, Expected}, Reason, Opt),
+         %% check_config/0 says the same of the listeners' init args, without connecting.
+         ?assertEqual({bad_shared_option, Expected}, nif_session_cache_shared:check([{shared, Opts}])),
+         [?assertEqual(nomatch, binary:match(term_to_binary(Stack), Value)) || Value <- [?KEY, list_to_binary(Secret)]]
      end || Opt <- Bad],
-    %% Without shared, or for a client store, nothing changes.
+    %% An improper list of options is refused by name, its tail (a password, say) left out.
+    Improper = [{namespace, <<"ns">>} | list_to_binary(Secret)],
+    {Why, Trace} = try nif_session_cache:init([{role, server}, {shared, Improper}]) catch error:W:T -> {W, T} end,
+    ?assertEqual({{bad_shared_option, shared}, nomatch}, {Why, binary:match(term_to_binary(Trace), list_to_binary(Secret))}),
+    ?assertEqual({bad_shared_option, shared}, nif_session_cache_shared:check([{shared, Improper}])),
+    %% What the crate reads, init and check/1 both take: a database number, IPv6, a protocol, slashes around.
+    [begin
+         Opts = [{url, Url} | proplists:delete(url, Good)],
+         ?assertEqual(ok, nif_session_cache_shared:check([{shared, Opts}]), Url),
+         ?assertMatch(#{shared := #{}}, nif_session_cache:info(nif_session_cache:init([{role, server}, {shared, Opts}])))
+     end || Url <- ["redis://127.0.0.1:1/15", "redis://[::1]:1/?protocol=resp3", "rediss://localhost:1//2//",
+                    <<"redis://user:p%C3%A9@127.0.0.1:1">>]],
+    %% Options as a map work as a proplist does; without shared, or for a client store, nothing changes.
+    ?assertMatch(#{shared := #{topology := single, tls := false}},
+                 nif_session_cache:info(nif_session_cache:init([{role, server}, {shared, maps:from_list(Good)}]))),
+    ?assertEqual(ok, nif_session_cache_shared:check([{shared, maps:from_list(Good)}])),
+    ?assertEqual(none, nif_session_cache_shared:check([{role, server}])),
     ?assertNot(is_map_key(shared, nif_session_cache:info(nif_session_cache:init([{role, server}])))),
     ?assertNot(is_map_key(shared, nif_session_cache:info(nif_session_cache:init([{role, client}, {shared, Good}])))).
-
-%%% On the peer nodes
-
-%% A listener whose store has Shared, on a free loopback port, held by a process of its own.
-listener(ServerOpts, Shared) ->
-    [ok = application:set_env(ssl, K, nif_session_cache) || K <- [session_cb, client_session_cb, server_session_cb]],
-    [ok = application:set_env(ssl, K, [{shared, Shared}]) || K <- [session_cb_init_args, server_session_cb_init_args]],
-    {ok, _} = application:ensure_all_started(ssl),
-    Self = self(),
-    spawn(fun() ->
-                  {_Listener, Port} = nif_session_cache_demo:start_listener(ServerOpts, []),
-                  Self ! {port, Port},
-                  receive stop -> ok end
-          end),
-    receive {port, Port} -> Port after 5000 -> error(no_listener) end.
-
-%% The session a listener of this node stored under Id.
-server_session(Id) ->
-    hd([S || Store <- listener_stores(), S <- [nif_session_cache:lookup(Store, Id)], is_tuple(S)]).
-
-%% info/1's shared map of every listener store of this node with a shared level, oldest first.
-shared_info() ->
-    Infos = lists:sort([{Id, Shared} || S <- listener_stores(), #{id := Id, shared := Shared} <- [info(S)]]),
-    [Shared || {_, Shared} <- Infos].
-
-listener_caches() ->
-    try supervisor:which_children(ssl_server_session_cache_sup) of
-        Children -> [Pid || {_, Pid, _, _} <- Children, is_pid(Pid)]
-    catch
-        exit:{noproc, _} -> [] % ssl is not started yet
-    end.
-
-listener_stores() ->
-    [S || Pid <- listener_caches(), S <- tuple_to_list(sys:get_state(Pid)), is_map_key(shared, info(S))].
-
-info(S) ->
-    try nif_session_cache:info(S) catch error:badarg -> #{} end.
 
 %%% Helpers
 
@@ -325,39 +321,12 @@ shared(Config, Namespace, Keys) ->
     [{url, io_lib:format("redis://127.0.0.1:~b/", [?config(redis_port, Config)])},
      {namespace, Namespace}, {keys, Keys}, {timeout_ms, 1000}].
 
-start_node() ->
-    Paths = lists:append([["-pa", filename:dirname(code:which(M))]
-                          || M <- [nif_session_cache, nif_session_cache_demo, ?MODULE]]),
-    %% Not linked: init_per_suite runs in a process of its own, which ends before the cases.
-    {ok, Peer, _} = peer:start(#{connection => standard_io, args => Paths}),
-    Peer.
-
-listen(Peer, Config, Shared) ->
-    peer:call(Peer, ?MODULE, listener, [?config(server_opts, Config), Shared], 10000).
-
-%% The shared maps of a node's listener stores, oldest first, and of its newest.
-shared_infos(Peer) ->
-    peer:call(Peer, ?MODULE, shared_info, []).
-
-shared_of(Peer) ->
-    lists:last(shared_infos(Peer)).
-
-await_published(Peer, N) ->
-    nif_session_cache_demo:wait_until(fun() -> maps:get(sets, shared_of(Peer)) >= N end, 10000).
-
-%% A full handshake through the proxy to Port, saved for later resumption; its session id.
-full_handshake(Config, Port) ->
-    {Id, _} = through_proxy(Config, Port, [{reuse_sessions, save}]),
-    Id.
-
-%% A handshake offering Id through the proxy to Port: the id it ended with, and whether that is Id.
-resume(Config, Port, Id) ->
-    {Got, _} = through_proxy(Config, Port, [{reuse_session, Id}]),
-    {Got, Got =:= Id}.
-
-through_proxy(Config, Port, Extra) ->
-    ok = nif_session_cache_proxy:target(?config(proxy, Config), Port),
-    nif_session_cache_demo:connect(?config(proxy, Config), ?config(client_opts, Config), Extra).
+listen(Peer, Config, Shared) -> nif_session_cache_nodes:listen(Peer, Config, Shared).
+shared_infos(Peer) -> nif_session_cache_nodes:shared_infos(Peer).
+shared_of(Peer) -> nif_session_cache_nodes:shared_of(Peer).
+await_published(Peer, N) -> nif_session_cache_nodes:await_published(Peer, N).
+full_handshake(Config, Port) -> nif_session_cache_nodes:full_handshake(Config, Port).
+resume(Config, Port, Id) -> nif_session_cache_nodes:resume(Config, Port, Id).
 
 %% A session of the shape OTP's listener cache stores: an id, an internal id {TimeStamp, Unique}, a private key,
 %% a master secret, and its time stamp, AgeS seconds ago.

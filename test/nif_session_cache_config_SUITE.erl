@@ -14,9 +14,11 @@
          a_plain_node_prints_the_warning_through_otps_default_handler/1,
          on_a_release_that_reads_role_keys_only_session_cb_is_two_problems/1,
          on_a_release_that_reads_only_session_cb_the_role_keys_change_nothing/1,
-         nothing_set_is_otps_defaults_and_no_problem/1]).
+         nothing_set_is_otps_defaults_and_no_problem/1,
+         a_bad_shared_option_in_ssls_env_is_named_at_boot_never_its_value/1]).
 
 -define(KEYS, [session_cb, client_session_cb, server_session_cb]).
+-define(ARGS, [session_cb_init_args, server_session_cb_init_args]).
 -define(ROLE_KEYS_READ, {nif_session_cache_config, role_keys_read}).
 -define(WARNED, {nif_session_cache_config, warned}).
 
@@ -27,7 +29,8 @@ all() ->
      a_plain_node_prints_the_warning_through_otps_default_handler,
      on_a_release_that_reads_role_keys_only_session_cb_is_two_problems,
      on_a_release_that_reads_only_session_cb_the_role_keys_change_nothing,
-     nothing_set_is_otps_defaults_and_no_problem].
+     nothing_set_is_otps_defaults_and_no_problem,
+     a_bad_shared_option_in_ssls_env_is_named_at_boot_never_its_value].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(crypto),
@@ -36,12 +39,12 @@ init_per_suite(Config) ->
 
 end_per_suite(_Config) ->
     _ = application:stop(ssl),
-    [application:unset_env(ssl, K) || K <- ?KEYS],
+    [application:unset_env(ssl, K) || K <- ?KEYS ++ ?ARGS],
     ok.
 
 init_per_testcase(_Case, Config) ->
     _ = application:stop(ssl),
-    [application:unset_env(ssl, K) || K <- ?KEYS],
+    [application:unset_env(ssl, K) || K <- ?KEYS ++ ?ARGS],
     %% What this VM's ssl really reads, from a fresh look, and no warning given yet.
     _ = persistent_term:erase(?ROLE_KEYS_READ),
     _ = persistent_term:erase(?WARNED),
@@ -53,8 +56,29 @@ end_per_testcase(_Case, _Config) ->
     _ = persistent_term:erase(?ROLE_KEYS_READ),
     _ = persistent_term:erase(?WARNED),
     _ = application:stop(ssl),
-    [application:unset_env(ssl, K) || K <- ?KEYS],
+    [application:unset_env(ssl, K) || K <- ?KEYS ++ ?ARGS],
     ok.
+
+%% check_config/0 reads the listeners' shared options where ssl will (server_session_cb_init_args, else
+%% session_cb_init_args) and names a bad one, without connecting; the first init's warning names it too, and
+%% neither carries the option's value.
+a_bad_shared_option_in_ssls_env_is_named_at_boot_never_its_value(_Config) ->
+    set(?KEYS),
+    Good = #{url => "redis://127.0.0.1:1/", namespace => <<"ns">>, keys => [<<1:256>>]},
+    ?assertMatch(#{shared := none, problems := []}, nif_session_cache:check_config()),
+    ok = application:set_env(ssl, session_cb_init_args, [{shared, Good}]),
+    ?assertMatch(#{shared := ok, problems := []}, nif_session_cache:check_config()),
+    Secret = "hunter2-9f3",
+    ok = application:set_env(ssl, server_session_cb_init_args,
+                             [{shared, Good#{url => "redis://u:" ++ Secret ++ "@127.0.0.1:bad/"}}]),
+    Report = nif_session_cache:check_config(),
+    ?assertMatch(#{shared := {bad_shared_option, url}, problems := [bad_shared_option]}, Report),
+    ?assertEqual(nomatch, string:find(io_lib:format("~p", [Report]), Secret)),
+    _ = nif_session_cache:init([{role, client}]),
+    [Text] = [message(Event) || Event <- warnings()],
+    ?assertNotEqual(nomatch, string:find(Text, "shared option url")),
+    ?assertEqual(nomatch, string:find(Text, Secret)),
+    ?assertEqual(nomatch, string:find(Text, "Set all three keys")).
 
 %% logger handler callback: forwards our warnings to the test process.
 log(#{meta := #{nif_session_cache := config_check}} = Event, #{config := #{pid := Pid}}) ->

@@ -20,9 +20,8 @@ rustler::atoms! {
     not_owner, terminated, bad_key, holds_store, enomem, internal_error,
     // What info/1 adds to its report.
     role, owner,
-    // The shared level's options (`share/2`) and info.
-    url, namespace, keys, timeout_ms, queue, max_in_flight, max_reads_per_s, breaker_threshold,
-    breaker_cool_down_ms, margin_s, already_shared, miss, unusable,
+    // The shared level's options (`share/2`) and lookups (its info map's names come from `session_share`).
+    shared, keys, already_shared, auth, miss, unusable,
 }
 
 /// A report as a map, each name an atom.
@@ -37,6 +36,8 @@ fn value<'a>(env: Env<'a>, info: &Info) -> NifResult<Term<'a>> {
         Info::Number(n) => n.encode(env),
         Info::Flag(flag) => flag.encode(env),
         Info::Name(name) => Atom::from_str(env, name)?.encode(env),
+        Info::Text(Some(text)) => text.encode(env),
+        Info::Text(None) => undefined().encode(env),
         Info::Map(map) => report(env, map)?,
     })
 }

@@ -55,7 +55,7 @@ unsafe extern "C" fn trampoline<const I: usize>(
                 Miss::Done => (Vec::<u8>::new(), atoms::done()).encode(env),
                 Miss::Zero => 0.encode(env),
                 Miss::Nil => Vec::<u8>::new().encode(env),
-                Miss::Unusable => (atoms::miss(), atoms::unusable()).encode(env),
+                Miss::Unusable => (atoms::miss(), atoms::unusable(), false).encode(env),
                 Miss::Unreachable => atoms::unreachable().encode(env),
             }
             .as_c_arg()

@@ -17,7 +17,7 @@ use crate::nifs::{store_arg, writable};
 fn share<'a>(env: Env<'a>, store: Term<'a>, config: Term<'a>) -> Term<'a> {
     let outcome = (|| -> Result<(), Atom> {
         let store = writable(env, store).map_err(|error| error.atom())?;
-        let level = SharedLevel::start(config)?;
+        let level = SharedLevel::start(env, config)?;
         store.shared.set(level).map_err(|_| atoms::already_shared())
     })();
     match outcome {
@@ -27,7 +27,8 @@ fn share<'a>(env: Env<'a>, store: Term<'a>, config: Term<'a>) -> Term<'a> {
 }
 
 /// Queues `payload`, what the Erlang side made of the session it just stored under the session id `id`, for Redis
-/// to keep `ttl_ms`; owner only. Never waits. Normal scheduler: a copy of the payload. Returns `ok` or an error atom.
+/// to keep `ttl_ms`; owner only. Never waits. Normal scheduler: a copy of the payload. Returns `ok`, `auth` once
+/// after Redis refused the credentials (the caller warns), or an error atom.
 #[rustler::nif]
 fn publish<'a>(
     env: Env<'a>,
@@ -47,13 +48,17 @@ fn publish<'a>(
     ) {
         (Some(level), Ok(id), Ok(ttl_ms)) => {
             level.publish(id.as_slice(), payload, Duration::from_millis(ttl_ms));
-            atoms::ok()
+            match level.take_auth_warning() {
+                true => atoms::auth(),
+                false => atoms::ok(),
+            }
         }
         _ => atoms::badarg(),
     }
 }
 
-/// The session bytes kept in Redis for `id`, opened: `{ok, Bytes, MarginS}`, or `{miss, Reason}`. Dirty IO
+/// The session bytes kept in Redis for `id`, opened: `{ok, Bytes, MarginS}`, or `{miss, Reason, Warn}`, `Warn`
+/// true once after Redis refused the credentials (the caller warns). Dirty IO
 /// scheduler: waits on Redis for at most the timeout, and not at all while the breaker is open or when too many
 /// reads are out already.
 #[rustler::nif(schedule = "DirtyIo")]
@@ -69,7 +74,7 @@ fn fetch<'a>(env: Env<'a>, store: Term<'a>, id: Binary<'a>) -> NifResult<Term<'a
             bytes.as_mut_slice().copy_from_slice(&session);
             Ok((atoms::ok(), bytes.release(env), level.margin_s()).encode(env))
         }
-        Err(why) => Ok((atoms::miss(), reason(env, why)?).encode(env)),
+        Err(why) => Ok((atoms::miss(), reason(env, why), level.take_auth_warning()).encode(env)),
     }
 }
 

@@ -56,7 +56,7 @@ pub enum Miss {
     Zero,
     /// `[]`.
     Nil,
-    /// `{miss, unusable}`.
+    /// `{miss, unusable, false}`: a miss, and no warning to log.
     Unusable,
     /// `unreachable`.
     Unreachable,

@@ -2,8 +2,7 @@
 //! an Erlang map (`native/nif_session_cache/src/atoms.rs`), and adds what only the VM knows: the store's role and
 //! owner. The names are those README's Observability table documents.
 
-use session_share::breaker::State;
-use session_share::stats::Snapshot;
+use session_share::remote::Field;
 use session_store::{Scheduling, Store, Value};
 
 /// A value of `info/1`'s map.
@@ -13,6 +12,8 @@ pub enum Info {
     Flag(bool),
     /// An atom.
     Name(&'static str),
+    /// A binary, or `undefined`.
+    Text(Option<String>),
     Map(Vec<(&'static str, Info)>),
 }
 
@@ -57,40 +58,32 @@ pub fn store<V: Value + Send + Sync + 'static>(
     info
 }
 
-/// A shared level's `shared` map: the breaker's state, the counters, misses by reason, and the latency of reads
-/// that reached Redis.
-pub fn shared(stats: &Snapshot, breaker: State) -> Info {
-    let state = match breaker {
-        State::Closed => "closed",
-        State::Open => "open",
-        State::Probing => "probing",
+/// A shared level's `shared` map, from the fields it lists (`session_share::remote::Remote::info`): a binary
+/// or `undefined` for text, a map for counts by name.
+pub fn shared(fields: Vec<(&'static str, Field)>) -> Info {
+    let value = |field| match field {
+        Field::Name(name) => Info::Name(name),
+        Field::Flag(on) => Info::Flag(on),
+        Field::Text(text) => Info::Text(text),
+        Field::Count(n) => Info::Number(n),
+        Field::Counts(counts) => Info::Map(
+            counts
+                .into_iter()
+                .map(|(k, n)| (k, Info::Number(n)))
+                .collect(),
+        ),
     };
-    let mut info = numbers([
-        ("gets", stats.gets),
-        ("hits", stats.hits),
-        ("sets", stats.sets),
-        ("drops", stats.drops),
-        ("errors", stats.write_errors),
-    ]);
-    let misses = stats
-        .misses
-        .iter()
-        .map(|&(why, n)| (why.name(), Info::Number(n)));
-    let latency = [
-        ("p50", stats.p50_us),
-        ("p99", stats.p99_us),
-        ("max", stats.max_us),
-    ];
-    info.push(("state", Info::Name(state)));
-    info.push(("misses", Info::Map(misses.collect())));
-    info.push(("latency_us", Info::Map(numbers(latency))));
-    Info::Map(info)
+    Info::Map(
+        fields
+            .into_iter()
+            .map(|(name, field)| (name, value(field)))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use session_share::stats::Miss;
     use session_store::{Config, Key};
 
     #[derive(Clone)]
@@ -176,50 +169,34 @@ mod tests {
     }
 
     #[test]
-    fn a_shared_level_reports_its_state_counters_misses_by_reason_and_latency() {
-        let stats = Snapshot {
-            gets: 9,
-            hits: 4,
-            misses: Miss::ALL.iter().map(|&why| (why, why as u64)).collect(),
-            sets: 3,
-            drops: 2,
-            write_errors: 1,
-            p50_us: 128,
-            p99_us: 1024,
-            max_us: 2048,
-        };
-        let Info::Map(info) = shared(&stats, State::Probing) else {
+    fn a_shared_levels_fields_become_a_map_with_counts_as_maps_and_text_or_undefined() {
+        let fields = vec![
+            ("topology", Field::Name("sentinel")),
+            ("tls", Field::Flag(true)),
+            ("master", Field::Text(Some("10.0.0.7:6379".into()))),
+            ("replica", Field::Text(None)),
+            ("gets", Field::Count(9)),
+            ("misses", Field::Counts(vec![("absent", 2), ("busy", 1)])),
+        ];
+        let Info::Map(info) = shared(fields) else {
             panic!("not a map")
         };
-        let counters = [
-            ("gets", 9),
-            ("hits", 4),
-            ("sets", 3),
-            ("drops", 2),
-            ("errors", 1),
-        ];
-        for (name, n) in counters {
-            assert_eq!(get(&info, name), &Info::Number(n), "{name}");
-        }
-        assert_eq!(get(&info, "state"), &Info::Name("probing"));
-        let Info::Map(misses) = get(&info, "misses") else {
-            panic!("misses is not a map")
-        };
-        let reasons: Vec<&str> = misses.iter().map(|(name, _)| *name).collect();
-        let expected = [
-            "absent",
-            "breaker_open",
-            "busy",
-            "timeout",
-            "error",
-            "unsealed",
-            "unusable",
-        ];
+        let names: Vec<&str> = info.iter().map(|(name, _)| *name).collect();
         assert_eq!(
-            (reasons, get(misses, "busy")),
-            (expected.to_vec(), &Info::Number(2))
+            names,
+            ["topology", "tls", "master", "replica", "gets", "misses"]
         );
-        let latency = numbers([("p50", 128), ("p99", 1024), ("max", 2048)]);
-        assert_eq!(get(&info, "latency_us"), &Info::Map(latency));
+        assert_eq!(get(&info, "topology"), &Info::Name("sentinel"));
+        assert_eq!(get(&info, "tls"), &Info::Flag(true));
+        assert_eq!(
+            get(&info, "master"),
+            &Info::Text(Some("10.0.0.7:6379".into()))
+        );
+        assert_eq!(get(&info, "replica"), &Info::Text(None));
+        assert_eq!(get(&info, "gets"), &Info::Number(9));
+        assert_eq!(
+            get(&info, "misses"),
+            &Info::Map(numbers([("absent", 2), ("busy", 1)]))
+        );
     }
 }

@@ -17,6 +17,17 @@ pub enum State {
     Probing,
 }
 
+impl State {
+    /// As `info/1` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::Probing => "probing",
+        }
+    }
+}
+
 pub struct Breaker {
     threshold: u32,
     cool_down: Duration,

@@ -5,12 +5,16 @@
 //! Rooms: `seal` (XChaCha20-Poly1305 with key ids; the associated data binds a blob to its namespace and session
 //! id), `breaker` (stops asking a failing Redis for a while, and lets one probe through to find it back), `remote`
 //! (the Redis client: a background writer behind a bounded queue that drops rather than blocks, and bounded
-//! reads), `stats` (what `info/1` reports). Nothing here knows the VM: the NIF glue turns sessions into bytes
+//! reads), `topology` (where Redis is: one server, a Cluster or Sentinel, in clear or over TLS, and how to
+//! connect within a deadline), `recent` (what Redis returned lately, kept beside the store for replays),
+//! `stats` (what `info/1` reports). Nothing here knows the VM: the NIF glue turns sessions into bytes
 //! and back, and `cargo test` reaches everything, against a real `redis-server` it starts.
 
 #![forbid(unsafe_code)]
 
 pub mod breaker;
+pub mod recent;
 pub mod remote;
 pub mod seal;
 pub mod stats;
+pub mod topology;

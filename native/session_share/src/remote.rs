@@ -2,55 +2,108 @@
 //!
 //! Writes go to a background thread through a bounded queue, so the owner never waits on the network: a full
 //! queue drops the write, counted. Reads run on the calling thread (a dirty IO scheduler, in the NIF) within the
-//! timeout, through a small pool of connections. At most `max_in_flight` reads wait on Redis at once and at most
-//! `max_reads_per_s` are sent a second, so that a flood of handshakes with unknown ids cannot pile up round
-//! trips, and none while the breaker is open. A broken
-//! connection is dropped and made again on next use, so the client comes back by itself when Redis does.
+//! timeout, through a small pool of connections, to wherever `topology.rs` says Redis is. At most
+//! `max_in_flight` reads wait on Redis at once, and none while the breaker is open. The read rate bounds what a
+//! flood of handshakes with made-up ids can cost, without refusing a storm of clients that come back with real
+//! sessions after their node died: a read that finds nothing spends a place of `max_reads_per_s`, a read that
+//! finds a blob gives its place back, and what was found is kept beside the store for its lifetime
+//! (`recent.rs`), so that an id replayed again and again reaches Redis once. A broken connection is dropped and
+//! made again on next use, so the client comes back by itself when Redis does, or when Sentinel or the Cluster
+//! has promoted a replica.
 //!
 //! The writer thread runs this library's code until the `Remote` is dropped: the NIF keeps its library mapped
 //! for the life of the VM (its `reaper.rs`), so the thread never outlives the code it runs.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConnection};
-use redis::{Client, Connection, ConnectionInfo, ConnectionLike, IntoConnectionInfo, RedisError};
+use redis::RedisError;
+use zeroize::Zeroizing;
 
 use crate::breaker::{Breaker, State};
+use crate::recent::Recent;
 use crate::stats::{Miss, Snapshot, Stats};
+use crate::topology::{is_auth, set_deadline, Conn, Kind, Target, Tls};
 
-/// How to reach Redis, and how much to wait for it.
-#[derive(Debug, Clone)]
+/// How to reach Redis, and how much to wait for it. No `Debug`: it holds the password and the client key.
+#[derive(Clone)]
 pub struct Config {
-    /// One URL for a server (`redis://host:port/db`), several for the seeds of a Redis Cluster.
+    /// One URL for a server (`redis://host:port/db`, or `rediss://` for TLS), several for the seeds of a Redis
+    /// Cluster; or, with `master_name`, the URLs of the sentinels that watch the master.
     pub urls: Vec<String>,
+    /// The name Sentinel knows the master by; `None`: no Sentinel.
+    pub master_name: Option<String>,
+    /// Certificates for `rediss://` URLs; `None`: the system's roots, no client certificate.
+    pub tls: Option<Tls>,
+    /// An ACL user and its password, in place of any the URLs carry.
+    pub username: Option<String>,
+    pub password: Option<Zeroizing<String>>,
     /// The longest a connection, a read or a write may take.
     pub timeout: Duration,
     /// Writes waiting for the writer thread; more are dropped.
     pub queue: usize,
     /// Reads waiting on Redis at once; more are misses (`busy`).
     pub max_in_flight: usize,
-    /// Reads sent to Redis per second, counted in windows of a tenth of a second; more are misses (`busy`). A
-    /// flood of handshakes with unknown session ids then costs the listener at most this many round trips.
+    /// Reads that found nothing, per second, counted in windows of a tenth of a second: once a window's are
+    /// spent, no read is sent until the next (`busy`). A read that finds a session gives its place back, so a
+    /// flood of made-up ids costs at most this many round trips a second, and a storm of real sessions is not
+    /// refused for it.
     pub max_reads_per_s: u32,
     /// Failures in a row that open the breaker, and for how long it stays open.
     pub breaker_threshold: u32,
     pub breaker_cool_down: Duration,
+    /// Blobs found in Redis and opened, kept for what is left of their lifetime (`recent.rs`, `Remote::keep`).
+    pub replay_cache: usize,
+}
+
+impl Config {
+    /// `urls` with the defaults of the Erlang side's options.
+    pub fn new(urls: Vec<String>) -> Config {
+        Config {
+            urls,
+            master_name: None,
+            tls: None,
+            username: None,
+            password: None,
+            timeout: Duration::from_millis(50),
+            queue: 10_000,
+            max_in_flight: 16,
+            max_reads_per_s: 1000,
+            breaker_threshold: 5,
+            breaker_cool_down: Duration::from_secs(1),
+            replay_cache: 1000,
+        }
+    }
 }
 
 /// Why a configuration was refused. Names the URL's position, never its text (it may hold a password).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    #[error("no Redis URL given")]
-    NoUrl,
-    #[error("Redis URL {index} is not a valid redis:// URL")]
+    #[error("Redis URL {index} is not a valid redis:// or rediss:// URL")]
     BadUrl { index: usize },
-    #[error("a timeout, queue or in-flight limit of zero")]
+    #[error("sentinel URL {index} is not a valid redis:// or rediss:// URL")]
+    BadSentinel { index: usize },
+    #[error("the TLS certificates are not valid PEM, or were given for redis:// URLs")]
+    Tls,
+    #[error("a timeout, queue, in-flight limit, read rate or replay cache of zero")]
     Zero,
     #[error("the writer thread could not be started")]
     NoThread,
+}
+
+impl ConfigError {
+    /// The option at fault, as the user named it.
+    pub fn option(self) -> &'static str {
+        match self {
+            ConfigError::BadUrl { .. } => "url",
+            ConfigError::BadSentinel { .. } => "sentinels",
+            ConfigError::Tls => "tls",
+            ConfigError::Zero => "timeout_ms",
+            ConfigError::NoThread => "enomem",
+        }
+    }
 }
 
 /// Makes, on the writer thread, what a write stores and for how long: the caller's path only queues it. `None`:
@@ -63,44 +116,53 @@ struct Write {
     make: Make,
 }
 
-enum Target {
-    Single(Client),
-    Cluster(ClusterClient),
-}
-
-enum Conn {
-    Single(Connection),
-    // Boxed: a cluster connection is several times a single one's size, and pools hold mostly single ones.
-    Cluster(Box<ClusterConnection>),
-}
-
-impl Conn {
-    fn as_dyn(&mut self) -> &mut dyn ConnectionLike {
-        match self {
-            Conn::Single(conn) => conn,
-            Conn::Cluster(conn) => conn.as_mut(),
-        }
-    }
-}
-
 /// What the writer thread and the readers share.
 struct Shared {
     target: Target,
+    tls: bool,
     timeout: Duration,
     max_in_flight: usize,
     in_flight: AtomicUsize,
-    /// Reads admitted per window, and the window they are counted in.
+    /// Reads that found nothing admitted per window, and the window they are counted in.
     reads_per_window: u32,
     window: Mutex<(Instant, u32)>,
     pool: Mutex<Vec<Conn>>,
+    recent: Recent,
     breaker: Breaker,
     stats: Stats,
+    /// Redis refused our credentials since the last warning was taken (`take_auth_warning`).
+    auth_failed: AtomicBool,
+    auth_warned: AtomicBool,
 }
 
 /// One store's link to Redis. Dropping it ends its writer thread once the queue is drained.
 pub struct Remote {
     shared: Arc<Shared>,
     queue: SyncSender<Write>,
+}
+
+/// What `info/1` says of where Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub kind: Kind,
+    pub tls: bool,
+    /// Sentinel's master in use, as `host:port`, once one was found.
+    pub master: Option<String>,
+    /// Blobs in the replay cache.
+    pub replay_cached: usize,
+}
+
+/// A value of `info/1`'s `shared` map (`Remote::info`): the NIF encodes each kind and knows no field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Field {
+    /// An atom, by its name.
+    Name(&'static str),
+    Flag(bool),
+    /// A binary, or `undefined`.
+    Text(Option<String>),
+    Count(u64),
+    /// A map of atoms, by their names, to counts.
+    Counts(Vec<(&'static str, u64)>),
 }
 
 /// Connections kept for reads when idle.
@@ -113,49 +175,29 @@ const WINDOW: Duration = Duration::from_millis(100);
 
 impl Remote {
     pub fn start(config: Config) -> Result<Remote, ConfigError> {
-        if config.urls.is_empty() {
-            return Err(ConfigError::NoUrl);
-        }
         if config.timeout.is_zero()
             || config.queue == 0
             || config.max_in_flight == 0
             || config.max_reads_per_s == 0
+            || config.replay_cache == 0
         {
             return Err(ConfigError::Zero);
         }
-        let infos = config
-            .urls
-            .iter()
-            .enumerate()
-            .map(|(index, url)| {
-                url.as_str()
-                    .into_connection_info()
-                    .map(connection_info)
-                    .map_err(|_| ConfigError::BadUrl { index })
-            })
-            .collect::<Result<Vec<ConnectionInfo>, ConfigError>>()?;
-        let target = if infos.len() == 1 {
-            Client::open(infos[0].clone())
-                .map(Target::Single)
-                .map_err(|_| ConfigError::BadUrl { index: 0 })?
-        } else {
-            ClusterClientBuilder::new(infos)
-                .connection_timeout(config.timeout)
-                .response_timeout(config.timeout)
-                .build()
-                .map(Target::Cluster)
-                .map_err(|_| ConfigError::BadUrl { index: 0 })?
-        };
+        let (target, tls) = Target::new(&config)?;
         let shared = Arc::new(Shared {
             target,
+            tls,
             timeout: config.timeout,
             max_in_flight: config.max_in_flight,
             in_flight: AtomicUsize::new(0),
             reads_per_window: config.max_reads_per_s.div_ceil(WINDOWS_PER_S).max(1),
             window: Mutex::new((Instant::now(), 0)),
             pool: Mutex::new(Vec::new()),
+            recent: Recent::new(config.replay_cache),
             breaker: Breaker::new(config.breaker_threshold, config.breaker_cool_down),
             stats: Stats::default(),
+            auth_failed: AtomicBool::new(false),
+            auth_warned: AtomicBool::new(false),
         });
         let (queue, writes) = mpsc::sync_channel(config.queue);
         let writer = Arc::clone(&shared);
@@ -183,17 +225,33 @@ impl Remote {
         self.put(key, Box::new(move || Some((blob, ttl))))
     }
 
-    /// The blob under `key`, asked of Redis within the timeout. Blocks the calling thread: call it off the
-    /// schedulers.
+    /// The blob under `key`: from the replay cache if Redis returned it lately and it is still alive, else asked of
+    /// Redis within the timeout. Blocks the calling thread: call it off the schedulers.
     pub fn get(&self, key: &[u8]) -> Result<Vec<u8>, Miss> {
         let shared = &self.shared;
         shared.stats.get();
-        let result = shared.get(key);
+        let result = match shared.recent.get(key, Instant::now()) {
+            Some(blob) => {
+                shared.stats.replayed();
+                Ok(blob)
+            }
+            None => shared.get(key),
+        };
         match &result {
             Ok(_) => shared.stats.hit(),
             Err(why) => shared.stats.miss(*why),
         }
         result
+    }
+
+    /// Keeps `blob`, found under `key` and opened by the caller (so its expiry is its sealer's), beside the store
+    /// until that expiry (`seal::expiry`), so that the id costs Redis nothing more while it lives.
+    pub fn keep(&self, key: &[u8], blob: Vec<u8>) {
+        let left =
+            crate::seal::expiry(&blob).and_then(|at| at.duration_since(SystemTime::now()).ok());
+        if let Some(left) = left {
+            self.shared.recent.put(key, blob, Instant::now() + left);
+        }
     }
 
     /// Counts a read that found a blob the caller could not use (`Unsealed` or `Unusable`), as a miss instead of a hit.
@@ -208,18 +266,67 @@ impl Remote {
     pub fn stats(&self) -> Snapshot {
         self.shared.stats.snapshot()
     }
+
+    /// `info/1`'s `shared` map: where Redis is, the breaker's state, the counters, the replay cache, and the
+    /// latency of reads that reached Redis. No URL, no password, no key.
+    pub fn info(&self) -> Vec<(&'static str, Field)> {
+        let (stats, topology) = (self.stats(), self.topology());
+        let misses = stats.misses.iter().map(|&(why, n)| (why.name(), n));
+        let latency = [
+            ("p50", stats.p50_us),
+            ("p99", stats.p99_us),
+            ("max", stats.max_us),
+        ];
+        vec![
+            ("topology", Field::Name(topology.kind.name())),
+            ("tls", Field::Flag(topology.tls)),
+            ("master", Field::Text(topology.master)),
+            ("state", Field::Name(self.breaker().name())),
+            ("gets", Field::Count(stats.gets)),
+            ("hits", Field::Count(stats.hits)),
+            ("replayed", Field::Count(stats.replayed)),
+            ("replay_cache", Field::Count(topology.replay_cached as u64)),
+            ("misses", Field::Counts(misses.collect())),
+            ("sets", Field::Count(stats.sets)),
+            ("drops", Field::Count(stats.drops)),
+            ("errors", Field::Count(stats.write_errors)),
+            ("latency_us", Field::Counts(latency.to_vec())),
+        ]
+    }
+
+    pub fn topology(&self) -> Topology {
+        Topology {
+            kind: self.shared.target.kind(),
+            tls: self.shared.tls,
+            master: self.shared.target.master(),
+            replay_cached: self.shared.recent.len(),
+        }
+    }
+
+    /// True once after Redis refused our credentials (a read or a write), until it refuses them again after a
+    /// success: the caller logs one warning for it.
+    pub fn take_auth_warning(&self) -> bool {
+        self.shared.auth_failed.load(Ordering::Relaxed)
+            && !self.shared.auth_warned.swap(true, Ordering::Relaxed)
+    }
 }
 
 impl Shared {
     fn get(&self, key: &[u8]) -> Result<Vec<u8>, Miss> {
-        if !self.admit(Instant::now()) {
-            return Err(Miss::Busy);
-        }
         if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.max_in_flight {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
             return Err(Miss::Busy);
         }
-        let result = self.get_in_flight(key);
+        let result = match self.admit(Instant::now()) {
+            Some(window) => {
+                let result = self.get_in_flight(key);
+                if result.is_ok() {
+                    self.give_back(window);
+                }
+                result
+            }
+            None => Err(Miss::Busy),
+        };
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
         result
     }
@@ -230,7 +337,7 @@ impl Shared {
             return Err(Miss::BreakerOpen);
         }
         let pooled = self.lock_pool().pop();
-        let (answer, conn) = self.call(pooled, start + self.timeout, |conn| {
+        let (answer, conn) = self.call(pooled, start + self.timeout, false, |conn| {
             redis::cmd("GET")
                 .arg(key)
                 .query::<Option<Vec<u8>>>(conn.as_dyn())
@@ -238,35 +345,64 @@ impl Shared {
         self.stats.latency(start.elapsed());
         match answer {
             Ok(found) => {
-                self.breaker.success();
+                self.succeeded();
                 let mut pool = self.lock_pool();
                 if let (Some(conn), true) = (conn, pool.len() < POOL_MAX) {
                     pool.push(conn);
                 }
                 found.ok_or(Miss::Absent)
             }
-            Err(error) => {
-                self.breaker.failure(Instant::now());
-                Err(classify(&error))
-            }
+            Err(error) => Err(self.failed(&error)),
         }
     }
 
-    /// Whether one more read fits in the current window of the read rate.
-    fn admit(&self, now: Instant) -> bool {
-        // Two plain fields, always valid together: a poisoned lock still holds a usable window.
-        let mut window = self
-            .window
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    fn succeeded(&self) {
+        self.breaker.success();
+        if self.auth_failed.swap(false, Ordering::Relaxed) {
+            self.auth_warned.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Accounts for a failed call, and says why it failed.
+    fn failed(&self, error: &RedisError) -> Miss {
+        self.breaker.failure(Instant::now());
+        self.target.failed(error);
+        if is_auth(error) {
+            self.auth_failed.store(true, Ordering::Relaxed);
+            Miss::Auth
+        } else if error.is_timeout() {
+            Miss::Timeout
+        } else {
+            Miss::Error
+        }
+    }
+
+    /// Takes a place for one read in the current window of the read rate, if one is left: the window's start.
+    fn admit(&self, now: Instant) -> Option<Instant> {
+        let mut window = self.lock_window();
         if now.saturating_duration_since(window.0) >= WINDOW {
             *window = (now, 0);
         }
         if window.1 >= self.reads_per_window {
-            return false;
+            return None;
         }
         window.1 += 1;
-        true
+        Some(window.0)
+    }
+
+    /// A read admitted in `window` found a session: its place goes back, if that window is still the current one.
+    fn give_back(&self, window: Instant) {
+        let mut current = self.lock_window();
+        if current.0 == window {
+            current.1 = current.1.saturating_sub(1);
+        }
+    }
+
+    fn lock_window(&self) -> std::sync::MutexGuard<'_, (Instant, u32)> {
+        // Two plain fields, always valid together: a poisoned lock still holds a usable window.
+        self.window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The writer thread: one connection, made again after any failure; writes refused while the breaker is
@@ -304,7 +440,7 @@ impl Shared {
                 cmd
             };
             let deadline = Instant::now() + self.timeout;
-            let (result, kept) = self.call(conn.take(), deadline, |open| match open {
+            let (result, kept) = self.call(conn.take(), deadline, true, |open| match open {
                 // One server: one pipelined round trip for the batch.
                 Conn::Single(_) => {
                     let mut pipeline = redis::pipe();
@@ -321,11 +457,11 @@ impl Shared {
             conn = kept;
             match result {
                 Ok(()) => {
-                    self.breaker.success();
+                    self.succeeded();
                     made.iter().for_each(|_| self.stats.set());
                 }
-                Err(_) => {
-                    self.breaker.failure(Instant::now());
+                Err(error) => {
+                    self.failed(&error);
                     made.iter().for_each(|_| self.stats.write_error());
                 }
             }
@@ -333,41 +469,30 @@ impl Shared {
     }
 
     /// `call` on `kept`, a connection made earlier, and if that fails other than by timing out (Redis may have
-    /// restarted since), once more on a new one; all of it by `deadline`. Returns the connection to keep, if the
-    /// call succeeded.
+    /// restarted since, or failed over), once more on a new one (the writer's, or a reader's); all of it by
+    /// `deadline`. Returns the connection to keep, if the call succeeded.
     fn call<T>(
         &self,
         kept: Option<Conn>,
         deadline: Instant,
+        writer: bool,
         call: impl Fn(&mut Conn) -> Result<T, RedisError>,
     ) -> (Result<T, RedisError>, Option<Conn>) {
         if let Some(mut conn) = kept {
-            let tried = set_deadline(&mut conn, deadline).and_then(|()| call(&mut conn));
+            let tried = deadline_on(&mut conn, deadline).and_then(|()| call(&mut conn));
             match tried {
                 Ok(value) => return (Ok(value), Some(conn)),
                 Err(error) if error.is_timeout() => return (Err(error), None),
-                Err(_) => {}
+                Err(error) => self.target.failed(&error),
             }
         }
-        let fresh = self.connect(deadline).and_then(|mut conn| {
-            set_deadline(&mut conn, deadline)?;
+        let fresh = self.target.connect(deadline, writer).and_then(|mut conn| {
+            deadline_on(&mut conn, deadline)?;
             call(&mut conn).map(|value| (value, conn))
         });
         match fresh {
             Ok((value, conn)) => (Ok(value), Some(conn)),
             Err(error) => (Err(error), None),
-        }
-    }
-
-    fn connect(&self, deadline: Instant) -> Result<Conn, RedisError> {
-        match &self.target {
-            Target::Single(client) => client
-                .get_connection_with_timeout(remaining(deadline)?)
-                .map(Conn::Single),
-            // The cluster client applies its own connection and response timeouts, set to ours.
-            Target::Cluster(client) => client
-                .get_connection()
-                .map(|conn| Conn::Cluster(Box::new(conn))),
         }
     }
 
@@ -379,39 +504,12 @@ impl Shared {
     }
 }
 
-/// A URL's connection settings, without the `CLIENT SETINFO` round trip redis-rs makes on every new connection
-/// by default: it would be a second wait within a read's timeout.
-fn connection_info(info: ConnectionInfo) -> ConnectionInfo {
-    let settings = info.redis_settings().clone().set_skip_set_lib_name();
-    info.set_redis_settings(settings)
-}
-
-/// Time left until `deadline`, or a timeout error once it has passed.
-fn remaining(deadline: Instant) -> Result<Duration, RedisError> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(RedisError::from(std::io::Error::from(
-            std::io::ErrorKind::TimedOut,
-        )));
-    }
-    Ok(left)
-}
-
-/// Makes a single server's connection give up reading and writing at `deadline`.
-fn set_deadline(conn: &mut Conn, deadline: Instant) -> Result<(), RedisError> {
-    if let Conn::Single(conn) = conn {
-        let left = remaining(deadline)?;
-        conn.set_read_timeout(Some(left))?;
-        conn.set_write_timeout(Some(left))?;
-    }
-    Ok(())
-}
-
-fn classify(error: &RedisError) -> Miss {
-    if error.is_timeout() {
-        Miss::Timeout
-    } else {
-        Miss::Error
+/// Makes a single server's connection give up reading and writing at `deadline` (a cluster connection has its
+/// own timeouts, set to ours).
+fn deadline_on(conn: &mut Conn, deadline: Instant) -> Result<(), RedisError> {
+    match conn {
+        Conn::Single(conn) => set_deadline(conn, deadline),
+        Conn::Cluster(_) => Ok(()),
     }
 }
 

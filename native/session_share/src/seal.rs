@@ -1,23 +1,28 @@
 //! Sealing sessions for Redis: XChaCha20-Poly1305 (RustCrypto), a random 192-bit nonce per blob, and a key id
 //! so that keys can be rotated: the first key seals, every key opens.
 //!
-//! A blob is `VERSION (1 byte) | key id (4) | nonce (24) | ciphertext and tag`. The associated data is the
-//! namespace and the session id, each with its length, so a blob copied under another id or into another
-//! namespace fails to open, as does a flipped byte anywhere or an unknown key id. A key id is the first four bytes
+//! A blob is `VERSION (1 byte) | expiry (8) | key id (4) | nonce (24) | ciphertext and tag`, the expiry in
+//! milliseconds of Unix time, little-endian: when Redis drops it, so that a node that keeps what it read
+//! (`recent.rs`) keeps it no longer, without asking Redis for the key's TTL. The associated data is the
+//! namespace, the session id and the expiry, each with its length, so a blob copied under another id or into
+//! another namespace, or given a longer life, fails to open, as does a flipped byte anywhere or an unknown key id. A key id is the first four bytes
 //! of the key's own encryption of a fixed block: it names the key without revealing it. Keys are wiped when
 //! dropped (the cipher's own `Drop`, and ours for the bytes we were given), and nothing here formats one.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use zeroize::Zeroizing;
 
-/// The blob format's version, its first byte.
-pub const VERSION: u8 = 1;
+/// The blob format's version, its first byte. Version 1 had no expiry.
+pub const VERSION: u8 = 2;
 /// Bytes of a sealing key.
 pub const KEY_BYTES: usize = 32;
 const KEY_ID_BYTES: usize = 4;
 const NONCE_BYTES: usize = 24;
-const HEADER_BYTES: usize = 1 + KEY_ID_BYTES + NONCE_BYTES;
+const EXPIRY_BYTES: usize = 8;
+const HEADER_BYTES: usize = 1 + EXPIRY_BYTES + KEY_ID_BYTES + NONCE_BYTES;
 /// What a key id is computed from.
 const KEY_ID_LABEL: &[u8] = b"nif_session_cache key id";
 
@@ -89,13 +94,18 @@ impl Keys {
         Ok(Keys { keys: made })
     }
 
-    /// `session` sealed for `id` in `namespace`, with a fresh random nonce.
-    pub fn seal(&self, namespace: &[u8], id: &[u8], session: &[u8]) -> Vec<u8> {
+    /// `session` sealed for `id` in `namespace`, to be kept `ttl` from now, with a fresh random nonce.
+    pub fn seal(&self, namespace: &[u8], id: &[u8], session: &[u8], ttl: Duration) -> Vec<u8> {
         let key = &self.keys[0];
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let aad = associated_data(namespace, id);
+        let expiry = (SystemTime::now() + ttl)
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64)
+            .to_le_bytes();
+        let aad = associated_data(namespace, id, &expiry);
         let mut blob = Vec::with_capacity(HEADER_BYTES + session.len() + 16);
         blob.push(VERSION);
+        blob.extend_from_slice(&expiry);
         blob.extend_from_slice(&key.id);
         blob.extend_from_slice(&nonce);
         // Encryption fails only for messages of over 256 GiB: not a session.
@@ -123,14 +133,15 @@ impl Keys {
         if blob.len() < HEADER_BYTES || blob[0] != VERSION {
             return Err(OpenError::Malformed);
         }
-        let key_id = &blob[1..1 + KEY_ID_BYTES];
+        let expiry = &blob[1..1 + EXPIRY_BYTES];
+        let key_id = &blob[1 + EXPIRY_BYTES..1 + EXPIRY_BYTES + KEY_ID_BYTES];
         let key = self
             .keys
             .iter()
             .find(|key| key.id == key_id)
             .ok_or(OpenError::UnknownKey)?;
-        let nonce = XNonce::from_slice(&blob[1 + KEY_ID_BYTES..HEADER_BYTES]);
-        let aad = associated_data(namespace, id);
+        let nonce = XNonce::from_slice(&blob[HEADER_BYTES - NONCE_BYTES..HEADER_BYTES]);
+        let aad = associated_data(namespace, id, expiry);
         key.cipher
             .decrypt(
                 nonce,
@@ -144,6 +155,12 @@ impl Keys {
     }
 }
 
+/// When Redis drops `blob`, as its sealer set it: to be trusted only once the blob has opened.
+pub fn expiry(blob: &[u8]) -> Option<SystemTime> {
+    let bytes: [u8; EXPIRY_BYTES] = blob.get(1..1 + EXPIRY_BYTES)?.try_into().ok()?;
+    UNIX_EPOCH.checked_add(Duration::from_millis(u64::from_le_bytes(bytes)))
+}
+
 /// The first bytes of the key's encryption of a fixed label under a zero nonce: a key check value.
 fn key_id(cipher: &XChaCha20Poly1305) -> [u8; KEY_ID_BYTES] {
     let sealed = cipher
@@ -154,10 +171,10 @@ fn key_id(cipher: &XChaCha20Poly1305) -> [u8; KEY_ID_BYTES] {
     id
 }
 
-/// `namespace` and `id`, each behind its length, so that no two pairs give the same bytes.
-fn associated_data(namespace: &[u8], id: &[u8]) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(16 + namespace.len() + id.len());
-    for part in [namespace, id] {
+/// `namespace`, `id` and the expiry, each behind its length, so that no two triples give the same bytes.
+fn associated_data(namespace: &[u8], id: &[u8], expiry: &[u8]) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(24 + namespace.len() + id.len() + expiry.len());
+    for part in [namespace, id, expiry] {
         aad.extend_from_slice(&(part.len() as u64).to_le_bytes());
         aad.extend_from_slice(part);
     }
@@ -169,6 +186,7 @@ mod tests {
     use super::*;
 
     const SECRET: &[u8] = b"the master secret, forty-eight bytes long......";
+    const TTL: Duration = Duration::from_secs(3600);
 
     fn keys(seeds: &[u8]) -> Keys {
         let keys: Vec<[u8; KEY_BYTES]> = seeds.iter().map(|&seed| [seed; KEY_BYTES]).collect();
@@ -178,15 +196,15 @@ mod tests {
     #[test]
     fn a_sealed_session_opens_for_its_namespace_and_id() {
         let keys = keys(&[1]);
-        let blob = keys.seal(b"fleet", b"id-1", SECRET);
+        let blob = keys.seal(b"fleet", b"id-1", SECRET, TTL);
         assert_eq!(&keys.open(b"fleet", b"id-1", &blob).unwrap()[..], SECRET);
     }
 
     #[test]
     fn the_secret_is_not_in_the_blob_and_nonces_differ() {
         let keys = keys(&[1]);
-        let one = keys.seal(b"fleet", b"id-1", SECRET);
-        let two = keys.seal(b"fleet", b"id-1", SECRET);
+        let one = keys.seal(b"fleet", b"id-1", SECRET, TTL);
+        let two = keys.seal(b"fleet", b"id-1", SECRET, TTL);
         assert_ne!(one, two);
         assert!(!one.windows(16).any(|w| SECRET.windows(16).any(|s| s == w)));
     }
@@ -194,7 +212,7 @@ mod tests {
     #[test]
     fn a_blob_moved_to_another_id_or_namespace_does_not_open() {
         let keys = keys(&[1]);
-        let blob = keys.seal(b"fleet", b"id-1", SECRET);
+        let blob = keys.seal(b"fleet", b"id-1", SECRET, TTL);
         assert_eq!(keys.open(b"fleet", b"id-2", &blob), Err(OpenError::Forged));
         assert_eq!(keys.open(b"other", b"id-1", &blob), Err(OpenError::Forged));
         // Lengths are bound too: moving a byte from the namespace to the id changes the associated data.
@@ -204,7 +222,7 @@ mod tests {
     #[test]
     fn every_flipped_byte_is_refused() {
         let keys = keys(&[1]);
-        let blob = keys.seal(b"fleet", b"id-1", SECRET);
+        let blob = keys.seal(b"fleet", b"id-1", SECRET, TTL);
         for at in 0..blob.len() {
             let mut bad = blob.clone();
             bad[at] ^= 0x40;
@@ -217,12 +235,32 @@ mod tests {
     }
 
     #[test]
+    fn a_blob_carries_its_expiry_and_a_longer_one_does_not_open() {
+        let keys = keys(&[1]);
+        let before = SystemTime::now();
+        let blob = keys.seal(b"fleet", b"id-1", SECRET, TTL);
+        let at = expiry(&blob).expect("an expiry");
+        assert!(at >= before + TTL - Duration::from_millis(1));
+        assert!(at <= SystemTime::now() + TTL);
+        // Someone who can write Redis gives the blob a day more: it no longer opens.
+        let mut longer = blob.clone();
+        let later = at + Duration::from_secs(86400);
+        let ms = later.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        longer[1..9].copy_from_slice(&ms.to_le_bytes());
+        assert_eq!(
+            keys.open(b"fleet", b"id-1", &longer),
+            Err(OpenError::Forged)
+        );
+        assert_eq!(expiry(&blob[..4]), None);
+    }
+
+    #[test]
     fn the_first_key_seals_and_every_key_opens() {
         let old = keys(&[1]);
         let rotated = keys(&[2, 1]);
-        let blob = old.seal(b"fleet", b"id-1", SECRET);
+        let blob = old.seal(b"fleet", b"id-1", SECRET, TTL);
         assert_eq!(&rotated.open(b"fleet", b"id-1", &blob).unwrap()[..], SECRET);
-        let new_blob = rotated.seal(b"fleet", b"id-1", SECRET);
+        let new_blob = rotated.seal(b"fleet", b"id-1", SECRET, TTL);
         assert_eq!(
             old.open(b"fleet", b"id-1", &new_blob),
             Err(OpenError::UnknownKey)

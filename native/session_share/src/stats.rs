@@ -21,10 +21,13 @@ pub enum Miss {
     Unsealed,
     /// The session opened but did not decode to a session, or had too little lifetime left.
     Unusable,
+    /// Redis refused our credentials (a wrong user or password) or our rights (ACL): handled as Redis being
+    /// unreachable.
+    Auth,
 }
 
 impl Miss {
-    pub const ALL: [Miss; 7] = [
+    pub const ALL: [Miss; 8] = [
         Miss::Absent,
         Miss::BreakerOpen,
         Miss::Busy,
@@ -32,6 +35,7 @@ impl Miss {
         Miss::Error,
         Miss::Unsealed,
         Miss::Unusable,
+        Miss::Auth,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +47,7 @@ impl Miss {
             Miss::Error => "error",
             Miss::Unsealed => "unsealed",
             Miss::Unusable => "unusable",
+            Miss::Auth => "auth",
         }
     }
 }
@@ -54,6 +59,7 @@ const BUCKETS: usize = 24;
 pub struct Stats {
     gets: AtomicU64,
     hits: AtomicU64,
+    replayed: AtomicU64,
     misses: [AtomicU64; Miss::ALL.len()],
     sets: AtomicU64,
     drops: AtomicU64,
@@ -66,6 +72,8 @@ pub struct Stats {
 pub struct Snapshot {
     pub gets: u64,
     pub hits: u64,
+    /// Reads answered from the replay cache, without asking Redis (counted in `gets` and `hits` too).
+    pub replayed: u64,
     /// By reason, in `Miss::ALL`'s order.
     pub misses: Vec<(Miss, u64)>,
     pub sets: u64,
@@ -85,6 +93,10 @@ impl Stats {
 
     pub fn hit(&self) {
         self.hits.fetch_add(1, Relaxed);
+    }
+
+    pub fn replayed(&self) {
+        self.replayed.fetch_add(1, Relaxed);
     }
 
     pub fn miss(&self, why: Miss) {
@@ -133,6 +145,7 @@ impl Stats {
         Snapshot {
             gets: self.gets.load(Relaxed),
             hits: self.hits.load(Relaxed),
+            replayed: self.replayed.load(Relaxed),
             misses: Miss::ALL
                 .iter()
                 .map(|&why| (why, self.misses[why as usize].load(Relaxed)))
