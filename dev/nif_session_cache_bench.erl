@@ -631,16 +631,17 @@ storm_run(Clients, Level, RedisPort) ->
     [{A, PortA}, {B, PortB}, {C, PortC}] = [nif_session_cache_demo:start_listener(ServerOpts, [{backlog, 1024}])
                                             || _ <- [a, b, c]],
     %% A full handshake the busy machine did not finish (the acceptor gives each 5 s) is tried again.
-    Sessions = pmap(fun(_) -> full_session(PortA, ClientOpts, 3) end, lists:seq(1, Clients)),
+    Sessions = nif_session_cache_demo:pmap(fun(_) -> nif_session_cache_demo:full_session(PortA, ClientOpts, 3) end,
+                                         lists:seq(1, Clients)),
     ok = case Level of none -> ok; _ -> published(A, Clients) end,
     ok = ssl:close(A),
     {Cpu0, _} = erlang:statistics(runtime),
     Redis0 = redis_cpu_s(RedisPort),
     Start = erlang:monotonic_time(microsecond),
-    Back = pmap(fun({I, {Id, _} = Session}) ->
+    Back = nif_session_cache_demo:pmap(fun({I, {Id, _} = Session}) ->
                         Port = case I rem 2 of 0 -> PortB; 1 -> PortC end,
-                        case storm_handshake(Port, ClientOpts, Session) of
-                            {Id, _} -> true;
+                        case nif_session_cache_demo:offer(Port, ClientOpts, Session) of
+                            {ok, {Id, _}} -> true;
                             _ -> false
                         end
                 end, lists:enumerate(Sessions)),
@@ -659,39 +660,11 @@ published(Listener, N) ->
               Sets >= N
       end, 60000).
 
-%% {Id, Data} of the session a connection ended with, or failed.
-storm_handshake(Port, ClientOpts, Resume) ->
-    Extra = case Resume of none -> []; {_, _} -> [{reuse_session, Resume}] end,
-    case ssl:connect({127, 0, 0, 1}, Port, Extra ++ ClientOpts, 30000) of
-        {ok, Socket} ->
-            {ok, [{session_id, Id}, {session_data, Data}]} =
-                ssl:connection_information(Socket, [session_id, session_data]),
-            ok = ssl:close(Socket),
-            {Id, Data};
-        {error, _} ->
-            failed
-    end.
-
-full_session(Port, ClientOpts, Tries) ->
-    case storm_handshake(Port, ClientOpts, none) of
-        failed when Tries > 1 -> full_session(Port, ClientOpts, Tries - 1);
-        failed -> erlang:error(no_full_handshake);
-        Session -> Session
-    end.
-
 %% redis-server's CPU seconds so far (INFO cpu: used_cpu_sys + used_cpu_user).
 redis_cpu_s(Port) ->
     Info = nif_session_cache_redis:redis_cli(Port, "info cpu"),
     lists:sum([list_to_float(V) || {match, [V]} <- [re:run(Info, Key ++ ":([0-9.]+)", [{capture, all_but_first, list}])
                                                     || Key <- ["used_cpu_sys", "used_cpu_user"]]]).
-
-%% Fun over List by 8 processes, in List's order.
-pmap(Fun, List) ->
-    Chunks = [[X || {I, X} <- lists:enumerate(List), I rem 8 =:= K] || K <- lists:seq(0, 7)],
-    Self = self(),
-    Pids = [spawn_link(fun() -> Self ! {self(), [{X, Fun(X)} || X <- Chunk]} end) || Chunk <- Chunks],
-    Results = maps:from_list(lists:append([receive {Pid, R} -> R end || Pid <- Pids])),
-    [maps:get(X, Results) || X <- List].
 
 %% A remote lookup must find the session, or the latency measured would be a miss's.
 found(undefined) -> erlang:error(remote_session_not_found);

@@ -9,6 +9,8 @@
 -module(nif_session_cache_demo).
 
 -export([main/0, run/1, run/2, tls_options/0, start_listener/2, connect/3, wait_until/2, restart_ssl/1]).
+%% The reconnect storm's steps, for the bench's cluster section and the failover suite.
+-export([offer/3, full_session/3, pmap/2]).
 
 -include_lib("public_key/include/public_key.hrl").
 
@@ -99,6 +101,40 @@ connect(Port, ClientOpts, Extra) ->
     {ok, [{session_id, Id}]} = ssl:connection_information(Socket, [session_id]),
     ok = ssl:close(Socket),
     {Id, Us}.
+
+%% One connection to Port, offering the session {Id, Data} (OTP's {reuse_session, {Id, Data}}) or none: the
+%% session it ended with, or why it failed.
+-spec offer(inet:port_number(), [ssl:tls_client_option()], {binary(), binary()} | none) ->
+          {ok, {binary(), binary()}} | {error, term()}.
+offer(Port, ClientOpts, Resume) ->
+    Extra = case Resume of none -> []; {_, _} -> [{reuse_session, Resume}] end,
+    case ssl:connect({127, 0, 0, 1}, Port, Extra ++ ClientOpts, 30000) of
+        {ok, Socket} ->
+            {ok, [{session_id, Id}, {session_data, Data}]} =
+                ssl:connection_information(Socket, [session_id, session_data]),
+            ok = ssl:close(Socket),
+            {ok, {Id, Data}};
+        {error, Why} ->
+            {error, Why}
+    end.
+
+%% A full handshake's session, tried up to Tries times (a busy machine may not finish one in the acceptor's time).
+-spec full_session(inet:port_number(), [ssl:tls_client_option()], pos_integer()) -> {binary(), binary()}.
+full_session(Port, ClientOpts, Tries) ->
+    case offer(Port, ClientOpts, none) of
+        {ok, Session} -> Session;
+        {error, Why} when Tries =< 1 -> erlang:error({no_full_handshake, Why});
+        {error, _} -> full_session(Port, ClientOpts, Tries - 1)
+    end.
+
+%% Fun over List by 8 processes, in List's order.
+-spec pmap(fun((A) -> B), [A]) -> [B].
+pmap(Fun, List) ->
+    Chunks = [[X || {I, X} <- lists:enumerate(List), I rem 8 =:= K] || K <- lists:seq(0, 7)],
+    Self = self(),
+    Pids = [spawn_link(fun() -> Self ! {self(), [{X, Fun(X)} || X <- Chunk]} end) || Chunk <- Chunks],
+    Results = maps:from_list(lists:append([receive {Pid, R} -> R end || Pid <- Pids])),
+    [maps:get(X, Results) || X <- List].
 
 %% Polls Check every 10 ms until it returns true, for at most TimeoutMs.
 -spec wait_until(fun(() -> boolean()), non_neg_integer()) -> ok | timeout.

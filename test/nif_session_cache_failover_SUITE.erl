@@ -169,14 +169,15 @@ when_a_node_dies_its_clients_resume_on_the_others_at_ten_times_the_bound(Config)
     ClientOpts = [{reuse_sessions, false} | ?config(client_opts, Config)],
     %% The clients' sessions, made on A (a handshake the machine was too busy to finish is tried again: this is
     %% the setup, not what is tested).
-    Sessions = pmap(fun(_) -> full(PortA, ClientOpts, 3) end, lists:seq(1, ?CLIENTS)),
+    Sessions = nif_session_cache_demo:pmap(fun(_) -> nif_session_cache_demo:full_session(PortA, ClientOpts, 3) end,
+                                         lists:seq(1, ?CLIENTS)),
     ?assertEqual(?CLIENTS, length(lists:usort([Id || {Id, _} <- Sessions]))),
     ok = nif_session_cache_nodes:await_published(A, ?CLIENTS),
     ok = peer:stop(A),
     Start = erlang:monotonic_time(millisecond),
-    Back = pmap(fun({N, {Id, _} = Session}) ->
+    Back = nif_session_cache_demo:pmap(fun({N, {Id, _} = Session}) ->
                         Port = case N rem 2 of 0 -> PortB; 1 -> PortC end,
-                        case handshake(Port, ClientOpts, Session) of
+                        case nif_session_cache_demo:offer(Port, ClientOpts, Session) of
                             {ok, {Id, _}} -> resumed;
                             {ok, _} -> full;
                             {error, Why} -> {failed, Why}
@@ -208,45 +209,6 @@ across(Config, A, PortA, _B, PortB) ->
     ok = nif_session_cache_demo:wait_until(fun() -> Writes() > Before end, 20000),
     element(2, nif_session_cache_nodes:resume(Config, PortB, Id)).
 
-%% One connection to Port, resuming {Id, Data} or not: {ok, {Id, Data}} of the session it ended with, or
-%% {error, Reason}.
-handshake(Port, ClientOpts, Resume) ->
-    Extra = case Resume of none -> []; {_, _} -> [{reuse_session, Resume}] end,
-    case ssl:connect({127, 0, 0, 1}, Port, Extra ++ ClientOpts, 30000) of
-        {ok, Socket} ->
-            {ok, [{session_id, Id}, {session_data, Data}]} =
-                ssl:connection_information(Socket, [session_id, session_data]),
-            ok = ssl:close(Socket),
-            {ok, {Id, Data}};
-        {error, Why} ->
-            {error, Why}
-    end.
-
-%% A full handshake's session, tried up to Tries times.
-full(Port, ClientOpts, Tries) ->
-    case handshake(Port, ClientOpts, none) of
-        {ok, Session} -> Session;
-        {error, Why} when Tries =< 1 -> erlang:error({no_full_handshake, Why});
-        {error, _} -> full(Port, ClientOpts, Tries - 1)
-    end.
-
-%% Fun over List by 8 processes, in List's order.
-pmap(Fun, List) ->
-    Chunks = [[X || {I, X} <- lists:enumerate(List), I rem 8 =:= K] || K <- lists:seq(0, 7)],
-    Self = self(),
-    Pids = [spawn_link(fun() -> Self ! {self(), [{X, Fun(X)} || X <- Chunk]} end) || Chunk <- Chunks],
-    Results = maps:from_list(lists:append([receive {Pid, R} -> R end || Pid <- Pids])),
-    [maps:get(X, Results) || X <- List].
-
-sentinels_ready(Ports) ->
-    lists:all(fun(P) ->
-                      Count = fun(What) ->
-                                      Out = nif_session_cache_redis:redis_cli(P, "sentinel " ++ What ++ " mymaster"),
-                                      length(string:split(Out, "name", all)) - 1
-                              end,
-                      Count("replicas") =:= 1 andalso Count("sentinels") =:= 2
-              end, Ports).
-
 %% Whether N replicas are connected and in sync, as their masters see them.
 replicas_in_sync(Ports, N) ->
     Online = [P || P <- Ports, string:find(nif_session_cache_redis:redis_cli(P, "info replication"),
@@ -261,6 +223,15 @@ cluster_port() ->
         Port when Port < 55000 -> Port;
         _ -> cluster_port()
     end.
+
+sentinels_ready(Ports) ->
+    lists:all(fun(P) ->
+                      Count = fun(What) ->
+                                      Out = nif_session_cache_redis:redis_cli(P, "sentinel " ++ What ++ " mymaster"),
+                                      length(string:split(Out, "name", all)) - 1
+                              end,
+                      Count("replicas") =:= 1 andalso Count("sentinels") =:= 2
+              end, Ports).
 
 %% A session of the shape OTP's listener cache stores (nif_session_cache_cluster_SUITE has its twin).
 fake_session(Id) ->

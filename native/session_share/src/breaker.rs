@@ -56,7 +56,7 @@ impl Breaker {
     /// Whether a call may go to Redis at `now`. An open breaker whose cool-down is over lets this one call through
     /// as its probe.
     pub fn allow(&self, now: Instant) -> bool {
-        let mut inner = self.lock();
+        let mut inner = crate::locked(&self.inner);
         match inner.state {
             State::Closed => true,
             State::Probing => false,
@@ -74,7 +74,7 @@ impl Breaker {
 
     /// A call that was allowed succeeded.
     pub fn success(&self) {
-        let mut inner = self.lock();
+        let mut inner = crate::locked(&self.inner);
         inner.state = State::Closed;
         inner.failures = 0;
         inner.opened_at = None;
@@ -82,7 +82,7 @@ impl Breaker {
 
     /// A call that was allowed failed at `now`.
     pub fn failure(&self, now: Instant) {
-        let mut inner = self.lock();
+        let mut inner = crate::locked(&self.inner);
         inner.failures = inner.failures.saturating_add(1);
         if inner.state == State::Probing || inner.failures >= self.threshold {
             inner.state = State::Open;
@@ -91,14 +91,7 @@ impl Breaker {
     }
 
     pub fn state(&self) -> State {
-        self.lock().state
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // The state is three plain fields, each always valid: a poisoned lock still holds a usable one.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::locked(&self.inner).state
     }
 }
 

@@ -18,3 +18,12 @@ pub mod remote;
 pub mod seal;
 pub mod stats;
 pub mod topology;
+
+/// The data behind `mutex`, even if a thread panicked while holding it: every state this crate guards is plain
+/// values, each change made whole before the lock is released (a window, a pool of whole connections, maps, the
+/// breaker's fields), so a poisoned lock still holds a usable one.
+pub(crate) fn locked<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

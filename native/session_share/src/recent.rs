@@ -34,7 +34,7 @@ impl Recent {
 
     /// The blob kept under `key`, if it is still alive at `now`.
     pub fn get(&self, key: &[u8], now: Instant) -> Option<Vec<u8>> {
-        let mut inner = self.lock();
+        let mut inner = crate::locked(&self.inner);
         match inner.blobs.get(key) {
             Some((until, blob)) if *until > now => Some(blob.clone()),
             Some(_) => {
@@ -47,7 +47,7 @@ impl Recent {
 
     /// Keeps `blob` under `key` until `until`, making room by dropping the oldest.
     pub fn put(&self, key: &[u8], blob: Vec<u8>, until: Instant) {
-        let mut inner = self.lock();
+        let mut inner = crate::locked(&self.inner);
         let inner = &mut *inner;
         if inner.blobs.insert(key.to_vec(), (until, blob)).is_none() {
             inner.order.push_back(key.to_vec());
@@ -68,18 +68,11 @@ impl Recent {
     }
 
     pub fn len(&self) -> usize {
-        self.lock().blobs.len()
+        crate::locked(&self.inner).blobs.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // Plain maps, each change whole before the lock is released: a poisoned lock still holds usable ones.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -126,7 +119,7 @@ mod tests {
             recent.put(b"k", vec![1], at + Duration::from_millis(500));
             assert_eq!(recent.get(b"k", at + Duration::from_secs(1)), None);
         }
-        assert!(recent.lock().order.len() <= 4);
+        assert!(crate::locked(&recent.inner).order.len() <= 4);
         recent.put(b"x", vec![2], now + Duration::from_secs(5000));
         recent.put(b"y", vec![3], now + Duration::from_secs(5000));
         assert_eq!(recent.get(b"x", now), Some(vec![2]));

@@ -336,7 +336,7 @@ impl Shared {
         if !self.breaker.allow(start) {
             return Err(Miss::BreakerOpen);
         }
-        let pooled = self.lock_pool().pop();
+        let pooled = crate::locked(&self.pool).pop();
         let (answer, conn) = self.call(pooled, start + self.timeout, false, |conn| {
             redis::cmd("GET")
                 .arg(key)
@@ -346,7 +346,7 @@ impl Shared {
         match answer {
             Ok(found) => {
                 self.succeeded();
-                let mut pool = self.lock_pool();
+                let mut pool = crate::locked(&self.pool);
                 if let (Some(conn), true) = (conn, pool.len() < POOL_MAX) {
                     pool.push(conn);
                 }
@@ -379,7 +379,7 @@ impl Shared {
 
     /// Takes a place for one read in the current window of the read rate, if one is left: the window's start.
     fn admit(&self, now: Instant) -> Option<Instant> {
-        let mut window = self.lock_window();
+        let mut window = crate::locked(&self.window);
         if now.saturating_duration_since(window.0) >= WINDOW {
             *window = (now, 0);
         }
@@ -392,17 +392,10 @@ impl Shared {
 
     /// A read admitted in `window` found a session: its place goes back, if that window is still the current one.
     fn give_back(&self, window: Instant) {
-        let mut current = self.lock_window();
+        let mut current = crate::locked(&self.window);
         if current.0 == window {
             current.1 = current.1.saturating_sub(1);
         }
-    }
-
-    fn lock_window(&self) -> std::sync::MutexGuard<'_, (Instant, u32)> {
-        // Two plain fields, always valid together: a poisoned lock still holds a usable window.
-        self.window
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The writer thread: one connection, made again after any failure; writes refused while the breaker is
@@ -494,13 +487,6 @@ impl Shared {
             Ok((value, conn)) => (Ok(value), Some(conn)),
             Err(error) => (Err(error), None),
         }
-    }
-
-    fn lock_pool(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
-        // Connections are whole or absent: a poisoned pool is still a valid one.
-        self.pool
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -254,7 +254,9 @@ impl Target {
     /// The master in use, as `host:port`, for Sentinel.
     pub(crate) fn master(&self) -> Option<String> {
         match self {
-            Target::Sentinel(sentinel) => sentinel.lock().as_ref().map(|(_, at)| at.clone()),
+            Target::Sentinel(sentinel) => crate::locked(&sentinel.current)
+                .as_ref()
+                .map(|(_, at)| at.clone()),
             _ => None,
         }
     }
@@ -264,26 +266,21 @@ impl Target {
     pub(crate) fn failed(&self, error: &RedisError) {
         if let Target::Sentinel(sentinel) = self {
             if error.code() == Some("READONLY") {
-                *sentinel.lock() = None;
+                *crate::locked(&sentinel.current) = None;
             }
         }
     }
 }
 
 impl Sentinel {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Client, String)>> {
-        // One plain value, whole or absent: a poisoned lock still holds a usable one.
-        self.current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     fn connect(&self, deadline: Instant) -> Result<Connection, RedisError> {
-        let known = self.lock().as_ref().map(|(client, _)| client.clone());
+        let known = crate::locked(&self.current)
+            .as_ref()
+            .map(|(client, _)| client.clone());
         if let Some(client) = known {
             match client.get_connection_with_timeout(remaining(deadline)?) {
                 Ok(conn) => return Ok(conn),
-                Err(_) => *self.lock() = None,
+                Err(_) => *crate::locked(&self.current) = None,
             }
         }
         // The sentinel that answered last is asked first, and each gets its share of the time left: a silent
@@ -297,7 +294,7 @@ impl Sentinel {
             match self.ask(&self.sentinels[index], Instant::now() + share, deadline) {
                 Ok((client, at, conn)) => {
                     self.answered.store(index, Ordering::Relaxed);
-                    *self.lock() = Some((client, at));
+                    *crate::locked(&self.current) = Some((client, at));
                     return Ok(conn);
                 }
                 Err(error) => last = Some(error),

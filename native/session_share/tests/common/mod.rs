@@ -55,29 +55,23 @@ impl Server {
             ),
         )
         .expect("sentinel.conf");
-        let child = Command::new("redis-server")
-            .arg(&conf)
-            .arg("--sentinel")
-            .current_dir(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/setup.sh)");
-        let server = Server {
-            child: Some(child),
-            port,
-            dir,
-        };
-        server.await_listening();
-        server
+        let mut command = Command::new("redis-server");
+        command.arg(&conf).arg("--sentinel");
+        Server::launch(port, dir, command)
     }
 
     fn spawn(port: u16, args: &[&str], extra: &[&str]) -> Server {
-        let dir = temp_dir(port);
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(args)
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(extra)
+            .args(extra);
+        Server::launch(port, temp_dir(port), command)
+    }
+
+    /// Runs `command` in `dir`, quietly, and waits until the server listens on `port`.
+    fn launch(port: u16, dir: PathBuf, mut command: Command) -> Server {
+        let child = command
             .current_dir(&dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
